@@ -1,0 +1,100 @@
+//! Errors a client sees, in OpenAI's shape: `{"error":{"message","type","code"}}`.
+
+use serde::Serialize;
+
+/// An error the router answers itself. `message` must never contain a provider key:
+/// it is built only from what the client sent and from channel ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+}
+
+impl RouterError {
+    pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, code, message: message.into() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", code, message)
+    }
+
+    pub fn model_not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "invalid_request_error", "model_not_found", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "invalid_request_error", "invalid_api_key", message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("request body is larger than the router's limit of {limit} bytes"),
+        )
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(503, "service_unavailable", code, message)
+    }
+
+    pub fn not_found_path(path: &str) -> Self {
+        Self::new(404, "invalid_request_error", "unknown_url", format!("unknown endpoint {}", ascii_safe(path, 200)))
+    }
+
+    /// The JSON body. Serialising plain strings cannot fail, but if it ever did the
+    /// caller still gets a valid error body rather than a panic.
+    pub fn to_json(&self) -> String {
+        let body = Body { error: Inner { message: &self.message, kind: self.kind, code: self.code } };
+        serde_json::to_string(&body).unwrap_or_else(|_| {
+            r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error"}}"#.to_string()
+        })
+    }
+}
+
+/// Client-supplied text quoted back in a message: printable ASCII only, bounded, so
+/// an error can also be carried in a header and cannot grow without limit.
+pub fn ascii_safe(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    if s.chars().count() > max {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_json_is_openai_shaped() {
+        let e = RouterError::model_not_found("model \"x\" not found");
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["error"]["message"], "model \"x\" not found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+    }
+
+    #[test]
+    fn ascii_safe_bounds_and_cleans() {
+        assert_eq!(ascii_safe("abc\u{7f}d\u{4e2d}", 10), "abc?d?");
+        assert_eq!(ascii_safe("abcdef", 3), "abc...");
+    }
+}

@@ -1,0 +1,22 @@
+//! Pure routing logic for Smart AI Router.
+//!
+//! Shared by the proxy-wasm filter (compiled for `wasm32-wasip1`) and the control
+//! plane (native). Nothing here touches the network, a clock or randomness: callers
+//! pass in what they need, so every decision is reproducible in a unit test.
+//!
+//! - [`table`]: the versioned contract the control plane serves to filters
+//!   ([`table::TableDoc`]) and its compiled, indexed form ([`table::Table`]).
+//! - [`request`]: reads the few fields of a chat request the router needs.
+//! - [`plan`]: resolves the `model` a client asked for into an ordered plan of attempts.
+//! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
+//! - [`error`]: OpenAI-shaped errors.
+
+pub mod error;
+pub mod plan;
+pub mod request;
+pub mod table;
+pub mod wire;
+
+pub use error::RouterError;
+pub use plan::{Attempt, Plan};
+pub use table::{Table, TableDoc};

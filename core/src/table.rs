@@ -1,0 +1,440 @@
+//! The channel table: the versioned contract between control plane and filter.
+//!
+//! The control plane builds a [`TableDoc`] from the YAML config and model discovery
+//! and serves it as JSON. Filters (and the control plane itself, for `explain` and
+//! listings) turn it into a [`Table`] with [`Table::compile`]: validated once, indexed
+//! once, then shared read-only. A document that fails to compile never replaces a good
+//! table: callers keep the last good one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The contract version. A filter refuses a table with another schema rather than
+/// misreading it; fields may be added within a schema (unknown fields are ignored).
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableDoc {
+    pub schema: u32,
+    /// Content hash chosen by the control plane; equal content, equal version.
+    pub version: String,
+    #[serde(default)]
+    pub routing: RoutingDoc,
+    #[serde(default)]
+    pub auth: AuthDoc,
+    #[serde(default)]
+    pub channels: Vec<ChannelDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RoutingDoc {
+    /// Attempts after the first one; a plan holds at most `1 + max_retry_attempts`.
+    pub max_retry_attempts: u32,
+    /// Add `X-Router-*` headers to responses.
+    pub debug_headers: bool,
+    pub default_strategy: String,
+}
+
+impl Default for RoutingDoc {
+    fn default() -> Self {
+        Self { max_retry_attempts: 3, debug_headers: true, default_strategy: "cost_first".into() }
+    }
+}
+
+/// Client access. Tokens are compared by the filter; the table travels only over
+/// the authenticated control-plane link.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthDoc {
+    pub enabled: bool,
+    pub tokens: Vec<String>,
+}
+
+impl fmt::Debug for AuthDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthDoc").field("enabled", &self.enabled).field("tokens", &self.tokens.len()).finish()
+    }
+}
+
+/// One provider account. `auth_value` is a provider secret: it is written only into
+/// the upstream request and is redacted from `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelDoc {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub provider: String,
+    /// The Envoy cluster that reaches this channel's base URL.
+    pub cluster: String,
+    /// `:authority` for upstream requests (host, with port when not the default).
+    pub authority: String,
+    /// Path of the base URL (`/v1`, `/openai/v1`, `/api/v3`); endpoints append to it.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Header that carries the key (`authorization`), and its full value (`Bearer sk-...`).
+    #[serde(default)]
+    pub auth_header: String,
+    #[serde(default)]
+    pub auth_value: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Lower is preferred.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// Models this channel serves, under the names its provider uses.
+    #[serde(default)]
+    pub models: Vec<ModelDoc>,
+    /// Standard name a client may use -> the name this channel's provider expects.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl fmt::Debug for ChannelDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelDoc")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("path_prefix", &self.path_prefix)
+            .field("auth_value", &"<redacted>")
+            .field("models", &self.models.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelDoc {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
+}
+
+/// A channel that can receive attempts. Index into [`Table::channels`] is its handle.
+#[derive(Clone, PartialEq)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub provider: String,
+    pub cluster: String,
+    pub authority: String,
+    pub path_prefix: String,
+    pub auth_header: String,
+    pub auth_value: String,
+    pub tags: Vec<String>,
+    pub priority: i32,
+    pub weight: u32,
+    pub healthy: bool,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("id", &self.id).field("cluster", &self.cluster).finish()
+    }
+}
+
+/// One way to serve a requested name: a channel and the model name it receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub channel: u32,
+    pub upstream_model: String,
+}
+
+/// A compiled table: validated, indexed, with the bodies of `/v1/models` and
+/// `/health` rendered once so the filter answers them without work per request.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub version: String,
+    pub routing: RoutingDoc,
+    pub auth: AuthDoc,
+    pub channels: Vec<Channel>,
+    channel_index: HashMap<String, u32>,
+    /// Physical model id -> candidates, channels in preference order.
+    by_model: HashMap<String, Vec<Candidate>>,
+    /// Alias (standard name) -> candidates on the channels that define it.
+    by_alias: HashMap<String, Vec<Candidate>>,
+    models_json: String,
+    health_json: String,
+    /// Channels the document named whose cluster this Envoy does not have.
+    pub skipped_channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableError(pub String);
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TableError {}
+
+/// Channel ids become Envoy cluster names and stat names: keep them to a safe alphabet.
+pub fn valid_channel_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A header value written by the filter must not smuggle a second header.
+fn header_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+impl Table {
+    /// Parse and compile the JSON the control plane serves.
+    pub fn from_json(bytes: &[u8], known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
+        let doc: TableDoc =
+            serde_json::from_slice(bytes).map_err(|e| TableError(format!("table is not valid JSON: {e}")))?;
+        Self::compile(doc, known_clusters)
+    }
+
+    /// Validate and index a document. With `known_clusters`, channels whose cluster
+    /// Envoy does not have are left out (sending an attempt to a missing cluster fails
+    /// the whole request) and listed in `skipped_channels`.
+    pub fn compile(doc: TableDoc, known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
+        if doc.schema != SCHEMA {
+            return Err(TableError(format!("table schema {} is not supported (this filter reads {SCHEMA})", doc.schema)));
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in doc.channels.iter().enumerate() {
+            let at = format!("channels[{i}] ({})", c.id);
+            if !valid_channel_id(&c.id) {
+                return Err(TableError(format!("{at}: id must be 1-64 characters of A-Z a-z 0-9 _ -")));
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(TableError(format!("{at}: duplicate channel id")));
+            }
+            if c.cluster.is_empty() || c.authority.is_empty() {
+                return Err(TableError(format!("{at}: cluster and authority are required")));
+            }
+            for (what, v) in [
+                ("authority", &c.authority),
+                ("path_prefix", &c.path_prefix),
+                ("auth_header", &c.auth_header),
+                ("auth_value", &c.auth_value),
+            ] {
+                if !header_safe(v) {
+                    return Err(TableError(format!("{at}: {what} has characters not allowed in a header")));
+                }
+            }
+            if !c.path_prefix.is_empty() && !c.path_prefix.starts_with('/') {
+                return Err(TableError(format!("{at}: path_prefix must start with '/'")));
+            }
+        }
+
+        // Preference order among channels: priority, then the order of the document.
+        let mut order: Vec<usize> = (0..doc.channels.len()).collect();
+        order.sort_by_key(|&i| (doc.channels[i].priority, i));
+
+        let mut channels = Vec::new();
+        let mut channel_index = HashMap::new();
+        let mut by_model: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut skipped_channels = Vec::new();
+        let mut listed: BTreeSet<&str> = BTreeSet::new();
+        for &i in &order {
+            let c = &doc.channels[i];
+            if let Some(known) = known_clusters {
+                if !known.contains(&c.cluster) {
+                    skipped_channels.push(c.id.clone());
+                    continue;
+                }
+            }
+            let handle = u32::try_from(channels.len()).map_err(|_| TableError("too many channels".into()))?;
+            for m in &c.models {
+                let list = by_model.entry(m.id.clone()).or_default();
+                if !list.iter().any(|x| x.channel == handle) {
+                    list.push(Candidate { channel: handle, upstream_model: m.id.clone() });
+                }
+                listed.insert(m.id.as_str());
+            }
+            for (standard, upstream) in &c.aliases {
+                by_alias
+                    .entry(standard.clone())
+                    .or_default()
+                    .push(Candidate { channel: handle, upstream_model: upstream.clone() });
+                listed.insert(standard.as_str());
+            }
+            channel_index.insert(c.id.clone(), handle);
+            channels.push(Channel {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                provider: c.provider.clone(),
+                cluster: c.cluster.clone(),
+                authority: c.authority.clone(),
+                path_prefix: c.path_prefix.trim_end_matches('/').to_string(),
+                auth_header: c.auth_header.to_ascii_lowercase(),
+                auth_value: c.auth_value.clone(),
+                tags: c.tags.clone(),
+                priority: c.priority,
+                weight: c.weight.max(1),
+                healthy: c.healthy,
+            });
+        }
+
+        let models_json = render_models(&listed);
+        let health_json = render_health(&doc.version, &channels, listed.len());
+        Ok(Self {
+            version: doc.version,
+            routing: doc.routing,
+            auth: doc.auth,
+            channels,
+            channel_index,
+            by_model,
+            by_alias,
+            models_json,
+            health_json,
+            skipped_channels,
+        })
+    }
+
+    pub fn channel(&self, handle: u32) -> Option<&Channel> {
+        self.channels.get(handle as usize)
+    }
+
+    pub fn channel_by_id(&self, id: &str) -> Option<(u32, &Channel)> {
+        let handle = *self.channel_index.get(id)?;
+        Some((handle, self.channel(handle)?))
+    }
+
+    pub fn candidates_for_model(&self, model: &str) -> &[Candidate] {
+        self.by_model.get(model).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn candidates_for_alias(&self, alias: &str) -> &[Candidate] {
+        self.by_alias.get(alias).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Body of `GET /v1/models`.
+    pub fn models_json(&self) -> &str {
+        &self.models_json
+    }
+
+    /// Body of `GET /health`.
+    pub fn health_json(&self) -> &str {
+        &self.health_json
+    }
+}
+
+fn render_models(ids: &BTreeSet<&str>) -> String {
+    let data: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "smart-router"}))
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string()
+}
+
+fn render_health(version: &str, channels: &[Channel], models: usize) -> String {
+    let up = channels.iter().filter(|c| c.healthy).count();
+    let status = if up > 0 { "ok" } else { "degraded" };
+    serde_json::json!({
+        "status": status,
+        "table_version": version,
+        "channels": {"total": channels.len(), "up": up, "down": channels.len() - up},
+        "models": models,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn channel(id: &str, priority: i32, models: &[&str]) -> ChannelDoc {
+        ChannelDoc {
+            id: id.into(),
+            name: id.into(),
+            provider: "openai".into(),
+            cluster: format!("channel_{id}"),
+            authority: "127.0.0.1:1".into(),
+            path_prefix: "/v1".into(),
+            auth_header: "authorization".into(),
+            auth_value: format!("Bearer key-{id}"),
+            tags: vec![],
+            priority,
+            weight: 1,
+            healthy: true,
+            models: models.iter().map(|m| ModelDoc { id: (*m).into(), context_length: None }).collect(),
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    pub fn doc(channels: Vec<ChannelDoc>) -> TableDoc {
+        TableDoc { schema: SCHEMA, version: "v1".into(), routing: RoutingDoc::default(), auth: AuthDoc::default(), channels }
+    }
+
+    #[test]
+    fn candidates_follow_priority_then_document_order() {
+        let t = Table::compile(
+            doc(vec![channel("a", 2, &["m"]), channel("b", 1, &["m"]), channel("c", 2, &["m", "n"])]),
+            None,
+        )
+        .unwrap();
+        let ids: Vec<&str> =
+            t.candidates_for_model("m").iter().map(|c| t.channel(c.channel).unwrap().id.as_str()).collect();
+        assert_eq!(ids, ["b", "a", "c"]);
+        assert_eq!(t.candidates_for_model("n").len(), 1);
+        assert!(t.candidates_for_model("zzz").is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_documents() {
+        let mut d = doc(vec![channel("a", 1, &[]), channel("a", 1, &[])]);
+        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("duplicate"));
+        d.channels.pop();
+        d.channels[0].auth_value = "Bearer x\r\nevil: 1".into();
+        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("auth_value"));
+        d.channels[0].auth_value = "Bearer x".into();
+        d.schema = 99;
+        assert!(Table::compile(d, None).unwrap_err().0.contains("schema"));
+        assert!(Table::from_json(b"{not json", None).is_err());
+    }
+
+    #[test]
+    fn unknown_clusters_are_skipped() {
+        let known: HashSet<String> = ["channel_a".to_string()].into_iter().collect();
+        let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["m"])]), Some(&known)).unwrap();
+        assert_eq!(t.channels.len(), 1);
+        assert_eq!(t.skipped_channels, vec!["b".to_string()]);
+        assert_eq!(t.candidates_for_model("m").len(), 1);
+    }
+
+    #[test]
+    fn debug_never_prints_keys() {
+        let d = doc(vec![channel("a", 1, &["m"])]);
+        let t = Table::compile(d.clone(), None).unwrap();
+        assert!(!format!("{d:?}").contains("key-a"));
+        assert!(!format!("{t:?}").contains("key-a"));
+        assert!(!t.models_json().contains("key-a"));
+        assert!(!t.health_json().contains("key-a"));
+    }
+
+    #[test]
+    fn listings_include_models_and_aliases() {
+        let mut c = channel("a", 1, &["m1"]);
+        c.aliases.insert("std-name".into(), "ep-123".into());
+        let t = Table::compile(doc(vec![c]), None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(t.models_json()).unwrap();
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["m1", "std-name"]);
+        let h: serde_json::Value = serde_json::from_str(t.health_json()).unwrap();
+        assert_eq!(h["channels"]["up"], 1);
+        assert_eq!(h["table_version"], "v1");
+    }
+}

@@ -1,0 +1,249 @@
+//! How a plan leaves the routing filter.
+//!
+//! Two consumers, two encodings:
+//! - Envoy's `priority_group` cluster specifier reads the attempt order from
+//!   dynamic metadata. Wasm cannot write metadata in Envoy 1.40, so the filter sets a
+//!   request header that `header_to_metadata` decodes (`PROTOBUF_VALUE`, `BASE64`):
+//!   the header is a base64 `google.protobuf.Value` holding the `priority_groups` list.
+//! - The per-attempt upstream filter reads [`AttemptState`] from filter state: per
+//!   attempt, the channel and the exact bytes to splice in place of `model`.
+
+use crate::error::RouterError;
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (what Envoy's `BASE64` decoder expects).
+pub fn base64_encode(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sym = |shift: u32| B64[((n >> shift) & 63) as usize] as char;
+        out.push(sym(18));
+        out.push(sym(12));
+        out.push(if chunk.len() > 1 { sym(6) } else { '=' });
+        out.push(if chunk.len() > 2 { sym(0) } else { '=' });
+    }
+    out
+}
+
+// Minimal protobuf writer for google.protobuf.Value / Struct / ListValue.
+// Value: string_value = 3, number_value = 2 (double), struct_value = 5, list_value = 6.
+// Struct: fields = 1 (map entry: key = 1, value = 2). ListValue: values = 1.
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_varint(out, u64::from(field << 3 | 2));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn value_string(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 2);
+    put_len_field(&mut v, 3, s.as_bytes());
+    v
+}
+
+fn value_number(n: f64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    put_varint(&mut v, u64::from(2u32 << 3 | 1));
+    v.extend_from_slice(&n.to_le_bytes());
+    v
+}
+
+fn value_struct(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut s = Vec::new();
+    for (key, value) in fields {
+        let mut entry = Vec::with_capacity(key.len() + value.len() + 4);
+        put_len_field(&mut entry, 1, key.as_bytes());
+        put_len_field(&mut entry, 2, value);
+        put_len_field(&mut s, 1, &entry);
+    }
+    let mut v = Vec::with_capacity(s.len() + 4);
+    put_len_field(&mut v, 5, &s);
+    v
+}
+
+fn value_list(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut l = Vec::new();
+    for item in items {
+        put_len_field(&mut l, 1, item);
+    }
+    let mut v = Vec::with_capacity(l.len() + 4);
+    put_len_field(&mut v, 6, &l);
+    v
+}
+
+/// The `priority_groups` value for the cluster specifier: one group per attempt,
+/// each holding that attempt's cluster. Base64, ready for `header_to_metadata`.
+pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -> String {
+    let groups: Vec<Vec<u8>> = clusters
+        .into_iter()
+        .enumerate()
+        .map(|(i, cluster)| {
+            let member = value_struct(&[("cluster_name", value_string(cluster)), ("weight", value_number(1.0))]);
+            value_struct(&[("name", value_string(&format!("a{i}"))), ("clusters", value_list(&[member]))])
+        })
+        .collect();
+    base64_encode(&value_list(&groups))
+}
+
+/// What the per-attempt filter needs, passed through filter state as text:
+///
+/// ```text
+/// sar1 <body_len> <span_start> <span_end> <endpoint>
+/// <channel_id> <model JSON literal, or "=" when the body is sent unchanged>
+/// ...one line per attempt
+/// ```
+///
+/// Channel ids contain no spaces and a JSON string literal no newline, so the format
+/// needs no escaping. The literal is exactly the bytes spliced over the span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptState {
+    pub body_len: usize,
+    pub model_span: (usize, usize),
+    /// Path appended to the channel's prefix, e.g. `/chat/completions`.
+    pub endpoint: String,
+    pub attempts: Vec<AttemptRewrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRewrite {
+    pub channel_id: String,
+    /// New JSON literal for `model`; `None` keeps the body as the client sent it.
+    pub model_literal: Option<String>,
+}
+
+impl AttemptRewrite {
+    pub fn new(channel_id: &str, requested: &str, upstream_model: &str) -> Self {
+        let model_literal = if requested == upstream_model {
+            None
+        } else {
+            serde_json::to_string(upstream_model).ok()
+        };
+        Self { channel_id: channel_id.to_string(), model_literal }
+    }
+}
+
+impl AttemptState {
+    pub fn encode(&self) -> String {
+        let mut s = format!("sar1 {} {} {} {}\n", self.body_len, self.model_span.0, self.model_span.1, self.endpoint);
+        for a in &self.attempts {
+            s.push_str(&a.channel_id);
+            s.push(' ');
+            s.push_str(a.model_literal.as_deref().unwrap_or("="));
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn decode(text: &str) -> Result<Self, RouterError> {
+        let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
+        let mut lines = text.lines();
+        let mut head = lines.next().ok_or_else(bad)?.splitn(5, ' ');
+        if head.next() != Some("sar1") {
+            return Err(bad());
+        }
+        let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(bad);
+        let body_len = num()?;
+        let span = (num()?, num()?);
+        let endpoint = head.next().ok_or_else(bad)?.to_string();
+        if span.0 > span.1 || span.1 > body_len {
+            return Err(bad());
+        }
+        let attempts = lines
+            .map(|line| {
+                let (id, lit) = line.split_once(' ').ok_or_else(bad)?;
+                Ok(AttemptRewrite {
+                    channel_id: id.to_string(),
+                    model_literal: if lit == "=" { None } else { Some(lit.to_string()) },
+                })
+            })
+            .collect::<Result<Vec<_>, RouterError>>()?;
+        Ok(Self { body_len, model_span: span, endpoint, attempts })
+    }
+
+    /// Body length once attempt `i`'s model is spliced in.
+    pub fn body_len_for(&self, rewrite: &AttemptRewrite) -> usize {
+        match &rewrite.model_literal {
+            Some(lit) => self.body_len - (self.model_span.1 - self.model_span.0) + lit.len(),
+            None => self.body_len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+        }
+    }
+
+    #[test]
+    fn priority_groups_encode_as_protobuf_value() {
+        // Value{list_value{values:[Value{struct_value{fields{"name": "a0", "clusters": [...]}}}]}}
+        let h = priority_groups_header(["c"]);
+        let member_fields = {
+            let mut m = Vec::new();
+            let mut e = Vec::new();
+            put_len_field(&mut e, 1, b"cluster_name");
+            put_len_field(&mut e, 2, &value_string("c"));
+            put_len_field(&mut m, 1, &e);
+            let mut e = Vec::new();
+            put_len_field(&mut e, 1, b"weight");
+            put_len_field(&mut e, 2, &[0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]);
+            put_len_field(&mut m, 1, &e);
+            m
+        };
+        assert!(h.len() > 40);
+        // The struct holding cluster_name and weight ends with the double 1.0.
+        assert!(member_fields.ends_with(&[0xf0, 0x3f]));
+        assert_eq!(value_number(1.0), vec![0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]);
+        assert_eq!(value_string("ab"), vec![0x1a, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn attempt_state_round_trips() {
+        let s = AttemptState {
+            body_len: 100,
+            model_span: (9, 17),
+            endpoint: "/chat/completions".into(),
+            attempts: vec![
+                AttemptRewrite::new("a", "gpt-4o", "gpt-4o"),
+                AttemptRewrite::new("b", "gpt-4o", "ep-1 with \"quote\"\n"),
+            ],
+        };
+        let d = AttemptState::decode(&s.encode()).unwrap();
+        assert_eq!(d, s);
+        assert_eq!(d.attempts[0].model_literal, None);
+        assert_eq!(d.attempts[1].model_literal.as_deref(), Some(r#""ep-1 with \"quote\"\n""#));
+        assert_eq!(d.body_len_for(&d.attempts[0]), 100);
+        assert_eq!(d.body_len_for(&d.attempts[1]), 100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len());
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_panic() {
+        for s in ["", "sar2 1 2 3 /x", "sar1 1 2", "sar1 1 5 3 /x", "sar1 10 1 2 /x\nnospace"] {
+            assert!(AttemptState::decode(s).is_err(), "{s}");
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Smart AI Router as a proxy-wasm filter for Envoy.
+//!
+//! One wasm binary plays three roles, chosen by the plugin configuration's `role`:
+//!
+//! - `service`: a singleton `WasmService` (bootstrap extension, main thread). It polls
+//!   the control plane for the channel table and publishes good tables in shared
+//!   data, which is process-wide per `vm_id`. A table that does not compile is never
+//!   published, so workers keep the last good one; so they do when the control plane
+//!   is down.
+//! - `router`: the downstream HTTP filter. It answers `/v1/models` and `/health`,
+//!   buffers a chat request, resolves `model` to an ordered plan and hands the plan to
+//!   Envoy: a header that `header_to_metadata` turns into the `priority_group` cluster
+//!   specifier's override, plus `x-envoy-max-retries`. Envoy then executes the
+//!   attempts (retry with `refresh_cluster_on_retry`), streaming included. On the way
+//!   back it adds debug headers, counts stats, and replaces a final failure with an
+//!   OpenAI-shaped 503 that lists the channels tried.
+//! - `attempt`: an upstream HTTP filter in the router's `upstream_http_filters`, run
+//!   once per attempt. It rewrites `:authority`, `:path`, the key header and the
+//!   body's `model` for that attempt's channel. All attempts share one header map, so
+//!   it rewrites from the plan in filter state rather than from what it sees.
+
+mod host;
+mod metrics;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use router_core::error::ascii_safe;
+use router_core::request::parse_chat_head;
+use router_core::wire::{priority_groups_header, AttemptRewrite, AttemptState};
+use router_core::{plan, RouterError, Table};
+use serde::Deserialize;
+
+/// Shared-data keys (process-wide for this `vm_id`). The version key is tiny, so
+/// workers can poll it cheaply and fetch the table only when it changed.
+const TABLE_KEY: &str = "sar.table";
+const TABLE_VERSION_KEY: &str = "sar.table_version";
+/// Filter state (`wasm.sar_attempts`) read by the per-attempt filter.
+const ATTEMPTS_STATE: &str = "sar_attempts";
+/// Request header turned into metadata by `header_to_metadata` (which removes it).
+const PLAN_HEADER: &str = "x-sar-plan";
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[derive(Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
+enum PluginConfig {
+    Service {
+        control_plane_cluster: String,
+        control_plane_authority: String,
+        token: String,
+        #[serde(default = "default_poll_ms")]
+        poll_ms: u64,
+    },
+    Router {
+        /// Clusters this Envoy has; channels outside it are left out of plans.
+        #[serde(default)]
+        clusters: Vec<String>,
+        #[serde(default = "default_max_body")]
+        max_body_bytes: usize,
+    },
+    Attempt {},
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+
+thread_local! {
+    /// The compiled table of this VM (one VM per worker thread). Root contexts of the
+    /// router and attempt roles in the same VM share it.
+    static TABLE: RefCell<Option<Rc<Table>>> = const { RefCell::new(None) };
+    static TABLE_VERSION: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static KNOWN_CLUSTERS: RefCell<Option<HashSet<String>>> = const { RefCell::new(None) };
+}
+
+fn current_table() -> Option<Rc<Table>> {
+    TABLE.with(|t| t.borrow().clone())
+}
+
+/// Pick up a newer table from shared data, if the service published one.
+fn refresh_table() {
+    let Some(version) = host::shared_data(TABLE_VERSION_KEY) else { return };
+    if TABLE_VERSION.with(|v| *v.borrow() == version) {
+        return;
+    }
+    let Some(bytes) = host::shared_data(TABLE_KEY) else { return };
+    let compiled = KNOWN_CLUSTERS.with(|k| Table::from_json(&bytes, k.borrow().as_ref()));
+    match compiled {
+        Ok(table) => {
+            if !table.skipped_channels.is_empty() {
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "smart-router: channels {:?} have no Envoy cluster yet (restart Envoy with a re-rendered config to route to them)",
+                        table.skipped_channels
+                    ),
+                );
+            }
+            TABLE.with(|t| *t.borrow_mut() = Some(Rc::new(table)));
+        }
+        // The service validated it already; if it still fails here, keep the old one.
+        Err(e) => host::log(LogLevel::Error, &format!("smart-router: table rejected, keeping the last good one: {e}")),
+    }
+    TABLE_VERSION.with(|v| *v.borrow_mut() = version);
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
+}}
+
+#[derive(Default)]
+struct RouterRoot {
+    role: Option<Role>,
+}
+
+enum Role {
+    Service(TableFetcher),
+    Router { max_body_bytes: usize },
+    Attempt,
+}
+
+impl Context for RouterRoot {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let Some(Role::Service(fetcher)) = &mut self.role {
+            fetcher.on_response(body_size);
+        }
+    }
+}
+
+impl RootContext for RouterRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = host::plugin_configuration().unwrap_or_default();
+        let config: PluginConfig = match serde_json::from_slice(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                host::log(LogLevel::Critical, &format!("smart-router: bad plugin configuration: {e}"));
+                return false;
+            }
+        };
+        self.role = Some(match config {
+            PluginConfig::Service { control_plane_cluster, control_plane_authority, token, poll_ms } => {
+                host::set_tick_period(Duration::from_millis(poll_ms.max(50)));
+                let mut fetcher = TableFetcher {
+                    cluster: control_plane_cluster,
+                    authority: control_plane_authority,
+                    authorization: format!("Bearer {token}"),
+                    version: String::new(),
+                    in_flight: false,
+                    last_problem: None,
+                };
+                fetcher.poll();
+                Role::Service(fetcher)
+            }
+            PluginConfig::Router { clusters, max_body_bytes } => {
+                if !clusters.is_empty() {
+                    KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
+                }
+                host::set_tick_period(Duration::from_millis(250));
+                refresh_table();
+                Role::Router { max_body_bytes }
+            }
+            PluginConfig::Attempt {} => {
+                host::set_tick_period(Duration::from_millis(250));
+                refresh_table();
+                Role::Attempt
+            }
+        });
+        true
+    }
+
+    fn on_tick(&mut self) {
+        match &mut self.role {
+            Some(Role::Service(fetcher)) => fetcher.poll(),
+            Some(_) => refresh_table(),
+            None => {}
+        }
+    }
+
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        match self.role {
+            Some(Role::Router { max_body_bytes }) => Some(Box::new(RouterRequest::new(max_body_bytes))),
+            Some(Role::Attempt) => Some(Box::new(AttemptRequest::default())),
+            _ => None,
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// The `service` role: fetch the table from the control plane, publish good ones.
+struct TableFetcher {
+    cluster: String,
+    authority: String,
+    authorization: String,
+    version: String,
+    in_flight: bool,
+    /// Logged once per change, not once per poll.
+    last_problem: Option<String>,
+}
+
+impl TableFetcher {
+    fn poll(&mut self) {
+        if self.in_flight {
+            return;
+        }
+        let headers = [
+            (":method", "GET"),
+            (":path", "/v1/table"),
+            (":authority", self.authority.as_str()),
+            ("authorization", self.authorization.as_str()),
+            ("if-none-match", self.version.as_str()),
+        ];
+        match host::http_call(&self.cluster, &headers, Duration::from_secs(5)) {
+            Some(_) => self.in_flight = true,
+            None => self.problem(format!("cannot call cluster {}", self.cluster)),
+        }
+    }
+
+    fn on_response(&mut self, body_size: usize) {
+        self.in_flight = false;
+        match host::http_call_status() {
+            Some(304) => self.ok(),
+            Some(200) => {
+                let body = host::http_call_body(body_size).unwrap_or_default();
+                match Table::from_json(&body, None) {
+                    Ok(table) => {
+                        let version = table.version.clone();
+                        // Table first, then its version: a worker that sees the new
+                        // version finds the new table.
+                        if host::set_shared_data(TABLE_KEY, &body) && host::set_shared_data(TABLE_VERSION_KEY, version.as_bytes()) {
+                            host::log(
+                                LogLevel::Info,
+                                &format!("smart-router: table {version} loaded ({} channels)", table.channels.len()),
+                            );
+                            self.version = version;
+                            self.ok();
+                        } else {
+                            self.problem("could not store the table in shared data".into());
+                        }
+                    }
+                    Err(e) => self.problem(format!("control plane sent a table that does not compile, keeping {}: {e}", self.shown_version())),
+                }
+            }
+            Some(status) => self.problem(format!(
+                "control plane answered {status}{}; keeping table {}",
+                host::http_call_header("x-error").map(|e| format!(" ({})", ascii_safe(&e, 200))).unwrap_or_default(),
+                self.shown_version()
+            )),
+            None => self.problem(format!("control plane unreachable; keeping table {}", self.shown_version())),
+        }
+    }
+
+    fn shown_version(&self) -> String {
+        if self.version.is_empty() { "(none yet)".into() } else { self.version.clone() }
+    }
+
+    fn ok(&mut self) {
+        if self.last_problem.take().is_some() {
+            host::log(LogLevel::Info, "smart-router: control plane reachable again");
+        }
+    }
+
+    fn problem(&mut self, message: String) {
+        if self.last_problem.as_deref() != Some(message.as_str()) {
+            host::log(LogLevel::Warn, &format!("smart-router: {message}"));
+            self.last_problem = Some(message);
+        }
+    }
+}
+
+/// What the router decided for a chat request, kept for the response phase.
+struct Decision {
+    table: Rc<Table>,
+    requested: String,
+    attempts: Vec<router_core::Attempt>,
+}
+
+/// The `router` role: one per downstream request.
+struct RouterRequest {
+    max_body_bytes: usize,
+    /// Set when the filter answered locally: the response phase then has nothing to do.
+    answered: bool,
+    decision: Option<Decision>,
+}
+
+impl RouterRequest {
+    fn new(max_body_bytes: usize) -> Self {
+        Self { max_body_bytes, answered: false, decision: None }
+    }
+
+    fn reply(&mut self, status: u16, body: &str) -> Action {
+        self.answered = true;
+        host::send_response(status, &[JSON], body.as_bytes());
+        Action::Pause
+    }
+
+    fn fail(&mut self, e: &RouterError) -> Action {
+        self.reply(e.status, &e.to_json())
+    }
+
+    fn authorized(table: &Table) -> bool {
+        if !table.auth.enabled {
+            return true;
+        }
+        let presented = host::request_header("authorization")
+            .map(|v| v.strip_prefix("Bearer ").map(str::to_string).unwrap_or(v))
+            .or_else(|| host::request_header("x-api-key"));
+        presented.is_some_and(|p| table.auth.tokens.iter().any(|t| t == p.trim()))
+    }
+}
+
+impl Context for RouterRequest {}
+
+impl HttpContext for RouterRequest {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let path = host::request_header(":path").unwrap_or_default();
+        let method = host::request_header(":method").unwrap_or_default();
+        let route = path.split('?').next().unwrap_or_default();
+        let Some(table) = current_table() else {
+            return self.fail(&RouterError::unavailable(
+                "table_not_loaded",
+                "the router has not received its channel table from the control plane yet",
+            ));
+        };
+        if route == "/health" && method == "GET" {
+            return self.reply(200, table.health_json());
+        }
+        if !Self::authorized(&table) {
+            return self.fail(&RouterError::unauthorized("missing or invalid router API token (Authorization: Bearer sar-...)"));
+        }
+        match (method.as_str(), route) {
+            ("GET", "/v1/models") => self.reply(200, table.models_json()),
+            ("POST", "/v1/chat/completions") => {
+                let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+                if declared.is_some_and(|n| n > self.max_body_bytes) {
+                    return self.fail(&RouterError::too_large(self.max_body_bytes));
+                }
+                if end_of_stream {
+                    return self.fail(&RouterError::bad_request("invalid_json", "request body is empty; expected a JSON object"));
+                }
+                // Wait for the whole body (needs allow_on_headers_stop_iteration).
+                Action::Pause
+            }
+            (_, "/v1/models" | "/health" | "/v1/chat/completions") => {
+                self.fail(&RouterError::new(405, "invalid_request_error", "method_not_allowed", format!("{method} is not allowed on {route}")))
+            }
+            _ => self.fail(&RouterError::not_found_path(route)),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.answered {
+            return Action::Pause;
+        }
+        if body_size > self.max_body_bytes {
+            return self.fail(&RouterError::too_large(self.max_body_bytes));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(table) = current_table() else {
+            return self.fail(&RouterError::unavailable("table_not_loaded", "the router has no channel table"));
+        };
+        let body = host::request_body(0, body_size).unwrap_or_default();
+        let head = match parse_chat_head(&body) {
+            Ok(h) => h,
+            Err(e) => return self.fail(&e),
+        };
+        let plan = match plan::resolve(&table, &head.model) {
+            Ok(p) => p,
+            Err(e) => return self.fail(&e),
+        };
+        let mut rewrites = Vec::with_capacity(plan.attempts.len());
+        let mut clusters = Vec::with_capacity(plan.attempts.len());
+        for a in &plan.attempts {
+            if let Some(ch) = table.channel(a.channel) {
+                rewrites.push(AttemptRewrite::new(&ch.id, &head.model, &a.upstream_model));
+                clusters.push(ch.cluster.as_str());
+            }
+        }
+        let state = AttemptState {
+            body_len: body.len(),
+            model_span: head.model_span,
+            endpoint: "/chat/completions".into(),
+            attempts: rewrites,
+        };
+        if !host::set_filter_state(ATTEMPTS_STATE, state.encode().as_bytes()) {
+            return self.fail(&RouterError::new(500, "server_error", "internal_error", "could not record the attempt plan"));
+        }
+        host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
+        host::set_request_header("x-envoy-max-retries", Some(&(clusters.len().saturating_sub(1)).to_string()));
+        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts });
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        if self.answered {
+            return Action::Continue;
+        }
+        let Some(d) = self.decision.take() else { return Action::Continue };
+        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let tried = host::response_header("x-envoy-attempt-count")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(1)
+            .clamp(1, d.attempts.len().max(1));
+        // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
+        // reaches us, every attempt of the plan has failed.
+        let failed = status == 0 || status >= 500 || matches!(status, 401 | 403 | 429);
+        let channel_ids: Vec<&str> = d.attempts[..tried]
+            .iter()
+            .filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str()))
+            .collect();
+        metrics::record(&d.requested, &channel_ids, failed);
+
+        if failed {
+            let e = RouterError::unavailable(
+                "all_channels_failed",
+                format!(
+                    "all channels failed for model \"{}\": tried {} (last answer: {})",
+                    ascii_safe(&d.requested, 200),
+                    channel_ids.join(", "),
+                    if status == 0 { "no response".to_string() } else { status.to_string() }
+                ),
+            );
+            let attempts = tried.to_string();
+            self.answered = true;
+            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
+            return Action::Pause;
+        }
+        if d.table.routing.debug_headers {
+            if let Some(last) = d.attempts.get(tried - 1) {
+                if let Some(ch) = d.table.channel(last.channel) {
+                    host::add_response_header("x-router-channel", &ch.id);
+                    host::add_response_header("x-router-provider", &ascii_safe(&ch.provider, 64));
+                    host::add_response_header("x-router-model", &ascii_safe(&last.upstream_model, 200));
+                }
+            }
+            host::add_response_header("x-router-attempts", &tried.to_string());
+        }
+        Action::Continue
+    }
+}
+
+/// The `attempt` role: one per upstream attempt.
+#[derive(Default)]
+struct AttemptRequest {
+    /// Model span and the literal to splice in, when this attempt changes `model`.
+    splice: Option<((usize, usize), String)>,
+}
+
+impl Context for AttemptRequest {}
+
+impl HttpContext for AttemptRequest {
+    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let Some(raw) = host::filter_state(ATTEMPTS_STATE) else { return Action::Continue };
+        let state = match std::str::from_utf8(&raw).map_err(|_| ()).and_then(|s| AttemptState::decode(s).map_err(|_| ())) {
+            Ok(s) => s,
+            Err(()) => {
+                host::log(LogLevel::Error, "smart-router: attempt state unreadable; sending the request unchanged");
+                return Action::Continue;
+            }
+        };
+        // Envoy numbers attempts from 1 (include_request_attempt_count); past the end
+        // of the plan the cluster specifier repeats the last group, and so do we.
+        let n = host::request_header("x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+        let Some(rewrite) = state.attempts.get(n.saturating_sub(1).min(state.attempts.len().saturating_sub(1))) else {
+            return Action::Continue;
+        };
+        if current_table().is_none() {
+            refresh_table();
+        }
+        let Some(table) = current_table() else { return Action::Continue };
+        let Some((_, channel)) = table.channel_by_id(&rewrite.channel_id) else {
+            host::log(LogLevel::Warn, &format!("smart-router: channel {} vanished from the table", rewrite.channel_id));
+            return Action::Continue;
+        };
+        host::set_request_header(":authority", Some(&channel.authority));
+        host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
+        // The client's own credentials never reach a provider.
+        if channel.auth_header != "authorization" {
+            host::set_request_header("authorization", None);
+        }
+        if channel.auth_header != "x-api-key" {
+            host::set_request_header("x-api-key", None);
+        }
+        if !channel.auth_header.is_empty() {
+            host::set_request_header(&channel.auth_header, Some(&channel.auth_value));
+        }
+        host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
+        self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        let Some(((start, end), literal)) = &self.splice else { return Action::Continue };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        // Only the bytes before `model` are copied into the VM: Envoy can replace a
+        // body only from offset 0, so drain through the old value and prepend.
+        let mut prefix = if *start > 0 { host::request_body(0, *start).unwrap_or_default() } else { Vec::new() };
+        if prefix.len() != *start {
+            host::log(LogLevel::Error, "smart-router: request body shorter than expected; sending it unchanged");
+            return Action::Continue;
+        }
+        prefix.extend_from_slice(literal.as_bytes());
+        if !host::replace_request_body_prefix(*end, &prefix) {
+            host::log(LogLevel::Error, "smart-router: could not rewrite the request body");
+        }
+        self.splice = None;
+        Action::Continue
+    }
+}

@@ -1,0 +1,61 @@
+//! Router stats in Envoy's admin `/stats` (`wasmcustom.sar.*`) and
+//! `/stats/prometheus` (`sar_*`). Names embed the channel or model as
+//! `sar.channel=<id>.<counter>` / `sar.model=<name>.<counter>`; the bootstrap's
+//! `stats_tags` turn those parts into `channel` and `model` labels.
+//!
+//! Per channel: `attempts` (every attempt sent), `failures` (attempts that failed).
+//! Per model (as the client asked for it): `requests`, `failures` (the client got
+//! an error after every attempt failed), `failovers` (attempts after the first).
+//! Envoy's own `cluster.<cluster>.upstream_rq_*` stats count the same traffic per
+//! cluster at the HTTP level.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::host;
+
+thread_local! {
+    /// Metric ids by full name: defined once per VM, then only incremented.
+    static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+/// A name part safe for stat names and tag regexes: `.` separates stat name parts.
+fn label(s: &str) -> String {
+    s.chars().take(120).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn bump(kind: &str, who: &str, counter: &str, by: i64) {
+    if by == 0 {
+        return;
+    }
+    let name = format!("sar.{kind}={}.{counter}", label(who));
+    let id = IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if let Some(id) = ids.get(&name) {
+            return Some(*id);
+        }
+        let id = host::define_counter(&name)?;
+        ids.insert(name, id);
+        Some(id)
+    });
+    if let Some(id) = id {
+        host::increment(id, by);
+    }
+}
+
+/// One finished request: the channels tried in order (the last one answered) and
+/// whether the client got a failure.
+pub fn record(model: &str, channels_tried: &[&str], failed: bool) {
+    let n = channels_tried.len();
+    for (i, ch) in channels_tried.iter().enumerate() {
+        bump("channel", ch, "attempts", 1);
+        if i + 1 < n || failed {
+            bump("channel", ch, "failures", 1);
+        }
+    }
+    bump("model", model, "requests", 1);
+    bump("model", model, "failovers", n.saturating_sub(1) as i64);
+    if failed {
+        bump("model", model, "failures", 1);
+    }
+}
