@@ -1,7 +1,8 @@
 //! Router stats in Envoy's admin `/stats` (`wasmcustom.sar.*`) and
 //! `/stats/prometheus` (`sar_*`). Names embed the channel or model as
-//! `sar.channel=<id>.<counter>` / `sar.model=<name>.<counter>`; the bootstrap's
-//! `stats_tags` turn those parts into `channel` and `model` labels.
+//! `sar.channel.channel=<id>.<counter>` / `sar.model.model=<name>.<counter>`; the
+//! bootstrap's `stats_tags` cut out the `x=<value>.` part into a label, so
+//! Prometheus shows `sar_channel_attempts{channel="a"}`, `sar_model_requests{model="m"}`.
 //!
 //! Per channel: `attempts` (every attempt sent), `failures` (attempts that failed).
 //! Per model (as the client asked for it): `requests`, `failures` (the client got
@@ -28,7 +29,7 @@ fn bump(kind: &str, who: &str, counter: &str, by: i64) {
     if by == 0 {
         return;
     }
-    let name = format!("sar.{kind}={}.{counter}", label(who));
+    let name = format!("sar.{kind}.{kind}={}.{counter}", label(who));
     let id = IDS.with(|ids| {
         let mut ids = ids.borrow_mut();
         if let Some(id) = ids.get(&name) {

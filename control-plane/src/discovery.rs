@@ -1,0 +1,82 @@
+//! Model discovery: `GET {base_url}/models` with the channel's key.
+//!
+//! Blocking (ureq), run on tokio's blocking pool. Errors name the channel and the
+//! status or transport failure, never the key.
+
+use std::time::Duration;
+
+use router_core::table::ModelDoc;
+use serde::Deserialize;
+
+use crate::config::ChannelConfig;
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+    /// OpenRouter and others.
+    #[serde(default)]
+    context_length: Option<u64>,
+    /// Groq.
+    #[serde(default)]
+    context_window: Option<u64>,
+}
+
+pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, String> {
+    let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut request = agent.get(&url);
+    if !channel.api_key.is_empty() {
+        request = request.header("authorization", &format!("Bearer {}", channel.api_key));
+    }
+    let mut response = request.call().map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(format!("GET {url}: status {status}"));
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    parse_models(&body).map_err(|e| format!("GET {url}: {e}"))
+}
+
+pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
+    let list: ModelList = serde_json::from_slice(body).map_err(|e| format!("not an OpenAI model list: {e}"))?;
+    let mut models: Vec<ModelDoc> = list
+        .data
+        .into_iter()
+        .filter(|m| !m.id.trim().is_empty() && m.id.len() <= 512)
+        .map(|m| ModelDoc { id: m.id, context_length: m.context_length.or(m.context_window) })
+        .collect();
+    models.sort_by(|a, b| a.id.cmp(&b.id));
+    models.dedup_by(|a, b| a.id == b.id);
+    Ok(models)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openai_openrouter_and_groq_lists() {
+        let m = parse_models(
+            br#"{"object":"list","data":[{"id":"b","context_length":32768},{"id":"a","context_window":8192,"extra":1},{"id":"a"},{"id":""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].id.as_str(), m[0].context_length), ("a", Some(8192)));
+        assert_eq!(m[1].context_length, Some(32768));
+        assert!(parse_models(b"<html>").is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! `smart-router serve`: keep the published table in step with the config file and
+//! with what each channel's `/models` says.
+//!
+//! One loop owns all state. It wakes on a timer (config file check, discovery due)
+//! and on finished discoveries, rebuilds the table and publishes it only when it
+//! compiles and its content changed. A bad config file keeps the last good table.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Bytes;
+use router_core::table::ModelDoc;
+use router_core::{Table, TableDoc};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, ChannelConfig, Config};
+use crate::server::{Published, ServerState};
+use crate::table::{build, models_for, ChannelModels};
+use crate::{discovery, log, server, tokens};
+
+/// Discovery state of one channel. Results are tied to the URL and key they were
+/// fetched with: free and paid keys of one provider see different catalogues (F7).
+#[derive(Default)]
+struct Discovery {
+    fingerprint: u64,
+    /// Last successful list for `fingerprint`.
+    models: Option<Vec<ModelDoc>>,
+    last_error: Option<String>,
+    last_attempt: Option<Instant>,
+    in_flight: bool,
+}
+
+struct Done {
+    channel: String,
+    fingerprint: u64,
+    result: Result<Vec<ModelDoc>, String>,
+}
+
+fn fingerprint(c: &ChannelConfig) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&c.base_url, &c.api_key).hash(&mut h);
+    h.finish()
+}
+
+pub struct Secrets {
+    pub table_token: String,
+    pub client_tokens: Vec<String>,
+}
+
+/// Table token and client tokens: from the config, else generated once into data_dir.
+pub fn secrets(config: &Config) -> Result<Secrets, String> {
+    let table_token = if config.control_plane.table_token.is_empty() {
+        tokens::load_or_create(&config.control_plane.data_dir, "table.token", "sart-")?.0
+    } else {
+        config.control_plane.table_token.clone()
+    };
+    let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
+    if !config.auth.api_token.is_empty() {
+        client_tokens.push(config.auth.api_token.clone());
+    }
+    if config.auth.enabled && client_tokens.is_empty() {
+        let (token, created) = tokens::load_or_create(&config.control_plane.data_dir, "api.token", "sar-")?;
+        if created {
+            log::info(&format!(
+                "auth is enabled without a token: generated {token} (saved in {})",
+                config.control_plane.data_dir.join("api.token").display()
+            ));
+        }
+        client_tokens.push(token);
+    }
+    Ok(Secrets { table_token, client_tokens })
+}
+
+struct Runtime {
+    path: PathBuf,
+    config: Config,
+    config_text: String,
+    secrets: Secrets,
+    discovery: HashMap<String, Discovery>,
+    published: watch::Sender<Option<Arc<Published>>>,
+    current: Option<TableDoc>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl Runtime {
+    fn channel_models(&self) -> HashMap<String, ChannelModels> {
+        self.config
+            .channels
+            .iter()
+            .map(|c| {
+                let found = self.discovery.get(&c.id).filter(|d| d.fingerprint == fingerprint(c)).and_then(|d| d.models.as_ref());
+                (c.id.clone(), models_for(c, found))
+            })
+            .collect()
+    }
+
+    /// Start discoveries that are due; returns how many started.
+    fn start_due_discoveries(&mut self) -> usize {
+        let interval = Duration::from_secs(self.config.control_plane.discovery_interval);
+        // A failed discovery is retried sooner than a successful one is refreshed.
+        let retry = interval.min(Duration::from_secs(60));
+        let timeout = Duration::from_secs(self.config.control_plane.discovery_timeout);
+        let mut started = 0;
+        for c in self.config.channels.iter().filter(|c| c.enabled && c.discover) {
+            let fp = fingerprint(c);
+            let d = self.discovery.entry(c.id.clone()).or_default();
+            if d.in_flight {
+                continue;
+            }
+            let due = d.fingerprint != fp
+                || match d.last_attempt {
+                    None => true,
+                    Some(t) => t.elapsed() >= if d.last_error.is_some() { retry } else { interval },
+                };
+            if !due {
+                continue;
+            }
+            d.in_flight = true;
+            d.last_attempt = Some(Instant::now());
+            let channel = c.clone();
+            let tx = self.done_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = discovery::discover(&channel, timeout);
+                let _ = tx.send(Done { channel: channel.id.clone(), fingerprint: fp, result });
+            });
+            started += 1;
+        }
+        started
+    }
+
+    fn apply(&mut self, done: Done) {
+        let d = self.discovery.entry(done.channel.clone()).or_default();
+        d.in_flight = false;
+        match done.result {
+            Ok(models) => {
+                if d.last_error.take().is_some() || d.fingerprint != done.fingerprint {
+                    log::info(&format!("channel {}: discovered {} models", done.channel, models.len()));
+                }
+                d.fingerprint = done.fingerprint;
+                d.models = Some(models);
+            }
+            Err(e) => {
+                if d.fingerprint != done.fingerprint {
+                    // A new URL or key: the old list says nothing about it.
+                    d.fingerprint = done.fingerprint;
+                    d.models = None;
+                }
+                if d.last_error.as_deref() != Some(e.as_str()) {
+                    let fallback = if d.models.is_some() { "keeping the last discovered list" } else { "using configured_models" };
+                    log::warn(&format!("channel {}: discovery failed ({e}); {fallback}", done.channel));
+                }
+                d.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Build, check and publish the table if its content changed.
+    fn publish(&mut self, reason: &str) {
+        let doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
+        if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
+            return;
+        }
+        if let Err(e) = Table::compile(doc.clone(), None) {
+            log::error(&format!("built a table that does not compile, keeping the last good one: {e}"));
+            return;
+        }
+        let json = match serde_json::to_vec(&doc) {
+            Ok(j) => j,
+            Err(e) => {
+                log::error(&format!("cannot serialise the table: {e}"));
+                return;
+            }
+        };
+        let models: usize = doc.channels.iter().map(|c| c.models.len()).sum();
+        log::info(&format!(
+            "table {} published ({reason}): {} channels, {models} channel models",
+            doc.version,
+            doc.channels.len()
+        ));
+        self.published.send_replace(Some(Arc::new(Published { version: doc.version.clone(), json: Bytes::from(json) })));
+        self.current = Some(doc);
+    }
+
+    fn check_config_file(&mut self) -> bool {
+        let Ok(text) = std::fs::read_to_string(&self.path) else { return false };
+        if text == self.config_text {
+            return false;
+        }
+        let file = self.path.display().to_string();
+        let version = self.current.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+        // Remember the text even when it is bad, so the error is logged once.
+        self.config_text = text.clone();
+        let loaded = config::parse(&text, &file, &|name| std::env::var(name).ok()).and_then(|c| {
+            secrets(&c).map(|s| (c, s)).map_err(|m| config::ConfigError { file: file.clone(), path: String::new(), message: m })
+        });
+        match loaded {
+            Ok((config, secrets)) => {
+                if secrets.table_token != self.secrets.table_token {
+                    log::warn("control_plane.table_token changed: re-render the Envoy config and restart Envoy, or it can no longer fetch tables");
+                }
+                warn_on_envoy_changes(&self.config, &config);
+                self.config = config;
+                self.secrets = secrets;
+                true
+            }
+            Err(e) => {
+                log::error(&format!("config rejected, keeping table {version}: {e}"));
+                false
+            }
+        }
+    }
+}
+
+/// Things a table cannot change: Envoy's listeners and clusters come from render-envoy.
+fn warn_on_envoy_changes(old: &Config, new: &Config) {
+    let clusters = |c: &Config| -> Vec<(String, String)> {
+        c.channels.iter().filter(|x| x.enabled).map(|x| (x.id.clone(), x.base_url.clone())).collect()
+    };
+    if clusters(old) != clusters(new) || old.server != new.server {
+        log::warn(
+            "channels were added, removed or moved to another base_url (or server settings changed): \
+             re-render the Envoy config and restart Envoy for those to take effect",
+        );
+    }
+}
+
+pub fn summary(path: &Path, config: &Config, doc: &TableDoc, models: &HashMap<String, ChannelModels>) -> String {
+    let mut s = format!(
+        "smart-router {}\n  config:        {}\n  control plane: http://{} (filters fetch GET /v1/table)\n  router API:    http://{} (Envoy)\n  strategy:      {} (max_retry_attempts {})\n  auth:          {}\n  channels:      {} enabled\n",
+        env!("CARGO_PKG_VERSION"),
+        path.display(),
+        config.control_plane.listen,
+        config.server.listen,
+        config.routing.default_strategy,
+        config.routing.max_retry_attempts,
+        if config.auth.enabled { format!("enabled ({} tokens)", doc.auth.tokens.len()) } else { "disabled".into() },
+        doc.channels.len(),
+    );
+    for c in &doc.channels {
+        let source = models.get(&c.id).map(|m| m.source.as_str()).unwrap_or("configured");
+        s.push_str(&format!(
+            "    {:<20} {:<18} {:<40} {:>5} models ({source}){}\n",
+            c.id,
+            c.provider,
+            format!("{}{}", c.authority, c.path_prefix),
+            c.models.len(),
+            if c.tags.is_empty() { String::new() } else { format!("  tags: {}", c.tags.join(",")) }
+        ));
+    }
+    let distinct: std::collections::BTreeSet<&str> =
+        doc.channels.iter().flat_map(|c| c.models.iter().map(|m| m.id.as_str())).collect();
+    s.push_str(&format!("  models:        {} distinct\n  table version: {}", distinct.len(), doc.version));
+    s
+}
+
+pub async fn serve(path: PathBuf) -> Result<(), String> {
+    let config = config::load(&path).map_err(|e| e.to_string())?;
+    let config_text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secrets = secrets(&config)?;
+    let listen = config.control_plane.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+
+    let (published, table_rx) = watch::channel(None);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut rt = Runtime {
+        path: path.clone(),
+        config,
+        config_text,
+        secrets,
+        discovery: HashMap::new(),
+        published,
+        current: None,
+        done_tx,
+    };
+
+    // First discovery round before the first table, bounded by the discovery timeout.
+    let mut pending = rt.start_due_discoveries();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(rt.config.control_plane.discovery_timeout + 1);
+    while pending > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                rt.apply(done);
+                pending -= 1;
+            }
+            _ => break,
+        }
+    }
+    rt.publish("start");
+    if let Some(doc) = &rt.current {
+        eprintln!("{}", summary(&path, &rt.config, doc, &rt.channel_models()));
+    }
+
+    let state = Arc::new(ServerState { table: table_rx, table_token: rt.secrets.table_token.clone() });
+    tokio::spawn(server::run(listener, state));
+    log::info(&format!("control plane listening on {listen}"));
+
+    let mut tick = tokio::time::interval(Duration::from_millis(rt.config.control_plane.reload_poll_ms));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if rt.check_config_file() {
+                    rt.start_due_discoveries();
+                    rt.publish("config changed");
+                } else {
+                    rt.start_due_discoveries();
+                }
+            }
+            Some(done) = done_rx.recv() => {
+                rt.apply(done);
+                rt.publish("discovery");
+            }
+            _ = shutdown_signal() => {
+                log::info("control plane stopping");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

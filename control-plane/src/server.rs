@@ -1,0 +1,105 @@
+//! The control plane's HTTP API.
+//!
+//! - `GET /v1/table`: the channel table for filters. It holds provider keys, so it
+//!   needs `Authorization: Bearer <table token>`. `If-None-Match` with the current
+//!   version answers 304, so Envoy's polling costs almost nothing.
+//! - `GET /healthz`: liveness and the published table version.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::log;
+use crate::tokens;
+
+/// A table as served: its version and its JSON.
+#[derive(Debug)]
+pub struct Published {
+    pub version: String,
+    pub json: Bytes,
+}
+
+pub struct ServerState {
+    pub table: watch::Receiver<Option<Arc<Published>>>,
+    pub table_token: String,
+}
+
+pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn(&format!("control plane: accept failed: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&req, &state)) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "code": code}});
+    let mut r = json(status, body.to_string());
+    if let Ok(v) = hyper::header::HeaderValue::from_str(message) {
+        // Envoy's table fetcher logs this header rather than parsing the body.
+        r.headers_mut().insert("x-error", v);
+    }
+    r
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+pub fn handle(req: &Request<Incoming>, state: &ServerState) -> Response<Full<Bytes>> {
+    let published = state.table.borrow().clone();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => {
+            let version = published.as_ref().map(|p| p.version.as_str()).unwrap_or("");
+            json(StatusCode::OK, serde_json::json!({"status": "ok", "table_version": version}).to_string())
+        }
+        (&Method::GET, "/v1/table") => {
+            if !bearer(req).is_some_and(|t| tokens::same(t, &state.table_token)) {
+                return error(StatusCode::UNAUTHORIZED, "invalid_table_token", "missing or wrong table token");
+            }
+            let Some(p) = published else {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "no_table", "no table built yet");
+            };
+            let etag = hyper::header::HeaderValue::from_str(&p.version).ok();
+            if req.headers().get("if-none-match").and_then(|v| v.to_str().ok()) == Some(p.version.as_str()) {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                return r;
+            }
+            let mut r = json(StatusCode::OK, p.json.clone());
+            if let Some(v) = etag {
+                r.headers_mut().insert("etag", v);
+            }
+            r
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown_url", "unknown endpoint"),
+    }
+}

@@ -1,0 +1,138 @@
+//! Config + discovered models -> the table document filters route with.
+
+use std::collections::HashMap;
+
+use router_core::table::{AuthDoc, ChannelDoc, ModelDoc, RoutingDoc, TableDoc, SCHEMA};
+
+use crate::config::{parse_base_url, ChannelConfig, Config};
+
+/// Envoy cluster for a channel; render-envoy and the table must agree on it.
+pub fn cluster_name(channel_id: &str) -> String {
+    format!("channel_{channel_id}")
+}
+
+/// The models a channel serves, with where the list came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelModels {
+    pub models: Vec<ModelDoc>,
+    pub source: ModelSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    Discovered,
+    Configured,
+}
+
+impl ModelSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::Configured => "configured",
+        }
+    }
+}
+
+/// Models from discovery when it succeeded, else the channel's `configured_models`.
+pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -> ChannelModels {
+    match discovered {
+        Some(models) if channel.discover => ChannelModels { models: models.clone(), source: ModelSource::Discovered },
+        _ => ChannelModels {
+            models: channel.configured_models.iter().map(|m| ModelDoc { id: m.clone(), context_length: None }).collect(),
+            source: ModelSource::Configured,
+        },
+    }
+}
+
+pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_tokens: &[String]) -> TableDoc {
+    let channels = config
+        .channels
+        .iter()
+        .filter(|c| c.enabled)
+        .filter_map(|c| {
+            // Validated at load; a channel whose URL no longer parses is left out.
+            let up = parse_base_url(&c.base_url).ok()?;
+            let list = models.get(&c.id).cloned().unwrap_or_else(|| models_for(c, None));
+            Some(ChannelDoc {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                provider: c.provider.clone(),
+                cluster: cluster_name(&c.id),
+                authority: up.authority,
+                path_prefix: up.path_prefix,
+                auth_header: if c.api_key.is_empty() { String::new() } else { "authorization".into() },
+                auth_value: if c.api_key.is_empty() { String::new() } else { format!("Bearer {}", c.api_key) },
+                tags: c.tags.clone(),
+                priority: c.priority,
+                weight: c.weight.round().max(1.0) as u32,
+                healthy: true,
+                models: list.models,
+                aliases: c.model_aliases.clone(),
+            })
+        })
+        .collect();
+    let mut doc = TableDoc {
+        schema: SCHEMA,
+        version: String::new(),
+        routing: RoutingDoc {
+            max_retry_attempts: config.routing.max_retry_attempts,
+            debug_headers: config.routing.debug_headers,
+            default_strategy: config.routing.default_strategy.clone(),
+        },
+        auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
+        channels,
+    };
+    doc.version = content_version(&doc);
+    doc
+}
+
+/// Equal content, equal version: an unchanged config does not churn the filters.
+fn content_version(doc: &TableDoc) -> String {
+    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    // FNV-1a, 64 bit: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use router_core::Table;
+
+    fn config(text: &str) -> Config {
+        parse(text, "t.yaml", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn builds_a_table_filters_accept() {
+        let c = config(
+            "channels:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n    api_key: sk-a\n    discover: false\n    configured_models: [m1]\n    model_aliases: {std: ep-1}\n  - id: off\n    base_url: http://127.0.0.1:9\n    enabled: false\n",
+        );
+        let doc = build(&c, &HashMap::new(), &[]);
+        assert_eq!(doc.channels.len(), 1);
+        let ch = &doc.channels[0];
+        assert_eq!((ch.cluster.as_str(), ch.authority.as_str(), ch.path_prefix.as_str()), ("channel_a", "127.0.0.1:9", "/v1"));
+        assert_eq!(ch.auth_value, "Bearer sk-a");
+        let t = Table::compile(doc.clone(), None).unwrap();
+        assert_eq!(t.candidates_for_model("m1").len(), 1);
+        assert_eq!(t.candidates_for_alias("std")[0].upstream_model, "ep-1");
+        // Same config, same version; a change, a new version.
+        assert_eq!(build(&c, &HashMap::new(), &[]).version, doc.version);
+        let c2 = config("channels:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n    api_key: sk-b\n    discover: false\n    configured_models: [m1]\n");
+        assert_ne!(build(&c2, &HashMap::new(), &[]).version, doc.version);
+    }
+
+    #[test]
+    fn discovered_models_win_when_discovery_is_on() {
+        let c = config("channels:\n  - id: a\n    base_url: http://127.0.0.1:9\n    configured_models: [fallback]\n");
+        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192) }];
+        assert_eq!(models_for(&c.channels[0], Some(&found)).models[0].id, "live");
+        let fallback = models_for(&c.channels[0], None);
+        assert_eq!((fallback.models[0].id.as_str(), fallback.source), ("fallback", ModelSource::Configured));
+    }
+}
