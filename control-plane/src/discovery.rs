@@ -52,12 +52,16 @@ pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelD
 }
 
 pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
-    let list: ModelList = serde_json::from_slice(body).map_err(|e| format!("not an OpenAI model list: {e}"))?;
+    let list: ModelList =
+        serde_json::from_slice(body).map_err(|e| format!("not an OpenAI model list: {e}"))?;
     let mut models: Vec<ModelDoc> = list
         .data
         .into_iter()
         .filter(|m| !m.id.trim().is_empty() && m.id.len() <= 512)
-        .map(|m| ModelDoc { id: m.id, context_length: m.context_length.or(m.context_window) })
+        .map(|m| ModelDoc {
+            id: m.id,
+            context_length: m.context_length.or(m.context_window),
+        })
         .collect();
     models.sort_by(|a, b| a.id.cmp(&b.id));
     models.dedup_by(|a, b| a.id == b.id);

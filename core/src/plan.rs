@@ -24,11 +24,20 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut push = |c: &Candidate| {
         if !attempts.iter().any(|a| a.channel == c.channel) {
-            attempts.push(Attempt { channel: c.channel, upstream_model: c.upstream_model.clone() });
+            attempts.push(Attempt {
+                channel: c.channel,
+                upstream_model: c.upstream_model.clone(),
+            });
         }
     };
-    table.candidates_for_model(requested).iter().for_each(&mut push);
-    table.candidates_for_alias(requested).iter().for_each(&mut push);
+    table
+        .candidates_for_model(requested)
+        .iter()
+        .for_each(&mut push);
+    table
+        .candidates_for_alias(requested)
+        .iter()
+        .for_each(&mut push);
     if attempts.is_empty() {
         return Err(RouterError::model_not_found(format!(
             "model \"{}\" is not served by any channel (see GET /v1/models)",
@@ -48,15 +57,33 @@ mod tests {
     use crate::table::tests::{channel, doc};
 
     fn ids(t: &Table, p: &Plan) -> Vec<(String, String)> {
-        p.attempts.iter().map(|a| (t.channel(a.channel).unwrap().id.clone(), a.upstream_model.clone())).collect()
+        p.attempts
+            .iter()
+            .map(|a| {
+                (
+                    t.channel(a.channel).unwrap().id.clone(),
+                    a.upstream_model.clone(),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn physical_name_reaches_every_channel_serving_it() {
-        let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["x"]), channel("c", 0, &["m"])]), None)
-            .unwrap();
+        let t = Table::compile(
+            doc(vec![
+                channel("a", 1, &["m"]),
+                channel("b", 1, &["x"]),
+                channel("c", 0, &["m"]),
+            ]),
+            None,
+        )
+        .unwrap();
         let p = resolve(&t, "m").unwrap();
-        assert_eq!(ids(&t, &p), [("c".into(), "m".into()), ("a".into(), "m".into())]);
+        assert_eq!(
+            ids(&t, &p),
+            [("c".into(), "m".into()), ("a".into(), "m".into())]
+        );
     }
 
     #[test]
@@ -65,7 +92,13 @@ mod tests {
         c.aliases.insert("doubao-pro".into(), "ep-1".into());
         let t = Table::compile(doc(vec![c, channel("b", 2, &["doubao-pro"])]), None).unwrap();
         let p = resolve(&t, "doubao-pro").unwrap();
-        assert_eq!(ids(&t, &p), [("b".into(), "doubao-pro".into()), ("doubao".into(), "ep-1".into())]);
+        assert_eq!(
+            ids(&t, &p),
+            [
+                ("b".into(), "doubao-pro".into()),
+                ("doubao".into(), "ep-1".into())
+            ]
+        );
     }
 
     #[test]
@@ -78,7 +111,9 @@ mod tests {
 
     #[test]
     fn plan_respects_retry_budget_and_health() {
-        let mut d = doc((0..6).map(|i| channel(&format!("c{i}"), 1, &["m"])).collect());
+        let mut d = doc((0..6)
+            .map(|i| channel(&format!("c{i}"), 1, &["m"]))
+            .collect());
         d.channels[0].healthy = false;
         d.routing.max_retry_attempts = 2;
         let t = Table::compile(d, None).unwrap();

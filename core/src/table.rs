@@ -40,7 +40,11 @@ pub struct RoutingDoc {
 
 impl Default for RoutingDoc {
     fn default() -> Self {
-        Self { max_retry_attempts: 3, debug_headers: true, default_strategy: "cost_first".into() }
+        Self {
+            max_retry_attempts: 3,
+            debug_headers: true,
+            default_strategy: "cost_first".into(),
+        }
     }
 }
 
@@ -55,7 +59,10 @@ pub struct AuthDoc {
 
 impl fmt::Debug for AuthDoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthDoc").field("enabled", &self.enabled).field("tokens", &self.tokens.len()).finish()
+        f.debug_struct("AuthDoc")
+            .field("enabled", &self.enabled)
+            .field("tokens", &self.tokens.len())
+            .finish()
     }
 }
 
@@ -145,7 +152,10 @@ pub struct Channel {
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel").field("id", &self.id).field("cluster", &self.cluster).finish()
+        f.debug_struct("Channel")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .finish()
     }
 }
 
@@ -188,7 +198,11 @@ impl std::error::Error for TableError {}
 
 /// Channel ids become Envoy cluster names and stat names: keep them to a safe alphabet.
 pub fn valid_channel_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A header value written by the filter must not smuggle a second header.
@@ -198,30 +212,43 @@ fn header_safe(s: &str) -> bool {
 
 impl Table {
     /// Parse and compile the JSON the control plane serves.
-    pub fn from_json(bytes: &[u8], known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
-        let doc: TableDoc =
-            serde_json::from_slice(bytes).map_err(|e| TableError(format!("table is not valid JSON: {e}")))?;
+    pub fn from_json(
+        bytes: &[u8],
+        known_clusters: Option<&HashSet<String>>,
+    ) -> Result<Self, TableError> {
+        let doc: TableDoc = serde_json::from_slice(bytes)
+            .map_err(|e| TableError(format!("table is not valid JSON: {e}")))?;
         Self::compile(doc, known_clusters)
     }
 
     /// Validate and index a document. With `known_clusters`, channels whose cluster
     /// Envoy does not have are left out (sending an attempt to a missing cluster fails
     /// the whole request) and listed in `skipped_channels`.
-    pub fn compile(doc: TableDoc, known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
+    pub fn compile(
+        doc: TableDoc,
+        known_clusters: Option<&HashSet<String>>,
+    ) -> Result<Self, TableError> {
         if doc.schema != SCHEMA {
-            return Err(TableError(format!("table schema {} is not supported (this filter reads {SCHEMA})", doc.schema)));
+            return Err(TableError(format!(
+                "table schema {} is not supported (this filter reads {SCHEMA})",
+                doc.schema
+            )));
         }
         let mut seen = HashSet::new();
         for (i, c) in doc.channels.iter().enumerate() {
             let at = format!("channels[{i}] ({})", c.id);
             if !valid_channel_id(&c.id) {
-                return Err(TableError(format!("{at}: id must be 1-64 characters of A-Z a-z 0-9 _ -")));
+                return Err(TableError(format!(
+                    "{at}: id must be 1-64 characters of A-Z a-z 0-9 _ -"
+                )));
             }
             if !seen.insert(c.id.as_str()) {
                 return Err(TableError(format!("{at}: duplicate channel id")));
             }
             if c.cluster.is_empty() || c.authority.is_empty() {
-                return Err(TableError(format!("{at}: cluster and authority are required")));
+                return Err(TableError(format!(
+                    "{at}: cluster and authority are required"
+                )));
             }
             for (what, v) in [
                 ("authority", &c.authority),
@@ -230,7 +257,9 @@ impl Table {
                 ("auth_value", &c.auth_value),
             ] {
                 if !header_safe(v) {
-                    return Err(TableError(format!("{at}: {what} has characters not allowed in a header")));
+                    return Err(TableError(format!(
+                        "{at}: {what} has characters not allowed in a header"
+                    )));
                 }
             }
             if !c.path_prefix.is_empty() && !c.path_prefix.starts_with('/') {
@@ -256,11 +285,15 @@ impl Table {
                     continue;
                 }
             }
-            let handle = u32::try_from(channels.len()).map_err(|_| TableError("too many channels".into()))?;
+            let handle = u32::try_from(channels.len())
+                .map_err(|_| TableError("too many channels".into()))?;
             for m in &c.models {
                 let list = by_model.entry(m.id.clone()).or_default();
                 if !list.iter().any(|x| x.channel == handle) {
-                    list.push(Candidate { channel: handle, upstream_model: m.id.clone() });
+                    list.push(Candidate {
+                        channel: handle,
+                        upstream_model: m.id.clone(),
+                    });
                 }
                 listed.insert(m.id.as_str());
             }
@@ -268,7 +301,10 @@ impl Table {
                 by_alias
                     .entry(standard.clone())
                     .or_default()
-                    .push(Candidate { channel: handle, upstream_model: upstream.clone() });
+                    .push(Candidate {
+                        channel: handle,
+                        upstream_model: upstream.clone(),
+                    });
                 listed.insert(standard.as_str());
             }
             channel_index.insert(c.id.clone(), handle);
@@ -370,24 +406,43 @@ pub(crate) mod tests {
             priority,
             weight: 1,
             healthy: true,
-            models: models.iter().map(|m| ModelDoc { id: (*m).into(), context_length: None }).collect(),
+            models: models
+                .iter()
+                .map(|m| ModelDoc {
+                    id: (*m).into(),
+                    context_length: None,
+                })
+                .collect(),
             aliases: BTreeMap::new(),
         }
     }
 
     pub fn doc(channels: Vec<ChannelDoc>) -> TableDoc {
-        TableDoc { schema: SCHEMA, version: "v1".into(), routing: RoutingDoc::default(), auth: AuthDoc::default(), channels }
+        TableDoc {
+            schema: SCHEMA,
+            version: "v1".into(),
+            routing: RoutingDoc::default(),
+            auth: AuthDoc::default(),
+            channels,
+        }
     }
 
     #[test]
     fn candidates_follow_priority_then_document_order() {
         let t = Table::compile(
-            doc(vec![channel("a", 2, &["m"]), channel("b", 1, &["m"]), channel("c", 2, &["m", "n"])]),
+            doc(vec![
+                channel("a", 2, &["m"]),
+                channel("b", 1, &["m"]),
+                channel("c", 2, &["m", "n"]),
+            ]),
             None,
         )
         .unwrap();
-        let ids: Vec<&str> =
-            t.candidates_for_model("m").iter().map(|c| t.channel(c.channel).unwrap().id.as_str()).collect();
+        let ids: Vec<&str> = t
+            .candidates_for_model("m")
+            .iter()
+            .map(|c| t.channel(c.channel).unwrap().id.as_str())
+            .collect();
         assert_eq!(ids, ["b", "a", "c"]);
         assert_eq!(t.candidates_for_model("n").len(), 1);
         assert!(t.candidates_for_model("zzz").is_empty());
@@ -396,10 +451,16 @@ pub(crate) mod tests {
     #[test]
     fn rejects_bad_documents() {
         let mut d = doc(vec![channel("a", 1, &[]), channel("a", 1, &[])]);
-        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("duplicate"));
+        assert!(Table::compile(d.clone(), None)
+            .unwrap_err()
+            .0
+            .contains("duplicate"));
         d.channels.pop();
         d.channels[0].auth_value = "Bearer x\r\nevil: 1".into();
-        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("auth_value"));
+        assert!(Table::compile(d.clone(), None)
+            .unwrap_err()
+            .0
+            .contains("auth_value"));
         d.channels[0].auth_value = "Bearer x".into();
         d.schema = 99;
         assert!(Table::compile(d, None).unwrap_err().0.contains("schema"));
@@ -409,7 +470,11 @@ pub(crate) mod tests {
     #[test]
     fn unknown_clusters_are_skipped() {
         let known: HashSet<String> = ["channel_a".to_string()].into_iter().collect();
-        let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["m"])]), Some(&known)).unwrap();
+        let t = Table::compile(
+            doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["m"])]),
+            Some(&known),
+        )
+        .unwrap();
         assert_eq!(t.channels.len(), 1);
         assert_eq!(t.skipped_channels, vec!["b".to_string()]);
         assert_eq!(t.candidates_for_model("m").len(), 1);
@@ -431,7 +496,12 @@ pub(crate) mod tests {
         c.aliases.insert("std-name".into(), "ep-123".into());
         let t = Table::compile(doc(vec![c]), None).unwrap();
         let v: serde_json::Value = serde_json::from_str(t.models_json()).unwrap();
-        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["m1", "std-name"]);
         let h: serde_json::Value = serde_json::from_str(t.health_json()).unwrap();
         assert_eq!(h["channels"]["up"], 1);

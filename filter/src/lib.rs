@@ -87,11 +87,15 @@ fn current_table() -> Option<Rc<Table>> {
 
 /// Pick up a newer table from shared data, if the service published one.
 fn refresh_table() {
-    let Some(version) = host::shared_data(TABLE_VERSION_KEY) else { return };
+    let Some(version) = host::shared_data(TABLE_VERSION_KEY) else {
+        return;
+    };
     if TABLE_VERSION.with(|v| *v.borrow() == version) {
         return;
     }
-    let Some(bytes) = host::shared_data(TABLE_KEY) else { return };
+    let Some(bytes) = host::shared_data(TABLE_KEY) else {
+        return;
+    };
     let compiled = KNOWN_CLUSTERS.with(|k| Table::from_json(&bytes, k.borrow().as_ref()));
     match compiled {
         Ok(table) => {
@@ -107,7 +111,10 @@ fn refresh_table() {
             TABLE.with(|t| *t.borrow_mut() = Some(Rc::new(table)));
         }
         // The service validated it already; if it still fails here, keep the old one.
-        Err(e) => host::log(LogLevel::Error, &format!("smart-router: table rejected, keeping the last good one: {e}")),
+        Err(e) => host::log(
+            LogLevel::Error,
+            &format!("smart-router: table rejected, keeping the last good one: {e}"),
+        ),
     }
     TABLE_VERSION.with(|v| *v.borrow_mut() = version);
 }
@@ -129,7 +136,13 @@ enum Role {
 }
 
 impl Context for RouterRoot {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if let Some(Role::Service(fetcher)) = &mut self.role {
             fetcher.on_response(body_size);
         }
@@ -142,12 +155,20 @@ impl RootContext for RouterRoot {
         let config: PluginConfig = match serde_json::from_slice(&raw) {
             Ok(c) => c,
             Err(e) => {
-                host::log(LogLevel::Critical, &format!("smart-router: bad plugin configuration: {e}"));
+                host::log(
+                    LogLevel::Critical,
+                    &format!("smart-router: bad plugin configuration: {e}"),
+                );
                 return false;
             }
         };
         self.role = Some(match config {
-            PluginConfig::Service { control_plane_cluster, control_plane_authority, token, poll_ms } => {
+            PluginConfig::Service {
+                control_plane_cluster,
+                control_plane_authority,
+                token,
+                poll_ms,
+            } => {
                 host::set_tick_period(Duration::from_millis(poll_ms.max(50)));
                 let mut fetcher = TableFetcher {
                     cluster: control_plane_cluster,
@@ -160,7 +181,10 @@ impl RootContext for RouterRoot {
                 fetcher.poll();
                 Role::Service(fetcher)
             }
-            PluginConfig::Router { clusters, max_body_bytes } => {
+            PluginConfig::Router {
+                clusters,
+                max_body_bytes,
+            } => {
                 if !clusters.is_empty() {
                     KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
                 }
@@ -187,7 +211,9 @@ impl RootContext for RouterRoot {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match self.role {
-            Some(Role::Router { max_body_bytes }) => Some(Box::new(RouterRequest::new(max_body_bytes))),
+            Some(Role::Router { max_body_bytes }) => {
+                Some(Box::new(RouterRequest::new(max_body_bytes)))
+            }
             Some(Role::Attempt) => Some(Box::new(AttemptRequest::default())),
             _ => None,
         }
@@ -238,10 +264,15 @@ impl TableFetcher {
                         let version = table.version.clone();
                         // Table first, then its version: a worker that sees the new
                         // version finds the new table.
-                        if host::set_shared_data(TABLE_KEY, &body) && host::set_shared_data(TABLE_VERSION_KEY, version.as_bytes()) {
+                        if host::set_shared_data(TABLE_KEY, &body)
+                            && host::set_shared_data(TABLE_VERSION_KEY, version.as_bytes())
+                        {
                             host::log(
                                 LogLevel::Info,
-                                &format!("smart-router: table {version} loaded ({} channels)", table.channels.len()),
+                                &format!(
+                                    "smart-router: table {version} loaded ({} channels)",
+                                    table.channels.len()
+                                ),
                             );
                             self.version = version;
                             self.ok();
@@ -249,25 +280,40 @@ impl TableFetcher {
                             self.problem("could not store the table in shared data".into());
                         }
                     }
-                    Err(e) => self.problem(format!("control plane sent a table that does not compile, keeping {}: {e}", self.shown_version())),
+                    Err(e) => self.problem(format!(
+                        "control plane sent a table that does not compile, keeping {}: {e}",
+                        self.shown_version()
+                    )),
                 }
             }
             Some(status) => self.problem(format!(
                 "control plane answered {status}{}; keeping table {}",
-                host::http_call_header("x-error").map(|e| format!(" ({})", ascii_safe(&e, 200))).unwrap_or_default(),
+                host::http_call_header("x-error")
+                    .map(|e| format!(" ({})", ascii_safe(&e, 200)))
+                    .unwrap_or_default(),
                 self.shown_version()
             )),
-            None => self.problem(format!("control plane unreachable; keeping table {}", self.shown_version())),
+            None => self.problem(format!(
+                "control plane unreachable; keeping table {}",
+                self.shown_version()
+            )),
         }
     }
 
     fn shown_version(&self) -> String {
-        if self.version.is_empty() { "(none yet)".into() } else { self.version.clone() }
+        if self.version.is_empty() {
+            "(none yet)".into()
+        } else {
+            self.version.clone()
+        }
     }
 
     fn ok(&mut self) {
         if self.last_problem.take().is_some() {
-            host::log(LogLevel::Info, "smart-router: control plane reachable again");
+            host::log(
+                LogLevel::Info,
+                "smart-router: control plane reachable again",
+            );
         }
     }
 
@@ -296,7 +342,11 @@ struct RouterRequest {
 
 impl RouterRequest {
     fn new(max_body_bytes: usize) -> Self {
-        Self { max_body_bytes, answered: false, decision: None }
+        Self {
+            max_body_bytes,
+            answered: false,
+            decision: None,
+        }
     }
 
     fn reply(&mut self, status: u16, body: &str) -> Action {
@@ -337,24 +387,33 @@ impl HttpContext for RouterRequest {
             return self.reply(200, table.health_json());
         }
         if !Self::authorized(&table) {
-            return self.fail(&RouterError::unauthorized("missing or invalid router API token (Authorization: Bearer sar-...)"));
+            return self.fail(&RouterError::unauthorized(
+                "missing or invalid router API token (Authorization: Bearer sar-...)",
+            ));
         }
         match (method.as_str(), route) {
             ("GET", "/v1/models") => self.reply(200, table.models_json()),
             ("POST", "/v1/chat/completions") => {
-                let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let declared =
+                    host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > self.max_body_bytes) {
                     return self.fail(&RouterError::too_large(self.max_body_bytes));
                 }
                 if end_of_stream {
-                    return self.fail(&RouterError::bad_request("invalid_json", "request body is empty; expected a JSON object"));
+                    return self.fail(&RouterError::bad_request(
+                        "invalid_json",
+                        "request body is empty; expected a JSON object",
+                    ));
                 }
                 // Wait for the whole body (needs allow_on_headers_stop_iteration).
                 Action::Pause
             }
-            (_, "/v1/models" | "/health" | "/v1/chat/completions") => {
-                self.fail(&RouterError::new(405, "invalid_request_error", "method_not_allowed", format!("{method} is not allowed on {route}")))
-            }
+            (_, "/v1/models" | "/health" | "/v1/chat/completions") => self.fail(&RouterError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{method} is not allowed on {route}"),
+            )),
             _ => self.fail(&RouterError::not_found_path(route)),
         }
     }
@@ -370,7 +429,10 @@ impl HttpContext for RouterRequest {
             return Action::Pause;
         }
         let Some(table) = current_table() else {
-            return self.fail(&RouterError::unavailable("table_not_loaded", "the router has no channel table"));
+            return self.fail(&RouterError::unavailable(
+                "table_not_loaded",
+                "the router has no channel table",
+            ));
         };
         let body = host::request_body(0, body_size).unwrap_or_default();
         let head = match parse_chat_head(&body) {
@@ -396,11 +458,26 @@ impl HttpContext for RouterRequest {
             attempts: rewrites,
         };
         if !host::set_filter_state(ATTEMPTS_STATE, state.encode().as_bytes()) {
-            return self.fail(&RouterError::new(500, "server_error", "internal_error", "could not record the attempt plan"));
+            return self.fail(&RouterError::new(
+                500,
+                "server_error",
+                "internal_error",
+                "could not record the attempt plan",
+            ));
         }
-        host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
-        host::set_request_header("x-envoy-max-retries", Some(&(clusters.len().saturating_sub(1)).to_string()));
-        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts });
+        host::set_request_header(
+            PLAN_HEADER,
+            Some(&priority_groups_header(clusters.iter().copied())),
+        );
+        host::set_request_header(
+            "x-envoy-max-retries",
+            Some(&(clusters.len().saturating_sub(1)).to_string()),
+        );
+        self.decision = Some(Decision {
+            table,
+            requested: head.model,
+            attempts: plan.attempts,
+        });
         Action::Continue
     }
 
@@ -408,8 +485,12 @@ impl HttpContext for RouterRequest {
         if self.answered {
             return Action::Continue;
         }
-        let Some(d) = self.decision.take() else { return Action::Continue };
-        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Some(d) = self.decision.take() else {
+            return Action::Continue;
+        };
+        let status: u16 = host::response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let tried = host::response_header("x-envoy-attempt-count")
             .and_then(|s| s.parse::<usize>().ok())
             .unwrap_or(1)
@@ -430,12 +511,20 @@ impl HttpContext for RouterRequest {
                     "all channels failed for model \"{}\": tried {} (last answer: {})",
                     ascii_safe(&d.requested, 200),
                     channel_ids.join(", "),
-                    if status == 0 { "no response".to_string() } else { status.to_string() }
+                    if status == 0 {
+                        "no response".to_string()
+                    } else {
+                        status.to_string()
+                    }
                 ),
             );
             let attempts = tried.to_string();
             self.answered = true;
-            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
+            host::send_response(
+                e.status,
+                &[JSON, ("x-router-attempts", &attempts)],
+                e.to_json().as_bytes(),
+            );
             return Action::Pause;
         }
         if d.table.routing.debug_headers {
@@ -443,7 +532,10 @@ impl HttpContext for RouterRequest {
                 if let Some(ch) = d.table.channel(last.channel) {
                     host::add_response_header("x-router-channel", &ch.id);
                     host::add_response_header("x-router-provider", &ascii_safe(&ch.provider, 64));
-                    host::add_response_header("x-router-model", &ascii_safe(&last.upstream_model, 200));
+                    host::add_response_header(
+                        "x-router-model",
+                        &ascii_safe(&last.upstream_model, 200),
+                    );
                 }
             }
             host::add_response_header("x-router-attempts", &tried.to_string());
@@ -463,30 +555,54 @@ impl Context for AttemptRequest {}
 
 impl HttpContext for AttemptRequest {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let Some(raw) = host::filter_state(ATTEMPTS_STATE) else { return Action::Continue };
-        let state = match std::str::from_utf8(&raw).map_err(|_| ()).and_then(|s| AttemptState::decode(s).map_err(|_| ())) {
+        let Some(raw) = host::filter_state(ATTEMPTS_STATE) else {
+            return Action::Continue;
+        };
+        let state = match std::str::from_utf8(&raw)
+            .map_err(|_| ())
+            .and_then(|s| AttemptState::decode(s).map_err(|_| ()))
+        {
             Ok(s) => s,
             Err(()) => {
-                host::log(LogLevel::Error, "smart-router: attempt state unreadable; sending the request unchanged");
+                host::log(
+                    LogLevel::Error,
+                    "smart-router: attempt state unreadable; sending the request unchanged",
+                );
                 return Action::Continue;
             }
         };
         // Envoy numbers attempts from 1 (include_request_attempt_count); past the end
         // of the plan the cluster specifier repeats the last group, and so do we.
-        let n = host::request_header("x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
-        let Some(rewrite) = state.attempts.get(n.saturating_sub(1).min(state.attempts.len().saturating_sub(1))) else {
+        let n = host::request_header("x-envoy-attempt-count")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(1);
+        let Some(rewrite) = state.attempts.get(
+            n.saturating_sub(1)
+                .min(state.attempts.len().saturating_sub(1)),
+        ) else {
             return Action::Continue;
         };
         if current_table().is_none() {
             refresh_table();
         }
-        let Some(table) = current_table() else { return Action::Continue };
+        let Some(table) = current_table() else {
+            return Action::Continue;
+        };
         let Some((_, channel)) = table.channel_by_id(&rewrite.channel_id) else {
-            host::log(LogLevel::Warn, &format!("smart-router: channel {} vanished from the table", rewrite.channel_id));
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "smart-router: channel {} vanished from the table",
+                    rewrite.channel_id
+                ),
+            );
             return Action::Continue;
         };
         host::set_request_header(":authority", Some(&channel.authority));
-        host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
+        host::set_request_header(
+            ":path",
+            Some(&format!("{}{}", channel.path_prefix, state.endpoint)),
+        );
         // The client's own credentials never reach a provider.
         if channel.auth_header != "authorization" {
             host::set_request_header("authorization", None);
@@ -497,26 +613,44 @@ impl HttpContext for AttemptRequest {
         if !channel.auth_header.is_empty() {
             host::set_request_header(&channel.auth_header, Some(&channel.auth_value));
         }
-        host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
-        self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
+        host::set_request_header(
+            "content-length",
+            Some(&state.body_len_for(rewrite).to_string()),
+        );
+        self.splice = rewrite
+            .model_literal
+            .clone()
+            .map(|lit| (state.model_span, lit));
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
-        let Some(((start, end), literal)) = &self.splice else { return Action::Continue };
+        let Some(((start, end), literal)) = &self.splice else {
+            return Action::Continue;
+        };
         if !end_of_stream {
             return Action::Pause;
         }
         // Only the bytes before `model` are copied into the VM: Envoy can replace a
         // body only from offset 0, so drain through the old value and prepend.
-        let mut prefix = if *start > 0 { host::request_body(0, *start).unwrap_or_default() } else { Vec::new() };
+        let mut prefix = if *start > 0 {
+            host::request_body(0, *start).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         if prefix.len() != *start {
-            host::log(LogLevel::Error, "smart-router: request body shorter than expected; sending it unchanged");
+            host::log(
+                LogLevel::Error,
+                "smart-router: request body shorter than expected; sending it unchanged",
+            );
             return Action::Continue;
         }
         prefix.extend_from_slice(literal.as_bytes());
         if !host::replace_request_body_prefix(*end, &prefix) {
-            host::log(LogLevel::Error, "smart-router: could not rewrite the request body");
+            host::log(
+                LogLevel::Error,
+                "smart-router: could not rewrite the request body",
+            );
         }
         self.splice = None;
         Action::Continue
