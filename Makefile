@@ -52,6 +52,7 @@ e2e: build
 test: lint unit e2e
 
 bench: build
+	cargo build --release -p sar-bench
 	$(PY) bench/bench.py
 
 fmt:
