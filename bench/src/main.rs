@@ -41,7 +41,8 @@ async fn upstream_handle(req: Request<Incoming>, opts: Arc<UpstreamOpts>) -> Res
     let mut resp = if is_models {
         Response::new(full(MODELS))
     } else if let Some(status) = opts.fail_status {
-        let mut r = Response::new(full(r#"{"error":{"message":"bench failure","type":"server_error","code":"bench"}}"#));
+        let mut r =
+            Response::new(full(r#"{"error":{"message":"bench failure","type":"server_error","code":"bench"}}"#));
         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
         r
     } else if wants_stream {

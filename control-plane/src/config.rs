@@ -127,14 +127,8 @@ impl Default for RoutingConfig {
     }
 }
 
-pub const BUILTIN_STRATEGIES: &[&str] = &[
-    "cost_first",
-    "free_first",
-    "local_first",
-    "speed_optimized",
-    "quality_optimized",
-    "balanced",
-];
+pub const BUILTIN_STRATEGIES: &[&str] =
+    &["cost_first", "free_first", "local_first", "speed_optimized", "quality_optimized", "balanced"];
 
 pub const SORT_FIELDS: &[&str] = &[
     "cost",
@@ -259,14 +253,7 @@ impl fmt::Debug for ChannelConfig {
             .field("id", &self.id)
             .field("provider", &self.provider)
             .field("base_url", &self.base_url)
-            .field(
-                "api_key",
-                &if self.api_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
             .finish()
     }
 }
@@ -308,61 +295,17 @@ pub struct ProviderTemplate {
 }
 
 pub const PROVIDERS: &[ProviderTemplate] = &[
-    ProviderTemplate {
-        name: "openai",
-        base_url: "https://api.openai.com/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "groq",
-        base_url: "https://api.groq.com/openai/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "openrouter",
-        base_url: "https://openrouter.ai/api/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "siliconflow",
-        base_url: "https://api.siliconflow.cn/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "deepseek",
-        base_url: "https://api.deepseek.com/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "zhipu",
-        base_url: "https://open.bigmodel.cn/api/paas/v4",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "doubao",
-        base_url: "https://ark.cn-beijing.volces.com/api/v3",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "burn_hair",
-        base_url: "https://burn.hair/v1",
-        tags: &["cloud"],
-    },
-    ProviderTemplate {
-        name: "ollama",
-        base_url: "http://127.0.0.1:11434/v1",
-        tags: &["local"],
-    },
-    ProviderTemplate {
-        name: "lmstudio",
-        base_url: "http://127.0.0.1:1234/v1",
-        tags: &["local"],
-    },
-    ProviderTemplate {
-        name: "openai_compatible",
-        base_url: "",
-        tags: &[],
-    },
+    ProviderTemplate { name: "openai", base_url: "https://api.openai.com/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "groq", base_url: "https://api.groq.com/openai/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "openrouter", base_url: "https://openrouter.ai/api/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "siliconflow", base_url: "https://api.siliconflow.cn/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "deepseek", base_url: "https://api.deepseek.com/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "zhipu", base_url: "https://open.bigmodel.cn/api/paas/v4", tags: &["cloud"] },
+    ProviderTemplate { name: "doubao", base_url: "https://ark.cn-beijing.volces.com/api/v3", tags: &["cloud"] },
+    ProviderTemplate { name: "burn_hair", base_url: "https://burn.hair/v1", tags: &["cloud"] },
+    ProviderTemplate { name: "ollama", base_url: "http://127.0.0.1:11434/v1", tags: &["local"] },
+    ProviderTemplate { name: "lmstudio", base_url: "http://127.0.0.1:1234/v1", tags: &["local"] },
+    ProviderTemplate { name: "openai_compatible", base_url: "", tags: &[] },
 ];
 
 pub fn provider_template(name: &str) -> Option<&'static ProviderTemplate> {
@@ -398,47 +341,25 @@ pub fn parse_base_url(url: &str) -> Result<Upstream, String> {
     }
     let default_port = if tls { 443 } else { 80 };
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-        let (h, after) = h
-            .split_once(']')
-            .ok_or_else(|| format!("\"{url}\" has an unclosed IPv6 address"))?;
+        let (h, after) = h.split_once(']').ok_or_else(|| format!("\"{url}\" has an unclosed IPv6 address"))?;
         let port = match after.strip_prefix(':') {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("\"{url}\" has a bad port"))?,
+            Some(p) => p.parse::<u16>().map_err(|_| format!("\"{url}\" has a bad port"))?,
             None if after.is_empty() => default_port,
             None => return Err(format!("\"{url}\" is not a valid URL")),
         };
         (h.to_string(), port)
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse::<u16>()
-                    .map_err(|_| format!("\"{url}\" has a bad port"))?,
-            ),
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("\"{url}\" has a bad port"))?),
             None => (hostport.to_string(), default_port),
         }
     };
     if host.is_empty() || host.contains(['@', ' ']) {
         return Err(format!("\"{url}\" has no valid host"));
     }
-    let shown_host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let authority = if port == default_port {
-        shown_host
-    } else {
-        format!("{shown_host}:{port}")
-    };
-    Ok(Upstream {
-        tls,
-        host,
-        port,
-        authority,
-        path_prefix: path.trim_end_matches('/').to_string(),
-    })
+    let shown_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let authority = if port == default_port { shown_host } else { format!("{shown_host}:{port}") };
+    Ok(Upstream { tls, host, port, authority, path_prefix: path.trim_end_matches('/').to_string() })
 }
 
 /// A config file that failed to load: the file, the key path and why.
@@ -472,16 +393,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &file, &|name| std::env::var(name).ok())
 }
 
-pub fn parse(
-    text: &str,
-    file: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let err = |path: String, message: String| ConfigError {
-        file: file.to_string(),
-        path,
-        message,
-    };
+pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let err = |path: String, message: String| ConfigError { file: file.to_string(), path, message };
     let de = serde_yaml::Deserializer::from_str(text);
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -499,10 +412,7 @@ pub fn parse(
         *value = substitute_env(value, env).map_err(|m| err(at, m))?;
         Ok(())
     };
-    subst(
-        &mut config.control_plane.table_token,
-        "control_plane.table_token".into(),
-    )?;
+    subst(&mut config.control_plane.table_token, "control_plane.table_token".into())?;
     subst(&mut config.auth.api_token, "auth.api_token".into())?;
     for (i, t) in config.auth.api_tokens.iter_mut().enumerate() {
         subst(t, format!("auth.api_tokens[{i}]"))?;
@@ -525,18 +435,14 @@ pub fn substitute_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Resu
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unclosed ${ in value".to_string())?;
+        let end = after.find('}').ok_or_else(|| "unclosed ${ in value".to_string())?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
         };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!(
-                "\"${{{expr}}}\" is not a valid environment variable reference"
-            ));
+            return Err(format!("\"${{{expr}}}\" is not a valid environment variable reference"));
         }
         match (env(name), default) {
             (Some(v), _) if !v.is_empty() => out.push_str(&v),
@@ -557,10 +463,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         ("control_plane.listen", &c.control_plane.listen),
     ] {
         if addr.parse::<std::net::SocketAddr>().is_err() {
-            return e(
-                key,
-                format!("\"{addr}\" is not an address like 127.0.0.1:7601"),
-            );
+            return e(key, format!("\"{addr}\" is not an address like 127.0.0.1:7601"));
         }
     }
     if c.server.max_body_bytes < 1024 {
@@ -570,53 +473,35 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         return e("server.concurrency", "must be between 1 and 64".into());
     }
     if !(c.server.connect_timeout > 0.0 && c.server.connect_timeout <= 300.0) {
-        return e(
-            "server.connect_timeout",
-            "must be between 0 and 300 seconds".into(),
-        );
+        return e("server.connect_timeout", "must be between 0 and 300 seconds".into());
     }
     if c.control_plane.reload_poll_ms < 50 || c.control_plane.table_poll_ms < 50 {
-        return e(
-            "control_plane",
-            "reload_poll_ms and table_poll_ms must be at least 50".into(),
-        );
+        return e("control_plane", "reload_poll_ms and table_poll_ms must be at least 50".into());
     }
     if c.control_plane.discovery_timeout == 0 || c.control_plane.discovery_interval == 0 {
-        return e(
-            "control_plane",
-            "discovery_timeout and discovery_interval must be positive".into(),
-        );
+        return e("control_plane", "discovery_timeout and discovery_interval must be positive".into());
     }
     if c.routing.max_retry_attempts > 20 {
         return e("routing.max_retry_attempts", "must be at most 20".into());
     }
     for (name, fields) in &c.routing.sorting_strategies {
         for (i, f) in fields.iter().enumerate() {
-            check_sort_field(f)
-                .map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
+            check_sort_field(f).map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
         }
     }
     let strategy = &c.routing.default_strategy;
-    if !BUILTIN_STRATEGIES.contains(&strategy.as_str())
-        && !c.routing.sorting_strategies.contains_key(strategy)
-    {
+    if !BUILTIN_STRATEGIES.contains(&strategy.as_str()) && !c.routing.sorting_strategies.contains_key(strategy) {
         return e(
             "routing.default_strategy",
-            format!("unknown strategy \"{strategy}\"; use one of {} or a name under routing.sorting_strategies", BUILTIN_STRATEGIES.join(", ")),
+            format!(
+                "unknown strategy \"{strategy}\"; use one of {} or a name under routing.sorting_strategies",
+                BUILTIN_STRATEGIES.join(", ")
+            ),
         );
     }
-    for (i, t) in c
-        .auth
-        .api_tokens
-        .iter()
-        .chain(std::iter::once(&c.auth.api_token))
-        .enumerate()
-    {
+    for (i, t) in c.auth.api_tokens.iter().chain(std::iter::once(&c.auth.api_token)).enumerate() {
         if t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-            return e(
-                &format!("auth.api_tokens[{i}]"),
-                "tokens must be printable ASCII without spaces".into(),
-            );
+            return e(&format!("auth.api_tokens[{i}]"), "tokens must be printable ASCII without spaces".into());
         }
     }
 
@@ -624,16 +509,10 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
     for (i, ch) in c.channels.iter_mut().enumerate() {
         let at = format!("channels[{i}]");
         if !valid_channel_id(&ch.id) {
-            return e(
-                &format!("{at}.id"),
-                format!("\"{}\" must be 1-64 characters of A-Z a-z 0-9 _ -", ch.id),
-            );
+            return e(&format!("{at}.id"), format!("\"{}\" must be 1-64 characters of A-Z a-z 0-9 _ -", ch.id));
         }
         if !ids.insert(ch.id.clone()) {
-            return e(
-                &format!("{at}.id"),
-                format!("duplicate channel id \"{}\"", ch.id),
-            );
+            return e(&format!("{at}.id"), format!("duplicate channel id \"{}\"", ch.id));
         }
         let Some(template) = provider_template(&ch.provider) else {
             let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
@@ -648,10 +527,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         };
         if ch.base_url.is_empty() {
             if template.base_url.is_empty() {
-                return e(
-                    &format!("{at}.base_url"),
-                    "required for provider openai_compatible".into(),
-                );
+                return e(&format!("{at}.base_url"), "required for provider openai_compatible".into());
             }
             ch.base_url = template.base_url.to_string();
         }
@@ -665,10 +541,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             ch.name = ch.id.clone();
         }
         if !(ch.weight > 0.0 && ch.weight <= 1000.0) {
-            return e(
-                &format!("{at}.weight"),
-                "must be greater than 0 and at most 1000".into(),
-            );
+            return e(&format!("{at}.weight"), "must be greater than 0 and at most 1000".into());
         }
         if let Some(m) = ch.model_name.take() {
             if !ch.configured_models.contains(&m) {
@@ -677,18 +550,12 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         }
         for (j, m) in ch.configured_models.iter().enumerate() {
             if m.trim().is_empty() || m.len() > 512 {
-                return e(
-                    &format!("{at}.configured_models[{j}]"),
-                    "model names must be 1-512 characters".into(),
-                );
+                return e(&format!("{at}.configured_models[{j}]"), "model names must be 1-512 characters".into());
             }
         }
         for (k, v) in &ch.model_aliases {
             if k.trim().is_empty() || v.trim().is_empty() {
-                return e(
-                    &format!("{at}.model_aliases"),
-                    "alias names and targets must not be empty".into(),
-                );
+                return e(&format!("{at}.model_aliases"), "alias names and targets must not be empty".into());
             }
         }
         for t in ch.tags.iter_mut() {
@@ -699,11 +566,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                 ch.tags.push((*extra).to_string());
             }
         }
-        if !ch.discover
-            && ch.configured_models.is_empty()
-            && ch.model_aliases.is_empty()
-            && ch.enabled
-        {
+        if !ch.discover && ch.configured_models.is_empty() && ch.model_aliases.is_empty() && ch.enabled {
             return e(
                 &format!("{at}.configured_models"),
                 "a channel with discover: false needs configured_models or model_aliases".into(),
@@ -712,21 +575,14 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         if let Some(p) = &ch.pricing {
             let prices = [p.input, p.output, p.multiplier].into_iter().flatten();
             let model_prices = p.models.values().flat_map(|m| [m.input, m.output]);
-            if prices
-                .chain(model_prices)
-                .any(|x| !(x >= 0.0 && x.is_finite()))
-            {
-                return e(
-                    &format!("{at}.pricing"),
-                    "prices and multipliers must be zero or positive".into(),
-                );
+            if prices.chain(model_prices).any(|x| !(x >= 0.0 && x.is_finite())) {
+                return e(&format!("{at}.pricing"), "prices and multipliers must be zero or positive".into());
             }
         }
     }
     for (name, g) in &c.model_groups {
         for (i, f) in g.routing_strategy.iter().enumerate() {
-            check_sort_field(f)
-                .map_err(|m| (format!("model_groups.{name}.routing_strategy[{i}]"), m))?;
+            check_sort_field(f).map_err(|m| (format!("model_groups.{name}.routing_strategy[{i}]"), m))?;
         }
         for (i, gc) in g.channels.iter().enumerate() {
             if let Some(id) = &gc.channel {
@@ -744,11 +600,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
 
 fn check_sort_field(f: &SortField) -> Result<(), String> {
     if !SORT_FIELDS.contains(&f.field.as_str()) {
-        return Err(format!(
-            "unknown field \"{}\"; use one of {}",
-            f.field,
-            SORT_FIELDS.join(", ")
-        ));
+        return Err(format!("unknown field \"{}\"; use one of {}", f.field, SORT_FIELDS.join(", ")));
     }
     if !(f.weight >= 0.0 && f.weight.is_finite()) {
         return Err("weight must be zero or positive".into());
@@ -786,30 +638,22 @@ mod tests {
 
     #[test]
     fn errors_name_file_path_and_reason() {
-        let e =
-            load_str("channels:\n  - id: a\n    base_url: http://x\n    api_kye: k\n").unwrap_err();
+        let e = load_str("channels:\n  - id: a\n    base_url: http://x\n    api_kye: k\n").unwrap_err();
         assert_eq!(e.path, "channels[0].api_kye");
-        assert!(
-            e.to_string()
-                .starts_with("router.yaml: channels[0].api_kye: unknown field `api_kye`"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("router.yaml: channels[0].api_kye: unknown field `api_kye`"), "{e}");
 
         let e = load_str("routing:\n  max_retry_attempts: lots\n").unwrap_err();
         assert_eq!(e.path, "routing.max_retry_attempts");
 
-        let e = load_str("channels:\n  - id: a\n    provider: groq\n    api_key: ${NOPE}\n")
-            .unwrap_err();
+        let e = load_str("channels:\n  - id: a\n    provider: groq\n    api_key: ${NOPE}\n").unwrap_err();
         assert_eq!(e.path, "channels[0].api_key");
         assert!(e.message.contains("NOPE"));
 
         let e = load_str("channels:\n  - id: a\n    base_url: ftp://x\n").unwrap_err();
         assert_eq!(e.path, "channels[0].base_url");
 
-        let e = load_str(
-            "channels:\n  - id: a\n    base_url: http://x\n  - id: a\n    base_url: http://y\n",
-        )
-        .unwrap_err();
+        let e =
+            load_str("channels:\n  - id: a\n    base_url: http://x\n  - id: a\n    base_url: http://y\n").unwrap_err();
         assert!(e.message.contains("duplicate"));
 
         let e = load_str("channels:\n  - id: 'a b'\n    base_url: http://x\n").unwrap_err();
@@ -824,10 +668,8 @@ mod tests {
 
     #[test]
     fn disabled_channels_may_lack_env() {
-        let c = load_str(
-            "channels:\n  - id: a\n    provider: groq\n    enabled: false\n    api_key: ${NOPE}\n",
-        )
-        .unwrap();
+        let c =
+            load_str("channels:\n  - id: a\n    provider: groq\n    enabled: false\n    api_key: ${NOPE}\n").unwrap();
         assert!(!c.channels[0].enabled);
     }
 
@@ -845,37 +687,21 @@ mod tests {
     fn base_urls_split_for_envoy() {
         let u = parse_base_url("https://api.groq.com/openai/v1/").unwrap();
         assert_eq!(
-            (
-                u.tls,
-                u.host.as_str(),
-                u.port,
-                u.authority.as_str(),
-                u.path_prefix.as_str()
-            ),
+            (u.tls, u.host.as_str(), u.port, u.authority.as_str(), u.path_prefix.as_str()),
             (true, "api.groq.com", 443, "api.groq.com", "/openai/v1")
         );
         let u = parse_base_url("http://127.0.0.1:8080").unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.path_prefix.as_str()),
-            ("127.0.0.1:8080", "")
-        );
+        assert_eq!((u.authority.as_str(), u.path_prefix.as_str()), ("127.0.0.1:8080", ""));
         let u = parse_base_url("http://[::1]:9/v1").unwrap();
         assert_eq!((u.host.as_str(), u.authority.as_str()), ("::1", "[::1]:9"));
-        for bad in [
-            "api.x.com/v1",
-            "http://",
-            "http://h:99999",
-            "http://h/v1?x=1",
-            "http://user@h",
-        ] {
+        for bad in ["api.x.com/v1", "http://", "http://h:99999", "http://h/v1?x=1", "http://user@h"] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn debug_hides_keys() {
-        let c = load_str("channels:\n  - id: groq\n    provider: groq\n    api_key: ${GROQ_KEY}\n")
-            .unwrap();
+        let c = load_str("channels:\n  - id: groq\n    provider: groq\n    api_key: ${GROQ_KEY}\n").unwrap();
         assert!(!format!("{c:?}").contains("gsk-secret"));
     }
 
@@ -911,9 +737,6 @@ model_groups:
 "#,
         )
         .unwrap();
-        assert_eq!(
-            c.model_groups["auto:free"].channels[0].daily_limit,
-            Some(1000)
-        );
+        assert_eq!(c.model_groups["auto:free"].channels[0].daily_limit, Some(1000));
     }
 }

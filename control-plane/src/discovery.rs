@@ -24,15 +24,50 @@ struct ModelEntry {
     /// Groq.
     #[serde(default)]
     context_window: Option<u64>,
+    /// OpenRouter: `["tools", "tool_choice", ...]`.
+    #[serde(default)]
+    supported_parameters: Vec<String>,
+    /// OpenRouter: `{"input_modalities": ["text", "image"], "output_modalities": [...]}`.
+    #[serde(default)]
+    architecture: Option<Architecture>,
+}
+
+#[derive(Deserialize, Default)]
+struct Architecture {
+    #[serde(default)]
+    input_modalities: Vec<String>,
+    #[serde(default)]
+    output_modalities: Vec<String>,
+}
+
+impl ModelEntry {
+    /// Capabilities the provider states; empty when it states none (the name decides).
+    fn capabilities(&self) -> Vec<String> {
+        let mut caps = Vec::new();
+        let Some(arch) = &self.architecture else {
+            if self.supported_parameters.iter().any(|p| p == "tools") {
+                caps.push("tools".to_string());
+            }
+            return caps;
+        };
+        caps.push("chat".to_string());
+        if self.supported_parameters.iter().any(|p| p == "tools") {
+            caps.push("tools".into());
+        }
+        if arch.input_modalities.iter().any(|m| m == "image") {
+            caps.push("vision".into());
+        }
+        if !arch.output_modalities.is_empty() && !arch.output_modalities.iter().any(|m| m == "text") {
+            caps.push("image".into());
+        }
+        caps
+    }
 }
 
 pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, String> {
     let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
     let mut request = agent.get(&url);
     if !channel.api_key.is_empty() {
         request = request.header("authorization", &format!("Bearer {}", channel.api_key));
@@ -52,16 +87,12 @@ pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelD
 }
 
 pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
-    let list: ModelList =
-        serde_json::from_slice(body).map_err(|e| format!("not an OpenAI model list: {e}"))?;
+    let list: ModelList = serde_json::from_slice(body).map_err(|e| format!("not an OpenAI model list: {e}"))?;
     let mut models: Vec<ModelDoc> = list
         .data
         .into_iter()
         .filter(|m| !m.id.trim().is_empty() && m.id.len() <= 512)
-        .map(|m| ModelDoc {
-            id: m.id,
-            context_length: m.context_length.or(m.context_window),
-        })
+        .map(|m| ModelDoc { id: m.id, context_length: m.context_length.or(m.context_window) })
         .collect();
     models.sort_by(|a, b| a.id.cmp(&b.id));
     models.dedup_by(|a, b| a.id == b.id);

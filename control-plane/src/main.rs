@@ -52,23 +52,14 @@ struct Args {
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = argv.next().ok_or("no command given")?;
-    let mut args = Args {
-        command,
-        config: None,
-        wasm: "target/wasm32-wasip1/release/router_filter.wasm".into(),
-        out: None,
-    };
+    let mut args =
+        Args { command, config: None, wasm: "target/wasm32-wasip1/release/router_filter.wasm".into(), out: None };
     while let Some(flag) = argv.next() {
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (flag.clone(), None),
         };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or(format!("{name} needs a value"))
-        };
+        let mut value = || inline.clone().or_else(|| argv.next()).ok_or(format!("{name} needs a value"));
         match name.as_str() {
             "--config" | "-c" => args.config = Some(PathBuf::from(value()?)),
             "--wasm" => args.wasm = value()?,
@@ -109,11 +100,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let config_path = || {
-        args.config
-            .clone()
-            .ok_or_else(|| format!("{} needs --config FILE", args.command))
-    };
+    let config_path = || args.config.clone().ok_or_else(|| format!("{} needs --config FILE", args.command));
     match args.command.as_str() {
         "serve" => {
             let path = config_path()?;
@@ -131,16 +118,10 @@ fn run(args: Args) -> Result<(), String> {
             let wasm = std::fs::canonicalize(&args.wasm)
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| args.wasm.clone());
-            let yaml = render::render(
-                &config,
-                &render::RenderOptions {
-                    wasm_path: wasm,
-                    table_token: secrets.table_token,
-                },
-            )?;
+            let yaml =
+                render::render(&config, &render::RenderOptions { wasm_path: wasm, table_token: secrets.table_token })?;
             match &args.out {
-                Some(out) => std::fs::write(out, yaml)
-                    .map_err(|e| format!("cannot write {}: {e}", out.display())),
+                Some(out) => std::fs::write(out, yaml).map_err(|e| format!("cannot write {}: {e}", out.display())),
                 None => {
                     print!("{yaml}");
                     Ok(())
@@ -150,16 +131,9 @@ fn run(args: Args) -> Result<(), String> {
         "check" => {
             let path = config_path()?;
             let config = config::load(&path).map_err(|e| e.to_string())?;
-            let models: HashMap<_, _> = config
-                .channels
-                .iter()
-                .map(|c| (c.id.clone(), table::models_for(c, None)))
-                .collect();
-            let tokens = if config.auth.enabled {
-                vec!["(token)".to_string()]
-            } else {
-                vec![]
-            };
+            let models: HashMap<_, _> =
+                config.channels.iter().map(|c| (c.id.clone(), table::models_for(c, None))).collect();
+            let tokens = if config.auth.enabled { vec!["(token)".to_string()] } else { vec![] };
             let doc = table::build(&config, &models, &tokens);
             router_core::Table::compile(doc.clone(), None).map_err(|e| e.to_string())?;
             println!("{}", serve::summary(&path, &config, &doc, &models));

@@ -29,9 +29,7 @@ pub struct RenderOptions {
 }
 
 fn socket(addr: &str) -> Result<Value, String> {
-    let sa: std::net::SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("\"{addr}\" is not host:port"))?;
+    let sa: std::net::SocketAddr = addr.parse().map_err(|_| format!("\"{addr}\" is not host:port"))?;
     Ok(json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}))
 }
 
@@ -136,8 +134,7 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
     }
 
     let max_body = config.server.max_body_bytes;
-    let router_config =
-        json!({"role": "router", "clusters": cluster_names, "max_body_bytes": max_body});
+    let router_config = json!({"role": "router", "clusters": cluster_names, "max_body_bytes": max_body});
     let too_large = format!("request body is larger than the router's limit of {max_body} bytes");
 
     let http_filters = json!([

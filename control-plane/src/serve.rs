@@ -57,19 +57,12 @@ pub fn secrets(config: &Config) -> Result<Secrets, String> {
     } else {
         config.control_plane.table_token.clone()
     };
-    let mut client_tokens: Vec<String> = config
-        .auth
-        .api_tokens
-        .iter()
-        .filter(|t| !t.is_empty())
-        .cloned()
-        .collect();
+    let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
     if !config.auth.api_token.is_empty() {
         client_tokens.push(config.auth.api_token.clone());
     }
     if config.auth.enabled && client_tokens.is_empty() {
-        let (token, created) =
-            tokens::load_or_create(&config.control_plane.data_dir, "api.token", "sar-")?;
+        let (token, created) = tokens::load_or_create(&config.control_plane.data_dir, "api.token", "sar-")?;
         if created {
             log::info(&format!(
                 "auth is enabled without a token: generated {token} (saved in {})",
@@ -78,10 +71,7 @@ pub fn secrets(config: &Config) -> Result<Secrets, String> {
         }
         client_tokens.push(token);
     }
-    Ok(Secrets {
-        table_token,
-        client_tokens,
-    })
+    Ok(Secrets { table_token, client_tokens })
 }
 
 struct Runtime {
@@ -118,12 +108,7 @@ impl Runtime {
         let retry = interval.min(Duration::from_secs(60));
         let timeout = Duration::from_secs(self.config.control_plane.discovery_timeout);
         let mut started = 0;
-        for c in self
-            .config
-            .channels
-            .iter()
-            .filter(|c| c.enabled && c.discover)
-        {
+        for c in self.config.channels.iter().filter(|c| c.enabled && c.discover) {
             let fp = fingerprint(c);
             let d = self.discovery.entry(c.id.clone()).or_default();
             if d.in_flight {
@@ -132,14 +117,7 @@ impl Runtime {
             let due = d.fingerprint != fp
                 || match d.last_attempt {
                     None => true,
-                    Some(t) => {
-                        t.elapsed()
-                            >= if d.last_error.is_some() {
-                                retry
-                            } else {
-                                interval
-                            }
-                    }
+                    Some(t) => t.elapsed() >= if d.last_error.is_some() { retry } else { interval },
                 };
             if !due {
                 continue;
@@ -150,11 +128,7 @@ impl Runtime {
             let tx = self.done_tx.clone();
             tokio::task::spawn_blocking(move || {
                 let result = discovery::discover(&channel, timeout);
-                let _ = tx.send(Done {
-                    channel: channel.id.clone(),
-                    fingerprint: fp,
-                    result,
-                });
+                let _ = tx.send(Done { channel: channel.id.clone(), fingerprint: fp, result });
             });
             started += 1;
         }
@@ -167,11 +141,7 @@ impl Runtime {
         match done.result {
             Ok(models) => {
                 if d.last_error.take().is_some() || d.fingerprint != done.fingerprint {
-                    log::info(&format!(
-                        "channel {}: discovered {} models",
-                        done.channel,
-                        models.len()
-                    ));
+                    log::info(&format!("channel {}: discovered {} models", done.channel, models.len()));
                 }
                 d.fingerprint = done.fingerprint;
                 d.models = Some(models);
@@ -183,15 +153,9 @@ impl Runtime {
                     d.models = None;
                 }
                 if d.last_error.as_deref() != Some(e.as_str()) {
-                    let fallback = if d.models.is_some() {
-                        "keeping the last discovered list"
-                    } else {
-                        "using configured_models"
-                    };
-                    log::warn(&format!(
-                        "channel {}: discovery failed ({e}); {fallback}",
-                        done.channel
-                    ));
+                    let fallback =
+                        if d.models.is_some() { "keeping the last discovered list" } else { "using configured_models" };
+                    log::warn(&format!("channel {}: discovery failed ({e}); {fallback}", done.channel));
                 }
                 d.last_error = Some(e);
             }
@@ -200,22 +164,12 @@ impl Runtime {
 
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
-        let doc = build(
-            &self.config,
-            &self.channel_models(),
-            &self.secrets.client_tokens,
-        );
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.version == doc.version)
-        {
+        let doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
+        if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
             return;
         }
         if let Err(e) = Table::compile(doc.clone(), None) {
-            log::error(&format!(
-                "built a table that does not compile, keeping the last good one: {e}"
-            ));
+            log::error(&format!("built a table that does not compile, keeping the last good one: {e}"));
             return;
         }
         let json = match serde_json::to_vec(&doc) {
@@ -231,10 +185,8 @@ impl Runtime {
             doc.version,
             doc.channels.len()
         ));
-        self.published.send_replace(Some(Arc::new(Published {
-            version: doc.version.clone(),
-            json: Bytes::from(json),
-        })));
+        self.published
+            .send_replace(Some(Arc::new(Published { version: doc.version.clone(), json: Bytes::from(json) })));
         self.current = Some(doc);
     }
 
@@ -246,21 +198,15 @@ impl Runtime {
             return false;
         }
         let file = self.path.display().to_string();
-        let version = self
-            .current
-            .as_ref()
-            .map(|c| c.version.clone())
-            .unwrap_or_default();
+        let version = self.current.as_ref().map(|c| c.version.clone()).unwrap_or_default();
         // Remember the text even when it is bad, so the error is logged once.
         self.config_text = text.clone();
         let loaded = config::parse(&text, &file, &|name| std::env::var(name).ok()).and_then(|c| {
-            secrets(&c)
-                .map(|s| (c, s))
-                .map_err(|m| config::ConfigError {
-                    file: file.clone(),
-                    path: String::new(),
-                    message: m,
-                })
+            secrets(&c).map(|s| (c, s)).map_err(|m| config::ConfigError {
+                file: file.clone(),
+                path: String::new(),
+                message: m,
+            })
         });
         match loaded {
             Ok((config, secrets)) => {
@@ -283,11 +229,7 @@ impl Runtime {
 /// Things a table cannot change: Envoy's listeners and clusters come from render-envoy.
 fn warn_on_envoy_changes(old: &Config, new: &Config) {
     let clusters = |c: &Config| -> Vec<(String, String)> {
-        c.channels
-            .iter()
-            .filter(|x| x.enabled)
-            .map(|x| (x.id.clone(), x.base_url.clone()))
-            .collect()
+        c.channels.iter().filter(|x| x.enabled).map(|x| (x.id.clone(), x.base_url.clone())).collect()
     };
     if clusters(old) != clusters(new) || old.server != new.server {
         log::warn(
@@ -297,12 +239,7 @@ fn warn_on_envoy_changes(old: &Config, new: &Config) {
     }
 }
 
-pub fn summary(
-    path: &Path,
-    config: &Config,
-    doc: &TableDoc,
-    models: &HashMap<String, ChannelModels>,
-) -> String {
+pub fn summary(path: &Path, config: &Config, doc: &TableDoc, models: &HashMap<String, ChannelModels>) -> String {
     let mut s = format!(
         "smart-router {}\n  config:        {}\n  control plane: http://{} (filters fetch GET /v1/table)\n  router API:    http://{} (Envoy)\n  strategy:      {} (max_retry_attempts {})\n  auth:          {}\n  channels:      {} enabled\n",
         env!("CARGO_PKG_VERSION"),
@@ -315,45 +252,29 @@ pub fn summary(
         doc.channels.len(),
     );
     for c in &doc.channels {
-        let source = models
-            .get(&c.id)
-            .map(|m| m.source.as_str())
-            .unwrap_or("configured");
+        let source = models.get(&c.id).map(|m| m.source.as_str()).unwrap_or("configured");
         s.push_str(&format!(
             "    {:<20} {:<18} {:<40} {:>5} models ({source}){}\n",
             c.id,
             c.provider,
             format!("{}{}", c.authority, c.path_prefix),
             c.models.len(),
-            if c.tags.is_empty() {
-                String::new()
-            } else {
-                format!("  tags: {}", c.tags.join(","))
-            }
+            if c.tags.is_empty() { String::new() } else { format!("  tags: {}", c.tags.join(",")) }
         ));
     }
-    let distinct: std::collections::BTreeSet<&str> = doc
-        .channels
-        .iter()
-        .flat_map(|c| c.models.iter().map(|m| m.id.as_str()))
-        .collect();
-    s.push_str(&format!(
-        "  models:        {} distinct\n  table version: {}",
-        distinct.len(),
-        doc.version
-    ));
+    let distinct: std::collections::BTreeSet<&str> =
+        doc.channels.iter().flat_map(|c| c.models.iter().map(|m| m.id.as_str())).collect();
+    s.push_str(&format!("  models:        {} distinct\n  table version: {}", distinct.len(), doc.version));
     s
 }
 
 pub async fn serve(path: PathBuf) -> Result<(), String> {
     let config = config::load(&path).map_err(|e| e.to_string())?;
-    let config_text =
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config_text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let secrets = secrets(&config)?;
     let listen = config.control_plane.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
 
     let (published, table_rx) = watch::channel(None);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -370,8 +291,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
 
     // First discovery round before the first table, bounded by the discovery timeout.
     let mut pending = rt.start_due_discoveries();
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(rt.config.control_plane.discovery_timeout + 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(rt.config.control_plane.discovery_timeout + 1);
     while pending > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some(done)) => {
@@ -386,16 +306,11 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         eprintln!("{}", summary(&path, &rt.config, doc, &rt.channel_models()));
     }
 
-    let state = Arc::new(ServerState {
-        table: table_rx,
-        table_token: rt.secrets.table_token.clone(),
-    });
+    let state = Arc::new(ServerState { table: table_rx, table_token: rt.secrets.table_token.clone() });
     tokio::spawn(server::run(listener, state));
     log::info(&format!("control plane listening on {listen}"));
 
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        rt.config.control_plane.reload_poll_ms,
-    ));
+    let mut tick = tokio::time::interval(Duration::from_millis(rt.config.control_plane.reload_poll_ms));
     loop {
         tokio::select! {
             _ = tick.tick() => {

@@ -48,9 +48,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&req, &state)) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -58,10 +56,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
     r
 }
 
@@ -76,11 +71,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 pub fn handle(req: &Request<Incoming>, state: &ServerState) -> Response<Full<Bytes>> {
@@ -88,33 +79,17 @@ pub fn handle(req: &Request<Incoming>, state: &ServerState) -> Response<Full<Byt
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
             let version = published.as_ref().map(|p| p.version.as_str()).unwrap_or("");
-            json(
-                StatusCode::OK,
-                serde_json::json!({"status": "ok", "table_version": version}).to_string(),
-            )
+            json(StatusCode::OK, serde_json::json!({"status": "ok", "table_version": version}).to_string())
         }
         (&Method::GET, "/v1/table") => {
             if !bearer(req).is_some_and(|t| tokens::same(t, &state.table_token)) {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_table_token",
-                    "missing or wrong table token",
-                );
+                return error(StatusCode::UNAUTHORIZED, "invalid_table_token", "missing or wrong table token");
             }
             let Some(p) = published else {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_table",
-                    "no table built yet",
-                );
+                return error(StatusCode::SERVICE_UNAVAILABLE, "no_table", "no table built yet");
             };
             let etag = hyper::header::HeaderValue::from_str(&p.version).ok();
-            if req
-                .headers()
-                .get("if-none-match")
-                .and_then(|v| v.to_str().ok())
-                == Some(p.version.as_str())
-            {
+            if req.headers().get("if-none-match").and_then(|v| v.to_str().ok()) == Some(p.version.as_str()) {
                 let mut r = Response::new(Full::new(Bytes::new()));
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
                 return r;

@@ -36,29 +36,19 @@ impl ModelSource {
 /// Models from discovery when it succeeded, else the channel's `configured_models`.
 pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -> ChannelModels {
     match discovered {
-        Some(models) if channel.discover => ChannelModels {
-            models: models.clone(),
-            source: ModelSource::Discovered,
-        },
+        Some(models) if channel.discover => ChannelModels { models: models.clone(), source: ModelSource::Discovered },
         _ => ChannelModels {
             models: channel
                 .configured_models
                 .iter()
-                .map(|m| ModelDoc {
-                    id: m.clone(),
-                    context_length: None,
-                })
+                .map(|m| ModelDoc { id: m.clone(), context_length: None })
                 .collect(),
             source: ModelSource::Configured,
         },
     }
 }
 
-pub fn build(
-    config: &Config,
-    models: &HashMap<String, ChannelModels>,
-    client_tokens: &[String],
-) -> TableDoc {
+pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_tokens: &[String]) -> TableDoc {
     let channels = config
         .channels
         .iter()
@@ -66,10 +56,7 @@ pub fn build(
         .filter_map(|c| {
             // Validated at load; a channel whose URL no longer parses is left out.
             let up = parse_base_url(&c.base_url).ok()?;
-            let list = models
-                .get(&c.id)
-                .cloned()
-                .unwrap_or_else(|| models_for(c, None));
+            let list = models.get(&c.id).cloned().unwrap_or_else(|| models_for(c, None));
             Some(ChannelDoc {
                 id: c.id.clone(),
                 name: c.name.clone(),
@@ -77,16 +64,8 @@ pub fn build(
                 cluster: cluster_name(&c.id),
                 authority: up.authority,
                 path_prefix: up.path_prefix,
-                auth_header: if c.api_key.is_empty() {
-                    String::new()
-                } else {
-                    "authorization".into()
-                },
-                auth_value: if c.api_key.is_empty() {
-                    String::new()
-                } else {
-                    format!("Bearer {}", c.api_key)
-                },
+                auth_header: if c.api_key.is_empty() { String::new() } else { "authorization".into() },
+                auth_value: if c.api_key.is_empty() { String::new() } else { format!("Bearer {}", c.api_key) },
                 tags: c.tags.clone(),
                 priority: c.priority,
                 weight: c.weight.round().max(1.0) as u32,
@@ -104,10 +83,7 @@ pub fn build(
             debug_headers: config.routing.debug_headers,
             default_strategy: config.routing.default_strategy.clone(),
         },
-        auth: AuthDoc {
-            enabled: config.auth.enabled,
-            tokens: client_tokens.to_vec(),
-        },
+        auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
     };
     doc.version = content_version(&doc);
@@ -145,16 +121,12 @@ mod tests {
         assert_eq!(doc.channels.len(), 1);
         let ch = &doc.channels[0];
         assert_eq!(
-            (
-                ch.cluster.as_str(),
-                ch.authority.as_str(),
-                ch.path_prefix.as_str()
-            ),
+            (ch.cluster.as_str(), ch.authority.as_str(), ch.path_prefix.as_str()),
             ("channel_a", "127.0.0.1:9", "/v1")
         );
         assert_eq!(ch.auth_value, "Bearer sk-a");
         let t = Table::compile(doc.clone(), None).unwrap();
-        assert_eq!(t.candidates_for_model("m1").len(), 1);
+        assert_eq!(t.entries_for_model("m1").len(), 1);
         assert_eq!(t.candidates_for_alias("std")[0].upstream_model, "ep-1");
         // Same config, same version; a change, a new version.
         assert_eq!(build(&c, &HashMap::new(), &[]).version, doc.version);
@@ -165,18 +137,9 @@ mod tests {
     #[test]
     fn discovered_models_win_when_discovery_is_on() {
         let c = config("channels:\n  - id: a\n    base_url: http://127.0.0.1:9\n    configured_models: [fallback]\n");
-        let found = vec![ModelDoc {
-            id: "live".into(),
-            context_length: Some(8192),
-        }];
-        assert_eq!(
-            models_for(&c.channels[0], Some(&found)).models[0].id,
-            "live"
-        );
+        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192) }];
+        assert_eq!(models_for(&c.channels[0], Some(&found)).models[0].id, "live");
         let fallback = models_for(&c.channels[0], None);
-        assert_eq!(
-            (fallback.models[0].id.as_str(), fallback.source),
-            ("fallback", ModelSource::Configured)
-        );
+        assert_eq!((fallback.models[0].id.as_str(), fallback.source), ("fallback", ModelSource::Configured));
     }
 }

@@ -41,11 +41,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte from timing.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

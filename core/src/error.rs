@@ -26,18 +26,8 @@ struct Inner<'a> {
 }
 
 impl RouterError {
-    pub fn new(
-        status: u16,
-        kind: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            kind,
-            code,
-            message: message.into(),
-        }
+    pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, code, message: message.into() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -66,24 +56,13 @@ impl RouterError {
     }
 
     pub fn not_found_path(path: &str) -> Self {
-        Self::new(
-            404,
-            "invalid_request_error",
-            "unknown_url",
-            format!("unknown endpoint {}", ascii_safe(path, 200)),
-        )
+        Self::new(404, "invalid_request_error", "unknown_url", format!("unknown endpoint {}", ascii_safe(path, 200)))
     }
 
     /// The JSON body. Serialising plain strings cannot fail, but if it ever did the
     /// caller still gets a valid error body rather than a panic.
     pub fn to_json(&self) -> String {
-        let body = Body {
-            error: Inner {
-                message: &self.message,
-                kind: self.kind,
-                code: self.code,
-            },
-        };
+        let body = Body { error: Inner { message: &self.message, kind: self.kind, code: self.code } };
         serde_json::to_string(&body).unwrap_or_else(|_| {
             r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error"}}"#.to_string()
         })
@@ -93,17 +72,7 @@ impl RouterError {
 /// Client-supplied text quoted back in a message: printable ASCII only, bounded, so
 /// an error can also be carried in a header and cannot grow without limit.
 pub fn ascii_safe(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let mut out: String = s.chars().take(max).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
     if s.chars().count() > max {
         out.push_str("...");
     }

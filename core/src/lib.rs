@@ -7,13 +7,19 @@
 //! - [`table`]: the versioned contract the control plane serves to filters
 //!   ([`table::TableDoc`]) and its compiled, indexed form ([`table::Table`]).
 //! - [`request`]: reads the few fields of a chat request the router needs.
-//! - [`plan`]: resolves the `model` a client asked for into an ordered plan of attempts.
+//! - [`resolve`], [`groups`]: how a query resolves against the table (physical names,
+//!   aliases, core names, tags, virtual groups), for routing and for `explain`.
+//! - [`plan`]: the resolved candidates cut to an ordered plan of attempts.
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
 //! - [`error`]: OpenAI-shaped errors.
 
 pub mod error;
+pub mod groups;
+pub mod names;
 pub mod plan;
+pub mod query;
 pub mod request;
+pub mod resolve;
 pub mod table;
 pub mod wire;
 

@@ -28,46 +28,28 @@ struct Head<'a> {
 
 pub fn parse_chat_head(body: &[u8]) -> Result<ChatHead, RouterError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(RouterError::bad_request(
-            "invalid_json",
-            "request body is empty; expected a JSON object",
-        ));
+        return Err(RouterError::bad_request("invalid_json", "request body is empty; expected a JSON object"));
     }
     let head: Head = serde_json::from_slice(body).map_err(|e| {
-        RouterError::bad_request(
-            "invalid_json",
-            format!("request body is not a valid JSON object: {e}"),
-        )
+        RouterError::bad_request("invalid_json", format!("request body is not a valid JSON object: {e}"))
     })?;
-    let raw = head.model.ok_or_else(|| {
-        RouterError::bad_request("missing_model", "request body has no \"model\" field")
-    })?;
+    let raw =
+        head.model.ok_or_else(|| RouterError::bad_request("missing_model", "request body has no \"model\" field"))?;
     let model: String = serde_json::from_str(raw.get())
         .map_err(|_| RouterError::bad_request("invalid_model", "\"model\" must be a string"))?;
     if model.trim().is_empty() {
-        return Err(RouterError::bad_request(
-            "missing_model",
-            "\"model\" is empty",
-        ));
+        return Err(RouterError::bad_request("missing_model", "\"model\" is empty"));
     }
     if model.len() > 512 {
         return Err(RouterError::bad_request(
             "invalid_model",
-            format!(
-                "\"model\" is too long ({} bytes): {}",
-                model.len(),
-                ascii_safe(&model, 64)
-            ),
+            format!("\"model\" is too long ({} bytes): {}", model.len(), ascii_safe(&model, 64)),
         ));
     }
     // The raw value borrows from `body`, so its address gives its offset.
     let start = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
     let end = start + raw.get().len();
-    Ok(ChatHead {
-        model,
-        stream: head.stream.unwrap_or(false),
-        model_span: (start, end),
-    })
+    Ok(ChatHead { model, stream: head.stream.unwrap_or(false), model_span: (start, end) })
 }
 
 #[cfg(test)]
@@ -89,10 +71,7 @@ mod tests {
         let body = br#"{"model":"qwen\/qwen3:free"}"#;
         let h = parse_chat_head(body).unwrap();
         assert_eq!(h.model, "qwen/qwen3:free");
-        assert_eq!(
-            &body[h.model_span.0..h.model_span.1],
-            br#""qwen\/qwen3:free""#
-        );
+        assert_eq!(&body[h.model_span.0..h.model_span.1], br#""qwen\/qwen3:free""#);
         assert!(!h.stream);
     }
 
@@ -118,10 +97,6 @@ mod tests {
 
     #[test]
     fn null_stream_is_false() {
-        assert!(
-            !parse_chat_head(br#"{"model":"m","stream":null}"#)
-                .unwrap()
-                .stream
-        );
+        assert!(!parse_chat_head(br#"{"model":"m","stream":null}"#).unwrap().stream);
     }
 }

@@ -11,6 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::groups::{builtin_groups, name_capabilities, GroupDoc};
+use crate::names::{core_name, is_non_chat, model_tags, size_facts};
+use crate::query::{parse, Query};
+
 /// The contract version. A filter refuses a table with another schema rather than
 /// misreading it; fields may be added within a schema (unknown fields are ignored).
 pub const SCHEMA: u32 = 1;
@@ -26,6 +30,9 @@ pub struct TableDoc {
     pub auth: AuthDoc,
     #[serde(default)]
     pub channels: Vec<ChannelDoc>,
+    /// User groups; they replace built-in groups of the same name.
+    #[serde(default)]
+    pub groups: Vec<GroupDoc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,11 +47,7 @@ pub struct RoutingDoc {
 
 impl Default for RoutingDoc {
     fn default() -> Self {
-        Self {
-            max_retry_attempts: 3,
-            debug_headers: true,
-            default_strategy: "cost_first".into(),
-        }
+        Self { max_retry_attempts: 3, debug_headers: true, default_strategy: "cost_first".into() }
     }
 }
 
@@ -59,10 +62,7 @@ pub struct AuthDoc {
 
 impl fmt::Debug for AuthDoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthDoc")
-            .field("enabled", &self.enabled)
-            .field("tokens", &self.tokens.len())
-            .finish()
+        f.debug_struct("AuthDoc").field("enabled", &self.enabled).field("tokens", &self.tokens.len()).finish()
     }
 }
 
@@ -131,6 +131,10 @@ pub struct ModelDoc {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+    /// What the provider says the model does (`tools`, `vision`, `embedding`, ...);
+    /// empty when it does not say, and the name decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// A channel that can receive attempts. Index into [`Table::channels`] is its handle.
@@ -152,10 +156,7 @@ pub struct Channel {
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel")
-            .field("id", &self.id)
-            .field("cluster", &self.cluster)
-            .finish()
+        f.debug_struct("Channel").field("id", &self.id).field("cluster", &self.cluster).finish()
     }
 }
 
@@ -164,6 +165,36 @@ impl fmt::Debug for Channel {
 pub struct Candidate {
     pub channel: u32,
     pub upstream_model: String,
+}
+
+/// One model on one channel, with what routing needs to know about it. Entries are
+/// numbered in preference order (channel priority, document order, model order), so
+/// every index below lists them best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub channel: u32,
+    /// The name the channel's provider uses.
+    pub id: String,
+    pub core: String,
+    /// Sorted tag ids: the model name's tags and its channel's tags (M3, M4).
+    pub tags: Vec<u32>,
+    pub context_length: Option<u64>,
+    pub params_b: Option<f64>,
+    /// False for embedding, rerank, speech, image and moderation models (M10).
+    pub chat: bool,
+    pub tools: bool,
+    pub vision: bool,
+    /// A `:free` variant, a free-tier channel, or a local one.
+    pub free: bool,
+}
+
+/// A group compiled against this table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub description: String,
+    /// Explicit members first (by priority), then matching entries.
+    pub members: Vec<Candidate>,
 }
 
 /// A compiled table: validated, indexed, with the bodies of `/v1/models` and
@@ -175,10 +206,18 @@ pub struct Table {
     pub auth: AuthDoc,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
-    /// Physical model id -> candidates, channels in preference order.
-    by_model: HashMap<String, Vec<Candidate>>,
+    pub entries: Vec<ModelEntry>,
+    tag_names: Vec<String>,
+    tag_ids: HashMap<String, u32>,
+    /// Tag id -> entries having it, ascending (= preference order).
+    tag_index: Vec<Vec<u32>>,
+    /// Physical model id -> entries.
+    by_model: HashMap<String, Vec<u32>>,
+    /// Core name -> chat entries (M5, M6).
+    by_core: HashMap<String, Vec<u32>>,
     /// Alias (standard name) -> candidates on the channels that define it.
     by_alias: HashMap<String, Vec<Candidate>>,
+    groups: BTreeMap<String, Group>,
     models_json: String,
     health_json: String,
     /// Channels the document named whose cluster this Envoy does not have.
@@ -198,11 +237,7 @@ impl std::error::Error for TableError {}
 
 /// Channel ids become Envoy cluster names and stat names: keep them to a safe alphabet.
 pub fn valid_channel_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A header value written by the filter must not smuggle a second header.
@@ -212,22 +247,16 @@ fn header_safe(s: &str) -> bool {
 
 impl Table {
     /// Parse and compile the JSON the control plane serves.
-    pub fn from_json(
-        bytes: &[u8],
-        known_clusters: Option<&HashSet<String>>,
-    ) -> Result<Self, TableError> {
-        let doc: TableDoc = serde_json::from_slice(bytes)
-            .map_err(|e| TableError(format!("table is not valid JSON: {e}")))?;
+    pub fn from_json(bytes: &[u8], known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
+        let doc: TableDoc =
+            serde_json::from_slice(bytes).map_err(|e| TableError(format!("table is not valid JSON: {e}")))?;
         Self::compile(doc, known_clusters)
     }
 
     /// Validate and index a document. With `known_clusters`, channels whose cluster
     /// Envoy does not have are left out (sending an attempt to a missing cluster fails
     /// the whole request) and listed in `skipped_channels`.
-    pub fn compile(
-        doc: TableDoc,
-        known_clusters: Option<&HashSet<String>>,
-    ) -> Result<Self, TableError> {
+    pub fn compile(doc: TableDoc, known_clusters: Option<&HashSet<String>>) -> Result<Self, TableError> {
         if doc.schema != SCHEMA {
             return Err(TableError(format!(
                 "table schema {} is not supported (this filter reads {SCHEMA})",
@@ -238,17 +267,13 @@ impl Table {
         for (i, c) in doc.channels.iter().enumerate() {
             let at = format!("channels[{i}] ({})", c.id);
             if !valid_channel_id(&c.id) {
-                return Err(TableError(format!(
-                    "{at}: id must be 1-64 characters of A-Z a-z 0-9 _ -"
-                )));
+                return Err(TableError(format!("{at}: id must be 1-64 characters of A-Z a-z 0-9 _ -")));
             }
             if !seen.insert(c.id.as_str()) {
                 return Err(TableError(format!("{at}: duplicate channel id")));
             }
             if c.cluster.is_empty() || c.authority.is_empty() {
-                return Err(TableError(format!(
-                    "{at}: cluster and authority are required"
-                )));
+                return Err(TableError(format!("{at}: cluster and authority are required")));
             }
             for (what, v) in [
                 ("authority", &c.authority),
@@ -257,9 +282,7 @@ impl Table {
                 ("auth_value", &c.auth_value),
             ] {
                 if !header_safe(v) {
-                    return Err(TableError(format!(
-                        "{at}: {what} has characters not allowed in a header"
-                    )));
+                    return Err(TableError(format!("{at}: {what} has characters not allowed in a header")));
                 }
             }
             if !c.path_prefix.is_empty() && !c.path_prefix.starts_with('/') {
@@ -273,10 +296,10 @@ impl Table {
 
         let mut channels = Vec::new();
         let mut channel_index = HashMap::new();
-        let mut by_model: HashMap<String, Vec<Candidate>> = HashMap::new();
-        let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut skipped_channels = Vec::new();
-        let mut listed: BTreeSet<&str> = BTreeSet::new();
+        let mut interner = Interner::default();
+        let mut entries: Vec<ModelEntry> = Vec::new();
+        let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
         for &i in &order {
             let c = &doc.channels[i];
             if let Some(known) = known_clusters {
@@ -285,27 +308,22 @@ impl Table {
                     continue;
                 }
             }
-            let handle = u32::try_from(channels.len())
-                .map_err(|_| TableError("too many channels".into()))?;
+            let handle = u32::try_from(channels.len()).map_err(|_| TableError("too many channels".into()))?;
+            let channel_tags: Vec<String> =
+                c.tags.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
+            let channel_free = channel_tags.iter().any(|t| t == "free" || t == "local");
+            let mut seen_models = HashSet::new();
             for m in &c.models {
-                let list = by_model.entry(m.id.clone()).or_default();
-                if !list.iter().any(|x| x.channel == handle) {
-                    list.push(Candidate {
-                        channel: handle,
-                        upstream_model: m.id.clone(),
-                    });
+                if !seen_models.insert(m.id.as_str()) {
+                    continue;
                 }
-                listed.insert(m.id.as_str());
+                entries.push(model_entry(handle, m, &channel_tags, channel_free, &mut interner));
             }
             for (standard, upstream) in &c.aliases {
                 by_alias
                     .entry(standard.clone())
                     .or_default()
-                    .push(Candidate {
-                        channel: handle,
-                        upstream_model: upstream.clone(),
-                    });
-                listed.insert(standard.as_str());
+                    .push(Candidate { channel: handle, upstream_model: upstream.clone() });
             }
             channel_index.insert(c.id.clone(), handle);
             channels.push(Channel {
@@ -317,27 +335,123 @@ impl Table {
                 path_prefix: c.path_prefix.trim_end_matches('/').to_string(),
                 auth_header: c.auth_header.to_ascii_lowercase(),
                 auth_value: c.auth_value.clone(),
-                tags: c.tags.clone(),
+                tags: channel_tags,
                 priority: c.priority,
                 weight: c.weight.max(1),
                 healthy: c.healthy,
             });
         }
 
-        let models_json = render_models(&listed);
-        let health_json = render_health(&doc.version, &channels, listed.len());
-        Ok(Self {
+        let mut tag_index: Vec<Vec<u32>> = vec![Vec::new(); interner.names.len()];
+        let mut by_model: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_core: HashMap<String, Vec<u32>> = HashMap::new();
+        for (n, e) in entries.iter().enumerate() {
+            let n = u32::try_from(n).map_err(|_| TableError("too many models".into()))?;
+            for &t in &e.tags {
+                if let Some(list) = tag_index.get_mut(t as usize) {
+                    list.push(n);
+                }
+            }
+            by_model.entry(e.id.clone()).or_default().push(n);
+            if e.chat {
+                by_core.entry(e.core.clone()).or_default().push(n);
+            }
+        }
+
+        let mut table = Self {
             version: doc.version,
             routing: doc.routing,
             auth: doc.auth,
             channels,
             channel_index,
+            entries,
+            tag_names: interner.names,
+            tag_ids: interner.ids,
+            tag_index,
             by_model,
+            by_core,
             by_alias,
-            models_json,
-            health_json,
+            groups: BTreeMap::new(),
+            models_json: String::new(),
+            health_json: String::new(),
             skipped_channels,
-        })
+        };
+        let mut group_docs: BTreeMap<String, GroupDoc> =
+            builtin_groups().into_iter().map(|g| (g.name.clone(), g)).collect();
+        for g in doc.groups {
+            group_docs.insert(g.name.to_ascii_lowercase(), g);
+        }
+        for (name, g) in group_docs {
+            let members = table.group_members(&g).map_err(|e| TableError(format!("group {name}: {e}")))?;
+            table.groups.insert(name.clone(), Group { name, description: g.description, members });
+        }
+        table.models_json = table.render_models();
+        table.health_json = render_health(&table.version, &table.channels, table.by_model.len());
+        Ok(table)
+    }
+
+    /// Members of a group: explicit ones first, then every chat entry the group admits.
+    fn group_members(&self, g: &GroupDoc) -> Result<Vec<Candidate>, String> {
+        let mut explicit: Vec<&crate::groups::GroupMember> = g.members.iter().collect();
+        explicit.sort_by_key(|m| m.priority);
+        let mut out: Vec<Candidate> = Vec::new();
+        for m in explicit {
+            // A member on a channel this Envoy does not route to is skipped, not fatal.
+            if let Some((handle, _)) = self.channel_by_id(&m.channel) {
+                out.push(Candidate { channel: handle, upstream_model: m.model.clone() });
+            }
+        }
+        let (include, exclude) = if g.query.trim().is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            match parse(&g.query).map_err(|e| e.0)? {
+                Query::Tags { include, exclude } => (include, exclude),
+                _ => return Err(format!("query \"{}\" must be a tag query (tag:a,b,!c)", g.query)),
+            }
+        };
+        let ids = |tags: &[String]| -> Option<Vec<u32>> { tags.iter().map(|t| self.tag_ids.get(t).copied()).collect() };
+        // A query naming a tag no model has yet admits nothing (the group fills as
+        // channels start serving such models).
+        let (Some(inc), exc) =
+            (ids(&include), exclude.iter().filter_map(|t| self.tag_ids.get(t).copied()).collect::<Vec<_>>())
+        else {
+            return Ok(out);
+        };
+        let any_tags: Vec<u32> = g.any_of.tags.iter().filter_map(|t| self.tag_ids.get(t.as_str()).copied()).collect();
+        let f = &g.filters;
+        for e in &self.entries {
+            if !e.chat
+                || !inc.iter().all(|t| e.tags.binary_search(t).is_ok())
+                || exc.iter().any(|t| e.tags.binary_search(t).is_ok())
+            {
+                continue;
+            }
+            if f.free_only && !e.free
+                || f.min_context_length.is_some_and(|min| e.context_length.is_some_and(|c| c < min))
+                || f.min_parameter_count.is_some_and(|min| e.params_b.is_none_or(|p| p < min))
+                || f.max_parameter_count.is_some_and(|max| e.params_b.is_none_or(|p| p > max))
+                || f.capabilities.iter().any(|c| match c.as_str() {
+                    "tools" => !e.tools,
+                    "vision" => !e.vision,
+                    _ => true,
+                })
+            {
+                continue;
+            }
+            if !g.any_of.is_empty() {
+                let by_tag = any_tags.iter().any(|t| e.tags.binary_search(t).is_ok());
+                let by_min = g.any_of.min_parameter_count.is_some_and(|min| e.params_b.is_some_and(|p| p >= min));
+                let by_max = g.any_of.max_parameter_count.is_some_and(|max| e.params_b.is_some_and(|p| p <= max));
+                if !(by_tag || by_min || by_max) {
+                    continue;
+                }
+            }
+            let c = Candidate { channel: e.channel, upstream_model: e.id.clone() };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
     }
 
     pub fn channel(&self, handle: u32) -> Option<&Channel> {
@@ -349,12 +463,71 @@ impl Table {
         Some((handle, self.channel(handle)?))
     }
 
-    pub fn candidates_for_model(&self, model: &str) -> &[Candidate] {
+    /// Entries serving this exact model id.
+    pub fn entries_for_model(&self, model: &str) -> &[u32] {
         self.by_model.get(model).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Chat entries whose core name is `core`.
+    pub fn entries_for_core(&self, core: &str) -> &[u32] {
+        self.by_core.get(core).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn entry(&self, n: u32) -> Option<&ModelEntry> {
+        self.entries.get(n as usize)
+    }
+
+    pub fn candidate(&self, n: u32) -> Option<Candidate> {
+        self.entry(n).map(|e| Candidate { channel: e.channel, upstream_model: e.id.clone() })
+    }
+
+    pub fn tag_id(&self, tag: &str) -> Option<u32> {
+        self.tag_ids.get(tag).copied()
+    }
+
+    pub fn tag_name(&self, id: u32) -> &str {
+        self.tag_names.get(id as usize).map(String::as_str).unwrap_or("")
+    }
+
+    /// Entries having this tag, in preference order.
+    pub fn entries_with_tag(&self, id: u32) -> &[u32] {
+        self.tag_index.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn tags(&self) -> &[String] {
+        &self.tag_names
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
     }
 
     pub fn candidates_for_alias(&self, alias: &str) -> &[Candidate] {
         self.by_alias.get(alias).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// `/v1/models`: physical models and aliases, then groups; the known tags go in
+    /// the extension field `tags` (OpenAI clients ignore fields they do not know).
+    fn render_models(&self) -> String {
+        let mut ids: BTreeSet<&str> = self.by_model.keys().map(String::as_str).collect();
+        ids.extend(self.by_alias.keys().map(String::as_str));
+        let mut data: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "smart-router"}))
+            .collect();
+        for g in self.groups.values() {
+            data.push(serde_json::json!({
+                "id": g.name, "object": "model", "created": 0, "owned_by": "smart-router",
+                "group": {"description": g.description, "members": g.members.len()},
+            }));
+        }
+        let mut tags: Vec<&str> = self.tag_names.iter().map(String::as_str).collect();
+        tags.sort_unstable();
+        serde_json::json!({"object": "list", "data": data, "tags": tags}).to_string()
     }
 
     /// Body of `GET /v1/models`.
@@ -368,12 +541,51 @@ impl Table {
     }
 }
 
-fn render_models(ids: &BTreeSet<&str>) -> String {
-    let data: Vec<serde_json::Value> = ids
-        .iter()
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "smart-router"}))
-        .collect();
-    serde_json::json!({"object": "list", "data": data}).to_string()
+#[derive(Default)]
+struct Interner {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, tag: &str) -> u32 {
+        if let Some(&id) = self.ids.get(tag) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(tag.to_string());
+        self.ids.insert(tag.to_string(), id);
+        id
+    }
+}
+
+fn model_entry(
+    channel: u32,
+    m: &ModelDoc,
+    channel_tags: &[String],
+    channel_free: bool,
+    interner: &mut Interner,
+) -> ModelEntry {
+    let name_tags = model_tags(&m.id);
+    let mut tags: Vec<u32> = name_tags.iter().chain(channel_tags).map(|t| interner.id(t)).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let facts = size_facts(&m.id);
+    let said = |c: &str| m.capabilities.iter().any(|x| x.eq_ignore_ascii_case(c));
+    let (name_tools, name_vision) = name_capabilities(&name_tags);
+    let non_chat = ["embedding", "embeddings", "rerank", "tts", "stt", "image", "moderation"].iter().any(|c| said(c));
+    ModelEntry {
+        channel,
+        id: m.id.clone(),
+        core: core_name(&m.id),
+        tags,
+        context_length: m.context_length.or(facts.context),
+        params_b: facts.params_b,
+        chat: !non_chat && !is_non_chat(&m.id),
+        tools: if m.capabilities.is_empty() { name_tools } else { said("tools") },
+        vision: if m.capabilities.is_empty() { name_vision } else { said("vision") },
+        free: channel_free || name_tags.iter().any(|t| t == "free"),
+    }
 }
 
 fn render_health(version: &str, channels: &[Channel], models: usize) -> String {
@@ -408,10 +620,7 @@ pub(crate) mod tests {
             healthy: true,
             models: models
                 .iter()
-                .map(|m| ModelDoc {
-                    id: (*m).into(),
-                    context_length: None,
-                })
+                .map(|m| ModelDoc { id: (*m).into(), context_length: None, capabilities: vec![] })
                 .collect(),
             aliases: BTreeMap::new(),
         }
@@ -424,43 +633,34 @@ pub(crate) mod tests {
             routing: RoutingDoc::default(),
             auth: AuthDoc::default(),
             channels,
+            groups: vec![],
         }
     }
 
     #[test]
     fn candidates_follow_priority_then_document_order() {
         let t = Table::compile(
-            doc(vec![
-                channel("a", 2, &["m"]),
-                channel("b", 1, &["m"]),
-                channel("c", 2, &["m", "n"]),
-            ]),
+            doc(vec![channel("a", 2, &["m"]), channel("b", 1, &["m"]), channel("c", 2, &["m", "n"])]),
             None,
         )
         .unwrap();
         let ids: Vec<&str> = t
-            .candidates_for_model("m")
+            .entries_for_model("m")
             .iter()
-            .map(|c| t.channel(c.channel).unwrap().id.as_str())
+            .map(|&n| t.channel(t.entry(n).unwrap().channel).unwrap().id.as_str())
             .collect();
         assert_eq!(ids, ["b", "a", "c"]);
-        assert_eq!(t.candidates_for_model("n").len(), 1);
-        assert!(t.candidates_for_model("zzz").is_empty());
+        assert_eq!(t.entries_for_model("n").len(), 1);
+        assert!(t.entries_for_model("zzz").is_empty());
     }
 
     #[test]
     fn rejects_bad_documents() {
         let mut d = doc(vec![channel("a", 1, &[]), channel("a", 1, &[])]);
-        assert!(Table::compile(d.clone(), None)
-            .unwrap_err()
-            .0
-            .contains("duplicate"));
+        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("duplicate"));
         d.channels.pop();
         d.channels[0].auth_value = "Bearer x\r\nevil: 1".into();
-        assert!(Table::compile(d.clone(), None)
-            .unwrap_err()
-            .0
-            .contains("auth_value"));
+        assert!(Table::compile(d.clone(), None).unwrap_err().0.contains("auth_value"));
         d.channels[0].auth_value = "Bearer x".into();
         d.schema = 99;
         assert!(Table::compile(d, None).unwrap_err().0.contains("schema"));
@@ -470,14 +670,10 @@ pub(crate) mod tests {
     #[test]
     fn unknown_clusters_are_skipped() {
         let known: HashSet<String> = ["channel_a".to_string()].into_iter().collect();
-        let t = Table::compile(
-            doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["m"])]),
-            Some(&known),
-        )
-        .unwrap();
+        let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 1, &["m"])]), Some(&known)).unwrap();
         assert_eq!(t.channels.len(), 1);
         assert_eq!(t.skipped_channels, vec!["b".to_string()]);
-        assert_eq!(t.candidates_for_model("m").len(), 1);
+        assert_eq!(t.entries_for_model("m").len(), 1);
     }
 
     #[test]
@@ -496,13 +692,10 @@ pub(crate) mod tests {
         c.aliases.insert("std-name".into(), "ep-123".into());
         let t = Table::compile(doc(vec![c]), None).unwrap();
         let v: serde_json::Value = serde_json::from_str(t.models_json()).unwrap();
-        let ids: Vec<&str> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["m1", "std-name"]);
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(&ids[..2], ["m1", "std-name"]);
+        assert!(ids.contains(&"auto:free"));
+        assert_eq!(v["tags"], serde_json::json!(["m1"]));
         let h: serde_json::Value = serde_json::from_str(t.health_json()).unwrap();
         assert_eq!(h["channels"]["up"], 1);
         assert_eq!(h["table_version"], "v1");

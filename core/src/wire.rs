@@ -16,11 +16,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(input: &[u8]) -> String {
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let sym = |shift: u32| B64[((n >> shift) & 63) as usize] as char;
         out.push(sym(18));
@@ -92,14 +88,8 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
         .into_iter()
         .enumerate()
         .map(|(i, cluster)| {
-            let member = value_struct(&[
-                ("cluster_name", value_string(cluster)),
-                ("weight", value_number(1.0)),
-            ]);
-            value_struct(&[
-                ("name", value_string(&format!("a{i}"))),
-                ("clusters", value_list(&[member])),
-            ])
+            let member = value_struct(&[("cluster_name", value_string(cluster)), ("weight", value_number(1.0))]);
+            value_struct(&[("name", value_string(&format!("a{i}"))), ("clusters", value_list(&[member]))])
         })
         .collect();
     base64_encode(&value_list(&groups))
@@ -133,24 +123,14 @@ pub struct AttemptRewrite {
 
 impl AttemptRewrite {
     pub fn new(channel_id: &str, requested: &str, upstream_model: &str) -> Self {
-        let model_literal = if requested == upstream_model {
-            None
-        } else {
-            serde_json::to_string(upstream_model).ok()
-        };
-        Self {
-            channel_id: channel_id.to_string(),
-            model_literal,
-        }
+        let model_literal = if requested == upstream_model { None } else { serde_json::to_string(upstream_model).ok() };
+        Self { channel_id: channel_id.to_string(), model_literal }
     }
 }
 
 impl AttemptState {
     pub fn encode(&self) -> String {
-        let mut s = format!(
-            "sar1 {} {} {} {}\n",
-            self.body_len, self.model_span.0, self.model_span.1, self.endpoint
-        );
+        let mut s = format!("sar1 {} {} {} {}\n", self.body_len, self.model_span.0, self.model_span.1, self.endpoint);
         for a in &self.attempts {
             s.push_str(&a.channel_id);
             s.push(' ');
@@ -161,24 +141,13 @@ impl AttemptState {
     }
 
     pub fn decode(text: &str) -> Result<Self, RouterError> {
-        let bad = || {
-            RouterError::new(
-                500,
-                "server_error",
-                "internal_error",
-                "router attempt state is corrupt",
-            )
-        };
+        let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
         let mut lines = text.lines();
         let mut head = lines.next().ok_or_else(bad)?.splitn(5, ' ');
         if head.next() != Some("sar1") {
             return Err(bad());
         }
-        let mut num = || {
-            head.next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(bad)
-        };
+        let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(bad);
         let body_len = num()?;
         let span = (num()?, num()?);
         let endpoint = head.next().ok_or_else(bad)?.to_string();
@@ -190,20 +159,11 @@ impl AttemptState {
                 let (id, lit) = line.split_once(' ').ok_or_else(bad)?;
                 Ok(AttemptRewrite {
                     channel_id: id.to_string(),
-                    model_literal: if lit == "=" {
-                        None
-                    } else {
-                        Some(lit.to_string())
-                    },
+                    model_literal: if lit == "=" { None } else { Some(lit.to_string()) },
                 })
             })
             .collect::<Result<Vec<_>, RouterError>>()?;
-        Ok(Self {
-            body_len,
-            model_span: span,
-            endpoint,
-            attempts,
-        })
+        Ok(Self { body_len, model_span: span, endpoint, attempts })
     }
 
     /// Body length once attempt `i`'s model is spliced in.
@@ -271,26 +231,14 @@ mod tests {
         let d = AttemptState::decode(&s.encode()).unwrap();
         assert_eq!(d, s);
         assert_eq!(d.attempts[0].model_literal, None);
-        assert_eq!(
-            d.attempts[1].model_literal.as_deref(),
-            Some(r#""ep-1 with \"quote\"\n""#)
-        );
+        assert_eq!(d.attempts[1].model_literal.as_deref(), Some(r#""ep-1 with \"quote\"\n""#));
         assert_eq!(d.body_len_for(&d.attempts[0]), 100);
-        assert_eq!(
-            d.body_len_for(&d.attempts[1]),
-            100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len()
-        );
+        assert_eq!(d.body_len_for(&d.attempts[1]), 100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len());
     }
 
     #[test]
     fn corrupt_state_is_an_error_not_a_panic() {
-        for s in [
-            "",
-            "sar2 1 2 3 /x",
-            "sar1 1 2",
-            "sar1 1 5 3 /x",
-            "sar1 10 1 2 /x\nnospace",
-        ] {
+        for s in ["", "sar2 1 2 3 /x", "sar1 1 2", "sar1 1 5 3 /x", "sar1 10 1 2 /x\nnospace"] {
             assert!(AttemptState::decode(s).is_err(), "{s}");
         }
     }

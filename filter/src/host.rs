@@ -20,10 +20,7 @@ pub fn log(level: LogLevel, message: &str) {
 /// is not UTF-8, and a client (or a provider) can send one.
 fn header(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
-    Some(
-        String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 pub fn request_header(name: &str) -> Option<String> {
@@ -44,9 +41,7 @@ pub fn add_response_header(name: &str, value: &str) {
 }
 
 pub fn request_body(start: usize, len: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
-        .ok()
-        .flatten()
+    hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten()
 }
 
 /// Replace the first `drain` bytes of the buffered request body with `prefix`.
@@ -56,9 +51,7 @@ pub fn replace_request_body_prefix(drain: usize, prefix: &[u8]) -> bool {
 }
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten()
 }
 
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
@@ -100,9 +93,7 @@ pub fn http_call_header(name: &str) -> Option<String> {
 }
 
 pub fn http_call_body(len: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len)
-        .ok()
-        .flatten()
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len).ok().flatten()
 }
 
 pub fn define_counter(name: &str) -> Option<u32> {

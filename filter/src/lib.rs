@@ -111,10 +111,7 @@ fn refresh_table() {
             TABLE.with(|t| *t.borrow_mut() = Some(Rc::new(table)));
         }
         // The service validated it already; if it still fails here, keep the old one.
-        Err(e) => host::log(
-            LogLevel::Error,
-            &format!("smart-router: table rejected, keeping the last good one: {e}"),
-        ),
+        Err(e) => host::log(LogLevel::Error, &format!("smart-router: table rejected, keeping the last good one: {e}")),
     }
     TABLE_VERSION.with(|v| *v.borrow_mut() = version);
 }
@@ -136,13 +133,7 @@ enum Role {
 }
 
 impl Context for RouterRoot {
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(Role::Service(fetcher)) = &mut self.role {
             fetcher.on_response(body_size);
         }
@@ -155,20 +146,12 @@ impl RootContext for RouterRoot {
         let config: PluginConfig = match serde_json::from_slice(&raw) {
             Ok(c) => c,
             Err(e) => {
-                host::log(
-                    LogLevel::Critical,
-                    &format!("smart-router: bad plugin configuration: {e}"),
-                );
+                host::log(LogLevel::Critical, &format!("smart-router: bad plugin configuration: {e}"));
                 return false;
             }
         };
         self.role = Some(match config {
-            PluginConfig::Service {
-                control_plane_cluster,
-                control_plane_authority,
-                token,
-                poll_ms,
-            } => {
+            PluginConfig::Service { control_plane_cluster, control_plane_authority, token, poll_ms } => {
                 host::set_tick_period(Duration::from_millis(poll_ms.max(50)));
                 let mut fetcher = TableFetcher {
                     cluster: control_plane_cluster,
@@ -181,10 +164,7 @@ impl RootContext for RouterRoot {
                 fetcher.poll();
                 Role::Service(fetcher)
             }
-            PluginConfig::Router {
-                clusters,
-                max_body_bytes,
-            } => {
+            PluginConfig::Router { clusters, max_body_bytes } => {
                 if !clusters.is_empty() {
                     KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
                 }
@@ -211,9 +191,7 @@ impl RootContext for RouterRoot {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match self.role {
-            Some(Role::Router { max_body_bytes }) => {
-                Some(Box::new(RouterRequest::new(max_body_bytes)))
-            }
+            Some(Role::Router { max_body_bytes }) => Some(Box::new(RouterRequest::new(max_body_bytes))),
             Some(Role::Attempt) => Some(Box::new(AttemptRequest::default())),
             _ => None,
         }
@@ -269,10 +247,7 @@ impl TableFetcher {
                         {
                             host::log(
                                 LogLevel::Info,
-                                &format!(
-                                    "smart-router: table {version} loaded ({} channels)",
-                                    table.channels.len()
-                                ),
+                                &format!("smart-router: table {version} loaded ({} channels)", table.channels.len()),
                             );
                             self.version = version;
                             self.ok();
@@ -288,15 +263,10 @@ impl TableFetcher {
             }
             Some(status) => self.problem(format!(
                 "control plane answered {status}{}; keeping table {}",
-                host::http_call_header("x-error")
-                    .map(|e| format!(" ({})", ascii_safe(&e, 200)))
-                    .unwrap_or_default(),
+                host::http_call_header("x-error").map(|e| format!(" ({})", ascii_safe(&e, 200))).unwrap_or_default(),
                 self.shown_version()
             )),
-            None => self.problem(format!(
-                "control plane unreachable; keeping table {}",
-                self.shown_version()
-            )),
+            None => self.problem(format!("control plane unreachable; keeping table {}", self.shown_version())),
         }
     }
 
@@ -310,10 +280,7 @@ impl TableFetcher {
 
     fn ok(&mut self) {
         if self.last_problem.take().is_some() {
-            host::log(
-                LogLevel::Info,
-                "smart-router: control plane reachable again",
-            );
+            host::log(LogLevel::Info, "smart-router: control plane reachable again");
         }
     }
 
@@ -342,11 +309,7 @@ struct RouterRequest {
 
 impl RouterRequest {
     fn new(max_body_bytes: usize) -> Self {
-        Self {
-            max_body_bytes,
-            answered: false,
-            decision: None,
-        }
+        Self { max_body_bytes, answered: false, decision: None }
     }
 
     fn reply(&mut self, status: u16, body: &str) -> Action {
@@ -394,8 +357,7 @@ impl HttpContext for RouterRequest {
         match (method.as_str(), route) {
             ("GET", "/v1/models") => self.reply(200, table.models_json()),
             ("POST", "/v1/chat/completions") => {
-                let declared =
-                    host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > self.max_body_bytes) {
                     return self.fail(&RouterError::too_large(self.max_body_bytes));
                 }
@@ -429,10 +391,7 @@ impl HttpContext for RouterRequest {
             return Action::Pause;
         }
         let Some(table) = current_table() else {
-            return self.fail(&RouterError::unavailable(
-                "table_not_loaded",
-                "the router has no channel table",
-            ));
+            return self.fail(&RouterError::unavailable("table_not_loaded", "the router has no channel table"));
         };
         let body = host::request_body(0, body_size).unwrap_or_default();
         let head = match parse_chat_head(&body) {
@@ -465,19 +424,9 @@ impl HttpContext for RouterRequest {
                 "could not record the attempt plan",
             ));
         }
-        host::set_request_header(
-            PLAN_HEADER,
-            Some(&priority_groups_header(clusters.iter().copied())),
-        );
-        host::set_request_header(
-            "x-envoy-max-retries",
-            Some(&(clusters.len().saturating_sub(1)).to_string()),
-        );
-        self.decision = Some(Decision {
-            table,
-            requested: head.model,
-            attempts: plan.attempts,
-        });
+        host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
+        host::set_request_header("x-envoy-max-retries", Some(&(clusters.len().saturating_sub(1)).to_string()));
+        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts });
         Action::Continue
     }
 
@@ -488,9 +437,7 @@ impl HttpContext for RouterRequest {
         let Some(d) = self.decision.take() else {
             return Action::Continue;
         };
-        let status: u16 = host::response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let tried = host::response_header("x-envoy-attempt-count")
             .and_then(|s| s.parse::<usize>().ok())
             .unwrap_or(1)
@@ -498,10 +445,8 @@ impl HttpContext for RouterRequest {
         // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
         // reaches us, every attempt of the plan has failed.
         let failed = status == 0 || status >= 500 || matches!(status, 401 | 403 | 429);
-        let channel_ids: Vec<&str> = d.attempts[..tried]
-            .iter()
-            .filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str()))
-            .collect();
+        let channel_ids: Vec<&str> =
+            d.attempts[..tried].iter().filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str())).collect();
         metrics::record(&d.requested, &channel_ids, failed);
 
         if failed {
@@ -511,20 +456,12 @@ impl HttpContext for RouterRequest {
                     "all channels failed for model \"{}\": tried {} (last answer: {})",
                     ascii_safe(&d.requested, 200),
                     channel_ids.join(", "),
-                    if status == 0 {
-                        "no response".to_string()
-                    } else {
-                        status.to_string()
-                    }
+                    if status == 0 { "no response".to_string() } else { status.to_string() }
                 ),
             );
             let attempts = tried.to_string();
             self.answered = true;
-            host::send_response(
-                e.status,
-                &[JSON, ("x-router-attempts", &attempts)],
-                e.to_json().as_bytes(),
-            );
+            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
             return Action::Pause;
         }
         if d.table.routing.debug_headers {
@@ -532,10 +469,7 @@ impl HttpContext for RouterRequest {
                 if let Some(ch) = d.table.channel(last.channel) {
                     host::add_response_header("x-router-channel", &ch.id);
                     host::add_response_header("x-router-provider", &ascii_safe(&ch.provider, 64));
-                    host::add_response_header(
-                        "x-router-model",
-                        &ascii_safe(&last.upstream_model, 200),
-                    );
+                    host::add_response_header("x-router-model", &ascii_safe(&last.upstream_model, 200));
                 }
             }
             host::add_response_header("x-router-attempts", &tried.to_string());
@@ -558,28 +492,18 @@ impl HttpContext for AttemptRequest {
         let Some(raw) = host::filter_state(ATTEMPTS_STATE) else {
             return Action::Continue;
         };
-        let state = match std::str::from_utf8(&raw)
-            .map_err(|_| ())
-            .and_then(|s| AttemptState::decode(s).map_err(|_| ()))
-        {
-            Ok(s) => s,
-            Err(()) => {
-                host::log(
-                    LogLevel::Error,
-                    "smart-router: attempt state unreadable; sending the request unchanged",
-                );
-                return Action::Continue;
-            }
-        };
+        let state =
+            match std::str::from_utf8(&raw).map_err(|_| ()).and_then(|s| AttemptState::decode(s).map_err(|_| ())) {
+                Ok(s) => s,
+                Err(()) => {
+                    host::log(LogLevel::Error, "smart-router: attempt state unreadable; sending the request unchanged");
+                    return Action::Continue;
+                }
+            };
         // Envoy numbers attempts from 1 (include_request_attempt_count); past the end
         // of the plan the cluster specifier repeats the last group, and so do we.
-        let n = host::request_header("x-envoy-attempt-count")
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or(1);
-        let Some(rewrite) = state.attempts.get(
-            n.saturating_sub(1)
-                .min(state.attempts.len().saturating_sub(1)),
-        ) else {
+        let n = host::request_header("x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+        let Some(rewrite) = state.attempts.get(n.saturating_sub(1).min(state.attempts.len().saturating_sub(1))) else {
             return Action::Continue;
         };
         if current_table().is_none() {
@@ -589,20 +513,11 @@ impl HttpContext for AttemptRequest {
             return Action::Continue;
         };
         let Some((_, channel)) = table.channel_by_id(&rewrite.channel_id) else {
-            host::log(
-                LogLevel::Warn,
-                &format!(
-                    "smart-router: channel {} vanished from the table",
-                    rewrite.channel_id
-                ),
-            );
+            host::log(LogLevel::Warn, &format!("smart-router: channel {} vanished from the table", rewrite.channel_id));
             return Action::Continue;
         };
         host::set_request_header(":authority", Some(&channel.authority));
-        host::set_request_header(
-            ":path",
-            Some(&format!("{}{}", channel.path_prefix, state.endpoint)),
-        );
+        host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
         // The client's own credentials never reach a provider.
         if channel.auth_header != "authorization" {
             host::set_request_header("authorization", None);
@@ -613,14 +528,8 @@ impl HttpContext for AttemptRequest {
         if !channel.auth_header.is_empty() {
             host::set_request_header(&channel.auth_header, Some(&channel.auth_value));
         }
-        host::set_request_header(
-            "content-length",
-            Some(&state.body_len_for(rewrite).to_string()),
-        );
-        self.splice = rewrite
-            .model_literal
-            .clone()
-            .map(|lit| (state.model_span, lit));
+        host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
+        self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
         Action::Continue
     }
 
@@ -633,24 +542,14 @@ impl HttpContext for AttemptRequest {
         }
         // Only the bytes before `model` are copied into the VM: Envoy can replace a
         // body only from offset 0, so drain through the old value and prepend.
-        let mut prefix = if *start > 0 {
-            host::request_body(0, *start).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let mut prefix = if *start > 0 { host::request_body(0, *start).unwrap_or_default() } else { Vec::new() };
         if prefix.len() != *start {
-            host::log(
-                LogLevel::Error,
-                "smart-router: request body shorter than expected; sending it unchanged",
-            );
+            host::log(LogLevel::Error, "smart-router: request body shorter than expected; sending it unchanged");
             return Action::Continue;
         }
         prefix.extend_from_slice(literal.as_bytes());
         if !host::replace_request_body_prefix(*end, &prefix) {
-            host::log(
-                LogLevel::Error,
-                "smart-router: could not rewrite the request body",
-            );
+            host::log(LogLevel::Error, "smart-router: could not rewrite the request body");
         }
         self.splice = None;
         Action::Continue

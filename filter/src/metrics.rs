@@ -22,16 +22,7 @@ thread_local! {
 
 /// A name part safe for stat names and tag regexes: `.` separates stat name parts.
 fn label(s: &str) -> String {
-    s.chars()
-        .take(120)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    s.chars().take(120).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 fn bump(kind: &str, who: &str, counter: &str, by: i64) {
