@@ -568,7 +568,7 @@ mod tests {
                     (0..8).map(|_| format!("{}-{}-{}", rng.pick(WORDS), rng.pick(WORDS), rng.pick(WORDS))).collect();
                 let refs: Vec<&str> = models.iter().map(String::as_str).collect();
                 let mut c = channel(&format!("c{i}"), (rng.next() % 3) as i32, &refs);
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     c.tags = vec![rng.pick(&["free", "local", "cloud"]).to_string()];
                 }
                 c
