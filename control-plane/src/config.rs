@@ -65,6 +65,9 @@ pub struct ControlPlaneConfig {
     /// Shared secret filters present to fetch the table (it holds provider keys).
     /// Empty: generated once into `<data_dir>/table.token`.
     pub table_token: String,
+    /// Bearer token for the admin API (`/admin/v1/...`). Empty: generated once into
+    /// `<data_dir>/admin.token`.
+    pub admin_token: String,
     /// Where generated tokens and caches live (relative to the working directory).
     pub data_dir: PathBuf,
     /// Seconds between model discoveries per channel.
@@ -82,6 +85,7 @@ impl Default for ControlPlaneConfig {
         Self {
             listen: "127.0.0.1:7602".into(),
             table_token: String::new(),
+            admin_token: String::new(),
             data_dir: PathBuf::from("data"),
             discovery_interval: 3600,
             discovery_timeout: 10,
@@ -413,6 +417,7 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         Ok(())
     };
     subst(&mut config.control_plane.table_token, "control_plane.table_token".into())?;
+    subst(&mut config.control_plane.admin_token, "control_plane.admin_token".into())?;
     subst(&mut config.auth.api_token, "auth.api_token".into())?;
     for (i, t) in config.auth.api_tokens.iter_mut().enumerate() {
         subst(t, format!("auth.api_tokens[{i}]"))?;
@@ -581,6 +586,29 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
         }
     }
     for (name, g) in &c.model_groups {
+        if !g.query.trim().is_empty() {
+            match router_core::query::parse(&g.query) {
+                Ok(router_core::query::Query::Tags { .. }) => {}
+                Ok(_) => {
+                    return e(&format!("model_groups.{name}.query"), "must be a tag query like tag:qwen3,!local".into())
+                }
+                Err(err) => return e(&format!("model_groups.{name}.query"), err.0),
+            }
+        }
+        for cap in &g.filters.capabilities {
+            if cap != "tools" && cap != "vision" {
+                return e(
+                    &format!("model_groups.{name}.filters.capabilities"),
+                    format!("unknown capability \"{cap}\" (tools, vision)"),
+                );
+            }
+        }
+        if g.filters.max_cost_per_1k.is_some_and(|c| c > 0.0) {
+            return e(
+                &format!("model_groups.{name}.filters.max_cost_per_1k"),
+                "only 0 (free models) is supported until per-model prices are routed".into(),
+            );
+        }
         for (i, f) in g.routing_strategy.iter().enumerate() {
             check_sort_field(f).map_err(|m| (format!("model_groups.{name}.routing_strategy[{i}]"), m))?;
         }

@@ -92,7 +92,11 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
         .data
         .into_iter()
         .filter(|m| !m.id.trim().is_empty() && m.id.len() <= 512)
-        .map(|m| ModelDoc { id: m.id, context_length: m.context_length.or(m.context_window) })
+        .map(|m| ModelDoc {
+            capabilities: m.capabilities(),
+            id: m.id,
+            context_length: m.context_length.or(m.context_window),
+        })
         .collect();
     models.sort_by(|a, b| a.id.cmp(&b.id));
     models.dedup_by(|a, b| a.id == b.id);

@@ -20,6 +20,7 @@ USAGE:
     smart-router serve        --config FILE
     smart-router render-envoy --config FILE [--wasm PATH] [--out FILE]
     smart-router check        --config FILE
+    smart-router explain      --config FILE [--offline] MODEL
     smart-router --help | --version
 
 COMMANDS:
@@ -35,12 +36,20 @@ COMMANDS:
                    Envoy after adding or removing channels.
     check          Validate FILE and print a summary without contacting
                    any provider. Exit status 1 with the error when invalid.
+    explain        Show how MODEL (a name, alias, `tag:a,b,!c` query or
+                   `auto:` group) resolves: the parsed query, every candidate
+                   in order with its facts, and what was left out and why.
+                   Runs the routing code on the table FILE gives after one
+                   model discovery (--offline: configured_models only). A
+                   running control plane answers the same at
+                   POST /admin/v1/explain with {\"model\": \"...\"}.
 
 OPTIONS:
     --config FILE  The router's YAML config (see examples/router.yaml).
     --wasm PATH    The filter built for wasm32-wasip1
                    [default: target/wasm32-wasip1/release/router_filter.wasm]
     --out FILE     Write to FILE instead of standard output.
+    --offline      explain: skip discovery, use configured_models.
 ";
 
 struct Args {
@@ -48,13 +57,30 @@ struct Args {
     config: Option<PathBuf>,
     wasm: String,
     out: Option<PathBuf>,
+    offline: bool,
+    positional: Vec<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = argv.next().ok_or("no command given")?;
-    let mut args =
-        Args { command, config: None, wasm: "target/wasm32-wasip1/release/router_filter.wasm".into(), out: None };
+    let mut args = Args {
+        command,
+        config: None,
+        wasm: "target/wasm32-wasip1/release/router_filter.wasm".into(),
+        out: None,
+        offline: false,
+        positional: Vec::new(),
+    };
     while let Some(flag) = argv.next() {
+        if flag == "--offline" {
+            args.offline = true;
+            continue;
+        }
+        // A model query like `tag:a,!b` is positional; only --flags and -c/-o are options.
+        if !flag.starts_with("--") && flag != "-c" && flag != "-o" {
+            args.positional.push(flag);
+            continue;
+        }
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (flag.clone(), None),
@@ -140,6 +166,44 @@ fn run(args: Args) -> Result<(), String> {
             println!("config OK (models shown are configured_models; serve discovers the rest)");
             Ok(())
         }
+        "explain" => {
+            let path = config_path()?;
+            let [model] = args.positional.as_slice() else {
+                return Err("explain needs exactly one MODEL argument".into());
+            };
+            let config = config::load(&path).map_err(|e| e.to_string())?;
+            let discovered = if args.offline { HashMap::new() } else { discover_all(&config) };
+            let models: HashMap<_, _> =
+                config.channels.iter().map(|c| (c.id.clone(), table::models_for(c, discovered.get(&c.id)))).collect();
+            let doc = table::build(&config, &models, &[]);
+            let compiled = router_core::Table::compile(doc, None).map_err(|e| e.to_string())?;
+            let v = router_core::resolve::explain_json(&compiled, model);
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            Ok(())
+        }
         other => Err(format!("unknown command \"{other}\" (see --help)")),
     }
+}
+
+/// One discovery round over every enabled channel, in parallel threads.
+fn discover_all(config: &config::Config) -> HashMap<String, Vec<router_core::table::ModelDoc>> {
+    let timeout = std::time::Duration::from_secs(config.control_plane.discovery_timeout);
+    let handles: Vec<_> = config
+        .channels
+        .iter()
+        .filter(|c| c.enabled && c.discover)
+        .cloned()
+        .map(|c| std::thread::spawn(move || (c.id.clone(), discovery::discover(&c, timeout))))
+        .collect();
+    let mut found = HashMap::new();
+    for h in handles {
+        match h.join() {
+            Ok((id, Ok(models))) => {
+                found.insert(id, models);
+            }
+            Ok((id, Err(e))) => eprintln!("channel {id}: discovery failed ({e}); using configured_models"),
+            Err(_) => {}
+        }
+    }
+    found
 }

@@ -47,6 +47,7 @@ fn fingerprint(c: &ChannelConfig) -> u64 {
 
 pub struct Secrets {
     pub table_token: String,
+    pub admin_token: String,
     pub client_tokens: Vec<String>,
 }
 
@@ -56,6 +57,11 @@ pub fn secrets(config: &Config) -> Result<Secrets, String> {
         tokens::load_or_create(&config.control_plane.data_dir, "table.token", "sart-")?.0
     } else {
         config.control_plane.table_token.clone()
+    };
+    let admin_token = if config.control_plane.admin_token.is_empty() {
+        tokens::load_or_create(&config.control_plane.data_dir, "admin.token", "sara-")?.0
+    } else {
+        config.control_plane.admin_token.clone()
     };
     let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
     if !config.auth.api_token.is_empty() {
@@ -71,7 +77,7 @@ pub fn secrets(config: &Config) -> Result<Secrets, String> {
         }
         client_tokens.push(token);
     }
-    Ok(Secrets { table_token, client_tokens })
+    Ok(Secrets { table_token, admin_token, client_tokens })
 }
 
 struct Runtime {
@@ -168,10 +174,13 @@ impl Runtime {
         if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
             return;
         }
-        if let Err(e) = Table::compile(doc.clone(), None) {
-            log::error(&format!("built a table that does not compile, keeping the last good one: {e}"));
-            return;
-        }
+        let table = match Table::compile(doc.clone(), None) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error(&format!("built a table that does not compile, keeping the last good one: {e}"));
+                return;
+            }
+        };
         let json = match serde_json::to_vec(&doc) {
             Ok(j) => j,
             Err(e) => {
@@ -185,8 +194,11 @@ impl Runtime {
             doc.version,
             doc.channels.len()
         ));
-        self.published
-            .send_replace(Some(Arc::new(Published { version: doc.version.clone(), json: Bytes::from(json) })));
+        self.published.send_replace(Some(Arc::new(Published {
+            version: doc.version.clone(),
+            json: Bytes::from(json),
+            table: Arc::new(table),
+        })));
         self.current = Some(doc);
     }
 
@@ -306,7 +318,11 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         eprintln!("{}", summary(&path, &rt.config, doc, &rt.channel_models()));
     }
 
-    let state = Arc::new(ServerState { table: table_rx, table_token: rt.secrets.table_token.clone() });
+    let state = Arc::new(ServerState {
+        table: table_rx,
+        table_token: rt.secrets.table_token.clone(),
+        admin_token: rt.secrets.admin_token.clone(),
+    });
     tokio::spawn(server::run(listener, state));
     log::info(&format!("control plane listening on {listen}"));
 

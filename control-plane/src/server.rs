@@ -4,11 +4,13 @@
 //!   needs `Authorization: Bearer <table token>`. `If-None-Match` with the current
 //!   version answers 304, so Envoy's polling costs almost nothing.
 //! - `GET /healthz`: liveness and the published table version.
+//! - `POST /admin/v1/explain` `{"model": "..."}`: how a model query resolves right
+//!   now (the routing code itself), with `Authorization: Bearer <admin token>`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,16 +22,18 @@ use tokio::sync::watch;
 use crate::log;
 use crate::tokens;
 
-/// A table as served: its version and its JSON.
+/// A table as served: its version, its JSON, and its compiled form for explain.
 #[derive(Debug)]
 pub struct Published {
     pub version: String,
     pub json: Bytes,
+    pub table: Arc<router_core::Table>,
 }
 
 pub struct ServerState {
     pub table: watch::Receiver<Option<Arc<Published>>>,
     pub table_token: String,
+    pub admin_token: String,
 }
 
 pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
@@ -46,7 +50,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &state)) }
+                async move { Ok::<_, Infallible>(handle(req, &state).await) }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -74,8 +78,12 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
     req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-pub fn handle(req: &Request<Incoming>, state: &ServerState) -> Response<Full<Bytes>> {
+pub async fn handle(req: Request<Incoming>, state: &ServerState) -> Response<Full<Bytes>> {
     let published = state.table.borrow().clone();
+    if req.uri().path().starts_with("/admin/") {
+        return admin(req, state, published).await;
+    }
+    let req = &req;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
             let version = published.as_ref().map(|p| p.version.as_str()).unwrap_or("");
@@ -101,5 +109,37 @@ pub fn handle(req: &Request<Incoming>, state: &ServerState) -> Response<Full<Byt
             r
         }
         _ => error(StatusCode::NOT_FOUND, "unknown_url", "unknown endpoint"),
+    }
+}
+
+async fn admin(
+    req: Request<Incoming>,
+    state: &ServerState,
+    published: Option<Arc<Published>>,
+) -> Response<Full<Bytes>> {
+    if !bearer(&req).is_some_and(|t| tokens::same(t, &state.admin_token)) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_admin_token", "missing or wrong admin token");
+    }
+    match (req.method().clone(), req.uri().path().to_string()) {
+        (Method::POST, p) if p == "/admin/v1/explain" => {
+            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "body over 64 KiB"),
+            };
+            #[derive(serde::Deserialize)]
+            struct Explain {
+                model: String,
+            }
+            let Ok(ask) = serde_json::from_slice::<Explain>(&body) else {
+                return error(StatusCode::BAD_REQUEST, "invalid_json", "expected {\"model\": \"...\"}");
+            };
+            let Some(p) = published else {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "no_table", "no table built yet");
+            };
+            let mut v = router_core::resolve::explain_json(&p.table, &ask.model);
+            v["table_version"] = serde_json::Value::String(p.version.clone());
+            json(StatusCode::OK, v.to_string())
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown_url", "unknown admin endpoint"),
     }
 }

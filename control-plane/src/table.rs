@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use router_core::groups::{GroupDoc, GroupFilters, GroupMember};
 use router_core::table::{AuthDoc, ChannelDoc, ModelDoc, RoutingDoc, TableDoc, SCHEMA};
 
 use crate::config::{parse_base_url, ChannelConfig, Config};
@@ -41,7 +42,7 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
             models: channel
                 .configured_models
                 .iter()
-                .map(|m| ModelDoc { id: m.clone(), context_length: None })
+                .map(|m| ModelDoc { id: m.clone(), context_length: None, capabilities: vec![] })
                 .collect(),
             source: ModelSource::Configured,
         },
@@ -85,9 +86,53 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
+        groups: groups(config),
     };
     doc.version = content_version(&doc);
     doc
+}
+
+/// `model_groups` from the YAML as the table carries them.
+fn groups(config: &Config) -> Vec<GroupDoc> {
+    config
+        .model_groups
+        .iter()
+        .map(|(name, g)| {
+            let mut members = Vec::new();
+            for m in &g.channels {
+                // A member names a channel, or a provider (every enabled channel of it).
+                let channels = config.channels.iter().filter(|c| {
+                    c.enabled
+                        && (m.channel.as_deref() == Some(c.id.as_str())
+                            || (m.channel.is_none() && m.provider.as_deref() == Some(c.provider.as_str())))
+                });
+                for c in channels {
+                    members.push(GroupMember {
+                        channel: c.id.clone(),
+                        model: m.model.clone(),
+                        priority: m.priority.unwrap_or(10),
+                        weight: m.weight.map(|w| w.round().max(1.0) as u32).unwrap_or(1),
+                    });
+                }
+            }
+            let f = &g.filters;
+            GroupDoc {
+                name: name.to_ascii_lowercase(),
+                description: if g.description.is_empty() { g.display_name.clone() } else { g.description.clone() },
+                query: g.query.clone(),
+                filters: GroupFilters {
+                    min_context_length: f.min_context_length,
+                    min_parameter_count: f.min_parameter_count,
+                    max_parameter_count: None,
+                    // Prices arrive with the scoring work; until then a zero cap means free only.
+                    free_only: f.max_cost_per_1k.is_some_and(|c| c <= 0.0),
+                    capabilities: f.capabilities.clone(),
+                },
+                any_of: Default::default(),
+                members,
+            }
+        })
+        .collect()
 }
 
 /// Equal content, equal version: an unchanged config does not churn the filters.
@@ -137,7 +182,7 @@ mod tests {
     #[test]
     fn discovered_models_win_when_discovery_is_on() {
         let c = config("channels:\n  - id: a\n    base_url: http://127.0.0.1:9\n    configured_models: [fallback]\n");
-        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192) }];
+        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192), capabilities: vec![] }];
         assert_eq!(models_for(&c.channels[0], Some(&found)).models[0].id, "live");
         let fallback = models_for(&c.channels[0], None);
         assert_eq!((fallback.models[0].id.as_str(), fallback.source), ("fallback", ModelSource::Configured));
