@@ -172,10 +172,11 @@ def main():
                 if p.poll() is None:
                     p.terminate()
 
-    report(results, ttfe)
+    resolve = json.loads(subprocess.run([BENCH, "resolve"], check=True, capture_output=True, text=True).stdout)
+    report(results, ttfe, resolve)
 
 
-def report(results, ttfe):
+def report(results, ttfe, resolve):
     by = {r["target"]: r for r in results}
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
@@ -208,11 +209,15 @@ def report(results, ttfe):
                      f"bare Envoy {bare['c1']['p50_ms'] - direct:.3f} ms")
     lines.append(f"streaming time to first event (p50, c1): bare Envoy {ttfe['bare-envoy']['p50_ms']:.3f} ms, "
                  f"router {ttfe['router']['p50_ms']:.3f} ms")
+    lines.append("\nmodel resolution in router-core (native, one thread):")
+    for t in resolve:
+        lines.append(f"  {t['table']:<34} build {t['build_ms']:7.1f} ms   resolve p50 {t['resolve_p50_us']:.2f} us"
+                     f"   p99 {t['resolve_p99_us']:.2f} us")
     print("\n".join(lines))
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(), "results": results,
-                               "time_to_first_event": ttfe}, indent=2))
+                               "time_to_first_event": ttfe, "resolve": resolve}, indent=2))
     print(f"\nwrote {out}")
 
 

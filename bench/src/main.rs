@@ -2,10 +2,14 @@
 //!     A fast fake OpenAI upstream: a fixed chat completion (or SSE stream) for any
 //!     POST, a model list for GET .../models. Fast enough that it is never the
 //!     bottleneck. `--fail-status S` makes every chat answer that status.
+//! `sar-bench resolve`
+//!     Table build time and model resolution percentiles on synthetic tables.
 //! `sar-bench load --url URL --concurrency C --duration-ms D [--body FILE] [--header K:V] [--first-event]`
 //!     Keep-alive HTTP/1.1 load from C connections; prints one JSON line with the
 //!     request count, errors, requests/s and latency percentiles (ms). With
 //!     `--first-event`, latency is time to the first body bytes (streaming).
+
+mod resolve;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -245,6 +249,10 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     match cmd.as_str() {
+        "resolve" => {
+            println!("{}", resolve::run()?);
+            Ok(())
+        }
         "upstream" => {
             let opts = UpstreamOpts {
                 stream_events: num("--stream-events", 0)? as usize,

@@ -83,12 +83,12 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
                     known.join(", ")
                 )));
             };
-            group_query(group, mode, &mut r)?;
+            group_query(table, group, mode, &mut r)?;
         }
         // A user group may have any name (`my_custom`): it wins over models.
         Query::Name(name) if table.group(&name.to_ascii_lowercase()).is_some() => {
             if let Some(group) = table.group(&name.to_ascii_lowercase()) {
-                group_query(group, mode, &mut r)?;
+                group_query(table, group, mode, &mut r)?;
             }
         }
         Query::Name(name) => {
@@ -110,10 +110,10 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
     Ok(r)
 }
 
-fn group_query(group: &crate::table::Group, mode: Mode, r: &mut Resolution) -> Result<(), RouterError> {
+fn group_query(table: &Table, group: &crate::table::Group, mode: Mode, r: &mut Resolution) -> Result<(), RouterError> {
     r.stages.push(Stage::Group);
-    for c in &group.members {
-        if !push(r, c.clone(), mode.limit) {
+    for c in group.candidates(table) {
+        if !push(r, c, mode.limit) {
             break;
         }
     }
@@ -232,23 +232,26 @@ fn tag_query(
 }
 
 /// Which constraint left nothing: the first positive tag whose addition empties the
-/// set, else the negative tags.
+/// set, else the negative tags. Counts walk the rarest tag's list, never the table,
+/// so a stream of bad queries costs no more than good ones.
 fn why_empty(table: &Table, names: &[String], inc: &[u32], exc: &[u32]) -> String {
-    let has_all = |tags: &[u32], chat_only: bool| {
+    let count = |tags: &[u32], chat_only: bool| {
+        let Some(&rarest) = tags.iter().min_by_key(|&&t| table.entries_with_tag(t).len()) else { return 0 };
         table
-            .entries
+            .entries_with_tag(rarest)
             .iter()
+            .filter_map(|&n| table.entry(n))
             .filter(|e| (!chat_only || e.chat) && tags.iter().all(|t| e.tags.binary_search(t).is_ok()))
             .count()
     };
     for k in 1..=inc.len() {
-        if has_all(&inc[..k], false) == 0 {
+        if count(&inc[..k], false) == 0 {
             let so_far = names[..k].join(", ");
             return format!("no model has all of the tags {so_far}, though each tag exists");
         }
     }
-    let any = has_all(inc, false);
-    let chat = has_all(inc, true);
+    let any = count(inc, false);
+    let chat = count(inc, true);
     if chat == 0 {
         return format!("the {any} models with tags {} are not chat models", names.join(", "));
     }

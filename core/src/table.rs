@@ -188,13 +188,32 @@ pub struct ModelEntry {
     pub free: bool,
 }
 
-/// A group compiled against this table.
+/// A group compiled against this table. Matching models are kept as entry
+/// numbers: a group such as `auto:balanced` holds every chat model, and copying
+/// names for each would dominate table build time on large tables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: String,
     pub description: String,
-    /// Explicit members first (by priority), then matching entries.
-    pub members: Vec<Candidate>,
+    /// Explicit members, tried first, by priority.
+    pub explicit: Vec<Candidate>,
+    /// Matching entries, in preference order.
+    pub entries: Vec<u32>,
+}
+
+impl Group {
+    pub fn len(&self) -> usize {
+        self.explicit.len() + self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Members in order: explicit ones, then matching entries.
+    pub fn candidates<'a>(&'a self, table: &'a Table) -> impl Iterator<Item = Candidate> + 'a {
+        self.explicit.iter().cloned().chain(self.entries.iter().filter_map(|&n| table.candidate(n)))
+    }
 }
 
 /// A compiled table: validated, indexed, with the bodies of `/v1/models` and
@@ -298,6 +317,7 @@ impl Table {
         let mut channel_index = HashMap::new();
         let mut skipped_channels = Vec::new();
         let mut interner = Interner::default();
+        let mut facts_by_name: HashMap<&str, NameFacts> = HashMap::new();
         let mut entries: Vec<ModelEntry> = Vec::new();
         let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
         for &i in &order {
@@ -312,12 +332,19 @@ impl Table {
             let channel_tags: Vec<String> =
                 c.tags.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
             let channel_free = channel_tags.iter().any(|t| t == "free" || t == "local");
+            let channel_tag_ids: Vec<u32> = channel_tags.iter().map(|t| interner.id(t)).collect();
             let mut seen_models = HashSet::new();
             for m in &c.models {
                 if !seen_models.insert(m.id.as_str()) {
                     continue;
                 }
-                entries.push(model_entry(handle, m, &channel_tags, channel_free, &mut interner));
+                if !facts_by_name.contains_key(m.id.as_str()) {
+                    let f = name_facts(&m.id, &mut interner);
+                    facts_by_name.insert(m.id.as_str(), f);
+                }
+                if let Some(f) = facts_by_name.get(m.id.as_str()) {
+                    entries.push(model_entry(handle, m, f, &channel_tag_ids, channel_free));
+                }
             }
             for (standard, upstream) in &c.aliases {
                 by_alias
@@ -352,9 +379,19 @@ impl Table {
                     list.push(n);
                 }
             }
-            by_model.entry(e.id.clone()).or_default().push(n);
+            match by_model.get_mut(&e.id) {
+                Some(list) => list.push(n),
+                None => {
+                    by_model.insert(e.id.clone(), vec![n]);
+                }
+            }
             if e.chat {
-                by_core.entry(e.core.clone()).or_default().push(n);
+                match by_core.get_mut(&e.core) {
+                    Some(list) => list.push(n),
+                    None => {
+                        by_core.insert(e.core.clone(), vec![n]);
+                    }
+                }
             }
         }
 
@@ -382,8 +419,8 @@ impl Table {
             group_docs.insert(g.name.to_ascii_lowercase(), g);
         }
         for (name, g) in group_docs {
-            let members = table.group_members(&g).map_err(|e| TableError(format!("group {name}: {e}")))?;
-            table.groups.insert(name.clone(), Group { name, description: g.description, members });
+            let (explicit, entries) = table.group_members(&g).map_err(|e| TableError(format!("group {name}: {e}")))?;
+            table.groups.insert(name.clone(), Group { name, description: g.description, explicit, entries });
         }
         table.models_json = table.render_models();
         table.health_json = render_health(&table.version, &table.channels, table.by_model.len());
@@ -391,7 +428,7 @@ impl Table {
     }
 
     /// Members of a group: explicit ones first, then every chat entry the group admits.
-    fn group_members(&self, g: &GroupDoc) -> Result<Vec<Candidate>, String> {
+    fn group_members(&self, g: &GroupDoc) -> Result<(Vec<Candidate>, Vec<u32>), String> {
         let mut explicit: Vec<&crate::groups::GroupMember> = g.members.iter().collect();
         explicit.sort_by_key(|m| m.priority);
         let mut out: Vec<Candidate> = Vec::new();
@@ -401,6 +438,7 @@ impl Table {
                 out.push(Candidate { channel: handle, upstream_model: m.model.clone() });
             }
         }
+        let mut entries = Vec::new();
         let (include, exclude) = if g.query.trim().is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -415,11 +453,11 @@ impl Table {
         let (Some(inc), exc) =
             (ids(&include), exclude.iter().filter_map(|t| self.tag_ids.get(t).copied()).collect::<Vec<_>>())
         else {
-            return Ok(out);
+            return Ok((out, entries));
         };
         let any_tags: Vec<u32> = g.any_of.tags.iter().filter_map(|t| self.tag_ids.get(t.as_str()).copied()).collect();
         let f = &g.filters;
-        for e in &self.entries {
+        for (n, e) in self.entries.iter().enumerate() {
             if !e.chat
                 || !inc.iter().all(|t| e.tags.binary_search(t).is_ok())
                 || exc.iter().any(|t| e.tags.binary_search(t).is_ok())
@@ -446,12 +484,13 @@ impl Table {
                     continue;
                 }
             }
-            let c = Candidate { channel: e.channel, upstream_model: e.id.clone() };
-            if !out.contains(&c) {
-                out.push(c);
+            // Entries are unique per (channel, model); only an explicit member can repeat one.
+            if out.iter().any(|c| c.channel == e.channel && c.upstream_model == e.id) {
+                continue;
             }
+            entries.push(n as u32);
         }
-        Ok(out)
+        Ok((out, entries))
     }
 
     pub fn channel(&self, handle: u32) -> Option<&Channel> {
@@ -522,7 +561,7 @@ impl Table {
         for g in self.groups.values() {
             data.push(serde_json::json!({
                 "id": g.name, "object": "model", "created": 0, "owned_by": "smart-router",
-                "group": {"description": g.description, "members": g.members.len()},
+                "group": {"description": g.description, "members": g.len()},
             }));
         }
         let mut tags: Vec<&str> = self.tag_names.iter().map(String::as_str).collect();
@@ -559,32 +598,57 @@ impl Interner {
     }
 }
 
-fn model_entry(
-    channel: u32,
-    m: &ModelDoc,
-    channel_tags: &[String],
-    channel_free: bool,
-    interner: &mut Interner,
-) -> ModelEntry {
-    let name_tags = model_tags(&m.id);
-    let mut tags: Vec<u32> = name_tags.iter().chain(channel_tags).map(|t| interner.id(t)).collect();
+/// What a model's name alone says; computed once per distinct name, since
+/// aggregator channels list the same catalogue many times over.
+struct NameFacts {
+    tags: Vec<u32>,
+    core: String,
+    context: Option<u64>,
+    params_b: Option<f64>,
+    chat: bool,
+    tools: bool,
+    vision: bool,
+    free_marker: bool,
+}
+
+fn name_facts(id: &str, interner: &mut Interner) -> NameFacts {
+    let name_tags = model_tags(id);
+    let mut tags: Vec<u32> = name_tags.iter().map(|t| interner.id(t)).collect();
     tags.sort_unstable();
     tags.dedup();
-    let facts = size_facts(&m.id);
+    let size = size_facts(id);
+    let (tools, vision) = name_capabilities(&name_tags);
+    NameFacts {
+        tags,
+        core: core_name(id),
+        context: size.context,
+        params_b: size.params_b,
+        chat: !is_non_chat(id),
+        tools,
+        vision,
+        free_marker: name_tags.iter().any(|t| t == "free"),
+    }
+}
+
+fn model_entry(channel: u32, m: &ModelDoc, facts: &NameFacts, channel_tags: &[u32], channel_free: bool) -> ModelEntry {
+    let mut tags = facts.tags.clone();
+    tags.extend_from_slice(channel_tags);
+    tags.sort_unstable();
+    tags.dedup();
+    // What the provider says about the model beats what its name suggests.
     let said = |c: &str| m.capabilities.iter().any(|x| x.eq_ignore_ascii_case(c));
-    let (name_tools, name_vision) = name_capabilities(&name_tags);
     let non_chat = ["embedding", "embeddings", "rerank", "tts", "stt", "image", "moderation"].iter().any(|c| said(c));
     ModelEntry {
         channel,
         id: m.id.clone(),
-        core: core_name(&m.id),
+        core: facts.core.clone(),
         tags,
         context_length: m.context_length.or(facts.context),
         params_b: facts.params_b,
-        chat: !non_chat && !is_non_chat(&m.id),
-        tools: if m.capabilities.is_empty() { name_tools } else { said("tools") },
-        vision: if m.capabilities.is_empty() { name_vision } else { said("vision") },
-        free: channel_free || name_tags.iter().any(|t| t == "free"),
+        chat: facts.chat && !non_chat,
+        tools: if m.capabilities.is_empty() { facts.tools } else { said("tools") },
+        vision: if m.capabilities.is_empty() { facts.vision } else { said("vision") },
+        free: channel_free || facts.free_marker,
     }
 }
 
