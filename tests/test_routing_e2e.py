@@ -65,7 +65,7 @@ def test_physical_model_reaches_the_channel_with_its_key_path_and_name(fakes, ro
     b_url = f"http://127.0.0.1:{b.port}/openai/v1"
     r = router("channels:\n" + channel_yaml("a", a, key=KEYS["a"])
                + f"  - id: b\n    base_url: {b_url}\n    api_key: {KEYS['b']}\n")
-    resp = r.chat("qwen/qwen3-30b-a3b:free", headers={"authorization": "Bearer client-token"})
+    resp = r.chat("qwen/qwen3-30b-a3b:free", headers={"authorization": "Bearer client-token", "x-api-key": "client-key"})
     assert resp.status == 200, resp
     assert resp.json()["provider"] == "B"
     assert resp.headers["x-router-channel"] == "b"
@@ -74,6 +74,7 @@ def test_physical_model_reaches_the_channel_with_its_key_path_and_name(fakes, ro
     assert seen["headers"]["authorization"] == f"Bearer {KEYS['b']}"
     assert seen["headers"]["host"] == f"127.0.0.1:{b.port}"
     assert seen["model"] == "qwen/qwen3-30b-a3b:free"
+    assert "x-api-key" not in seen["headers"]
     assert a.requests() == []
 
     resp = r.chat("gpt-4o-mini")

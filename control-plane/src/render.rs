@@ -181,6 +181,9 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
         "match": {"prefix": "/"},
         // Bodies are buffered whole (the filter reads `model`, retries resend it).
         "request_body_buffer_limit": max_body,
+        // A client's own credential never reaches a provider; the attempt filter sets
+        // the channel's key (and overwrites or removes `authorization`).
+        "request_headers_to_remove": ["x-api-key"],
         "route": {
             "inline_cluster_specifier_plugin": {"extension": {
                 "name": "envoy.router.cluster_specifier_plugin.priority_group",

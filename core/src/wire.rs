@@ -98,7 +98,7 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// What the per-attempt filter needs, passed through filter state as text:
 ///
 /// ```text
-/// sar1 <body_len> <span_start> <span_end> <endpoint>
+/// sar1 <body_len> <span_start> <span_end> <flags> <endpoint>
 /// <channel_id> <model JSON literal, or "=" when the body is sent unchanged>
 /// ...one line per attempt
 /// ```
@@ -111,6 +111,9 @@ pub struct AttemptState {
     pub model_span: (usize, usize),
     /// Path appended to the channel's prefix, e.g. `/chat/completions`.
     pub endpoint: String,
+    /// Every attempt's path equals the client's: no attempt rewrites `:path`.
+    /// (Flag `p` on the wire; `-` when there is no flag.)
+    pub keep_path: bool,
     pub attempts: Vec<AttemptRewrite>,
 }
 
@@ -130,7 +133,9 @@ impl AttemptRewrite {
 
 impl AttemptState {
     pub fn encode(&self) -> String {
-        let mut s = format!("sar1 {} {} {} {}\n", self.body_len, self.model_span.0, self.model_span.1, self.endpoint);
+        let flags = if self.keep_path { "p" } else { "-" };
+        let mut s =
+            format!("sar1 {} {} {} {flags} {}\n", self.body_len, self.model_span.0, self.model_span.1, self.endpoint);
         for a in &self.attempts {
             s.push_str(&a.channel_id);
             s.push(' ');
@@ -143,13 +148,14 @@ impl AttemptState {
     pub fn decode(text: &str) -> Result<Self, RouterError> {
         let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
         let mut lines = text.lines();
-        let mut head = lines.next().ok_or_else(bad)?.splitn(5, ' ');
+        let mut head = lines.next().ok_or_else(bad)?.splitn(6, ' ');
         if head.next() != Some("sar1") {
             return Err(bad());
         }
         let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(bad);
         let body_len = num()?;
         let span = (num()?, num()?);
+        let keep_path = head.next().ok_or_else(bad)?.contains('p');
         let endpoint = head.next().ok_or_else(bad)?.to_string();
         if span.0 > span.1 || span.1 > body_len {
             return Err(bad());
@@ -163,7 +169,7 @@ impl AttemptState {
                 })
             })
             .collect::<Result<Vec<_>, RouterError>>()?;
-        Ok(Self { body_len, model_span: span, endpoint, attempts })
+        Ok(Self { body_len, model_span: span, endpoint, keep_path, attempts })
     }
 
     /// Body length once attempt `i`'s model is spliced in.
@@ -223,6 +229,7 @@ mod tests {
             body_len: 100,
             model_span: (9, 17),
             endpoint: "/chat/completions".into(),
+            keep_path: true,
             attempts: vec![
                 AttemptRewrite::new("a", "gpt-4o", "gpt-4o"),
                 AttemptRewrite::new("b", "gpt-4o", "ep-1 with \"quote\"\n"),
@@ -238,7 +245,7 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error_not_a_panic() {
-        for s in ["", "sar2 1 2 3 /x", "sar1 1 2", "sar1 1 5 3 /x", "sar1 10 1 2 /x\nnospace"] {
+        for s in ["", "sar2 1 2 3 - /x", "sar1 1 2", "sar1 1 5 3 - /x", "sar1 10 1 2 - /x\nnospace", "sar1 10 1 2 /x"] {
             assert!(AttemptState::decode(s).is_err(), "{s}");
         }
     }

@@ -184,7 +184,11 @@ impl RootContext for RouterRoot {
     fn on_tick(&mut self) {
         match &mut self.role {
             Some(Role::Service(fetcher)) => fetcher.poll(),
-            Some(_) => refresh_table(),
+            Some(Role::Router { .. }) => {
+                refresh_table();
+                metrics::flush();
+            }
+            Some(Role::Attempt) => refresh_table(),
             None => {}
         }
     }
@@ -305,11 +309,14 @@ struct RouterRequest {
     /// Set when the filter answered locally: the response phase then has nothing to do.
     answered: bool,
     decision: Option<Decision>,
+    /// The client's `:path`, kept from the headers callback (Envoy allows reading a
+    /// header map only in its own callback).
+    path: String,
 }
 
 impl RouterRequest {
     fn new(max_body_bytes: usize) -> Self {
-        Self { max_body_bytes, answered: false, decision: None }
+        Self { max_body_bytes, answered: false, decision: None, path: String::new() }
     }
 
     fn reply(&mut self, status: u16, body: &str) -> Action {
@@ -368,6 +375,7 @@ impl HttpContext for RouterRequest {
                     ));
                 }
                 // Wait for the whole body (needs allow_on_headers_stop_iteration).
+                self.path = path.clone();
                 Action::Pause
             }
             (_, "/v1/models" | "/health" | "/v1/chat/completions") => self.fail(&RouterError::new(
@@ -410,10 +418,22 @@ impl HttpContext for RouterRequest {
                 clusters.push(ch.cluster.as_str());
             }
         }
+        const ENDPOINT: &str = "/chat/completions";
+        // Most channels live under `/v1`, as the client's path does: then no attempt
+        // needs its `:path` rewritten.
+        let path = self.path.as_str();
+        let keep_path = plan.attempts.iter().all(|a| {
+            table.channel(a.channel).is_some_and(|c| {
+                path.len() == c.path_prefix.len() + ENDPOINT.len()
+                    && path.starts_with(c.path_prefix.as_str())
+                    && path.ends_with(ENDPOINT)
+            })
+        });
         let state = AttemptState {
             body_len: body.len(),
             model_span: head.model_span,
-            endpoint: "/chat/completions".into(),
+            endpoint: ENDPOINT.into(),
+            keep_path,
             attempts: rewrites,
         };
         if !host::set_filter_state(ATTEMPTS_STATE, state.encode().as_bytes()) {
@@ -517,18 +537,22 @@ impl HttpContext for AttemptRequest {
             return Action::Continue;
         };
         host::set_request_header(":authority", Some(&channel.authority));
-        host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
-        // The client's own credentials never reach a provider.
+        if !state.keep_path {
+            host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
+        }
+        // The client's own credentials never reach a provider: the route drops
+        // `x-api-key`, and `authorization` is overwritten or removed here.
         if channel.auth_header != "authorization" {
             host::set_request_header("authorization", None);
-        }
-        if channel.auth_header != "x-api-key" {
-            host::set_request_header("x-api-key", None);
         }
         if !channel.auth_header.is_empty() {
             host::set_request_header(&channel.auth_header, Some(&channel.auth_value));
         }
-        host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
+        // All attempts share one header map: once any attempt of the plan changes the
+        // body's length, every attempt sets its own.
+        if state.attempts.iter().any(|a| a.model_literal.is_some()) {
+            host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
+        }
         self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
         Action::Continue
     }

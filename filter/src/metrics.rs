@@ -18,6 +18,9 @@ use crate::host;
 thread_local! {
     /// Metric ids by full name: defined once per VM, then only incremented.
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Counts not yet handed to Envoy. Every host call costs CPU on Envoy's side, so
+    /// requests only add here and the tick flushes (stats lag by at most a tick).
+    static PENDING: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
 }
 
 /// A name part safe for stat names and tag regexes: `.` separates stat name parts.
@@ -30,18 +33,29 @@ fn bump(kind: &str, who: &str, counter: &str, by: i64) {
         return;
     }
     let name = format!("sar.{kind}.{kind}={}.{counter}", label(who));
-    let id = IDS.with(|ids| {
-        let mut ids = ids.borrow_mut();
-        if let Some(id) = ids.get(&name) {
-            return Some(*id);
-        }
-        let id = host::define_counter(&name)?;
-        ids.insert(name, id);
-        Some(id)
-    });
-    if let Some(id) = id {
-        host::increment(id, by);
+    PENDING.with(|p| *p.borrow_mut().entry(name).or_insert(0) += by);
+}
+
+/// Hand the pending counts to Envoy (called from the root context's tick).
+pub fn flush() {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if pending.is_empty() {
+        return;
     }
+    IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        for (name, by) in pending {
+            let id = match ids.get(&name) {
+                Some(id) => Some(*id),
+                None => host::define_counter(&name).inspect(|&id| {
+                    ids.insert(name, id);
+                }),
+            };
+            if let Some(id) = id {
+                host::increment(id, by);
+            }
+        }
+    });
 }
 
 /// One finished request: the channels tried in order (the last one answered) and
