@@ -357,12 +357,18 @@ mod tests {
             ],
         );
         let openai = channel("openai", 3, &["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "whisper-1"]);
-        let silicon = channel("siliconflow", 3, &["Qwen/Qwen3-235B-A22B", "Qwen/Qwen3-8B", "BAAI/bge-m3"]);
+        let silicon = channel(
+            "siliconflow",
+            3,
+            &["Qwen/Qwen3-235B-A22B", "Qwen/Qwen3-8B", "BAAI/bge-m3", "text-embedding-qwen3-embedding-0.6b"],
+        );
         let anthropic = channel("anthropic", 4, &["claude-3-haiku-20240307"]);
         let mut local = channel("lmstudio", 5, &["qwen3-30b-a3b"]);
         local.tags = vec!["local".into()];
         let mut doubao = channel("doubao", 6, &["ep-20250203083646-2szv9"]);
         doubao.aliases.insert("doubao-1.5-pro-256k".into(), "ep-20250203083646-2szv9".into());
+        // An EP endpoint /models does not list: known through its alias only.
+        doubao.aliases.insert("doubao-1.5-lite-32k".into(), "ep-20250203083621-dsvgq".into());
         let mut d = doc(vec![groq, openrouter, openai, silicon, anthropic, local, doubao]);
         d.routing.max_retry_attempts = 10;
         d
@@ -440,6 +446,27 @@ mod tests {
         let t = table();
         assert_eq!(found(&t, "doubao-1.5-pro-256k"), ["doubao/ep-20250203083646-2szv9"]);
         assert_eq!(found(&t, "ep-20250203083646-2szv9"), ["doubao/ep-20250203083646-2szv9"]);
+    }
+
+    #[test]
+    fn seeds_examples() {
+        let t = table();
+        // "all paid GPT models"
+        assert_eq!(
+            found(&t, "tag:gpt,!free"),
+            ["openrouter/openai/gpt-4o-mini", "openrouter/openai/gpt-4o", "openai/gpt-4o", "openai/gpt-4o-mini"]
+        );
+        // The seeds' bug: tag:free,kimi must return the kimi model, in either order.
+        assert_eq!(found(&t, "tag:free,kimi"), ["openrouter/moonshotai/kimi-k2:free"]);
+        assert_eq!(found(&t, "tag:kimi,free"), found(&t, "tag:free,kimi"));
+        // Several negatives; the embedding model never appears in chat routing.
+        assert_eq!(found(&t, "tag:free,qwen3,!local,!embedding"), found(&t, "tag:free,qwen3,!local"));
+        assert!(!found(&t, "tag:qwen3").iter().any(|c| c.contains("embedding")));
+        // The standard alias name describes the EP model: its tags and core name reach it.
+        assert_eq!(found(&t, "doubao-1.5-pro"), ["doubao/ep-20250203083646-2szv9"]);
+        assert_eq!(found(&t, "tag:doubao,lite"), ["doubao/ep-20250203083621-dsvgq"]);
+        assert_eq!(found(&t, "doubao-1.5-lite-32k"), ["doubao/ep-20250203083621-dsvgq"]);
+        assert_eq!(found(&t, "tag:ep"), ["doubao/ep-20250203083646-2szv9", "doubao/ep-20250203083621-dsvgq"]);
     }
 
     #[test]

@@ -318,6 +318,7 @@ impl Table {
         let mut skipped_channels = Vec::new();
         let mut interner = Interner::default();
         let mut facts_by_name: HashMap<&str, NameFacts> = HashMap::new();
+        let mut alias_cores: Vec<(String, u32)> = Vec::new();
         let mut entries: Vec<ModelEntry> = Vec::new();
         let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
         for &i in &order {
@@ -333,9 +334,10 @@ impl Table {
                 c.tags.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
             let channel_free = channel_tags.iter().any(|t| t == "free" || t == "local");
             let channel_tag_ids: Vec<u32> = channel_tags.iter().map(|t| interner.id(t)).collect();
-            let mut seen_models = HashSet::new();
+            // This channel's entries by model id, to attach alias names below.
+            let mut own: HashMap<&str, usize> = HashMap::new();
             for m in &c.models {
-                if !seen_models.insert(m.id.as_str()) {
+                if own.contains_key(m.id.as_str()) {
                     continue;
                 }
                 if !facts_by_name.contains_key(m.id.as_str()) {
@@ -343,7 +345,33 @@ impl Table {
                     facts_by_name.insert(m.id.as_str(), f);
                 }
                 if let Some(f) = facts_by_name.get(m.id.as_str()) {
+                    own.insert(m.id.as_str(), entries.len());
                     entries.push(model_entry(handle, m, f, &channel_tag_ids, channel_free));
+                }
+            }
+            // An alias's standard name describes the model better than a provider's
+            // endpoint id (`doubao-1.5-pro-256k` vs `ep-2025...`): its tags and core
+            // name join the aliased model, which is added if the channel does not list it.
+            for (standard, upstream) in &c.aliases {
+                let named = name_facts(standard, &mut interner);
+                let n = match own.get(upstream.as_str()) {
+                    Some(&n) => n,
+                    None => {
+                        let m = ModelDoc { id: upstream.clone(), context_length: None, capabilities: vec![] };
+                        let f = name_facts(upstream, &mut interner);
+                        own.insert(upstream.as_str(), entries.len());
+                        entries.push(model_entry(handle, &m, &f, &channel_tag_ids, channel_free));
+                        entries.len() - 1
+                    }
+                };
+                if let Some(e) = entries.get_mut(n) {
+                    e.tags.extend_from_slice(&named.tags);
+                    e.tags.sort_unstable();
+                    e.tags.dedup();
+                    e.context_length = e.context_length.or(named.context);
+                    e.params_b = e.params_b.or(named.params_b);
+                    e.free |= named.free_marker;
+                    alias_cores.push((named.core, n as u32));
                 }
             }
             for (standard, upstream) in &c.aliases {
@@ -392,6 +420,15 @@ impl Table {
                         by_core.insert(e.core.clone(), vec![n]);
                     }
                 }
+            }
+        }
+
+        for (core, n) in alias_cores {
+            let chat = entries.get(n as usize).is_some_and(|e| e.chat);
+            let list = by_core.entry(core).or_default();
+            if chat && !list.contains(&n) {
+                list.push(n);
+                list.sort_unstable();
             }
         }
 
@@ -757,9 +794,10 @@ pub(crate) mod tests {
         let t = Table::compile(doc(vec![c]), None).unwrap();
         let v: serde_json::Value = serde_json::from_str(t.models_json()).unwrap();
         let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-        assert_eq!(&ids[..2], ["m1", "std-name"]);
+        // The alias target is routable by its own name too.
+        assert_eq!(&ids[..3], ["ep-123", "m1", "std-name"]);
         assert!(ids.contains(&"auto:free"));
-        assert_eq!(v["tags"], serde_json::json!(["m1"]));
+        assert_eq!(v["tags"], serde_json::json!(["123", "ep", "m1", "name", "std"]));
         let h: serde_json::Value = serde_json::from_str(t.health_json()).unwrap();
         assert_eq!(h["channels"]["up"], 1);
         assert_eq!(h["table_version"], "v1");
