@@ -126,8 +126,9 @@ _base_ids = itertools.count(os.getpid() % 10000 * 10)
 class Router:
     """The product: control plane + Envoy rendered from one YAML config."""
 
-    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True):
+    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra=""):
         self.dir = tmp_path
+        self.control_plane_extra = control_plane_extra
         self.api_port = free_port()
         self.admin_port = free_port()
         self.cp_port = free_port()
@@ -145,7 +146,8 @@ class Router:
     def header(self):
         return (f"server:\n  listen: 127.0.0.1:{self.api_port}\n  admin: 127.0.0.1:{self.admin_port}\n"
                 f"control_plane:\n  listen: 127.0.0.1:{self.cp_port}\n  data_dir: {self.dir}/data\n"
-                f"  reload_poll_ms: 100\n  table_poll_ms: 100\n  discovery_timeout: 3\n")
+                f"  reload_poll_ms: 100\n  table_poll_ms: 100\n  discovery_timeout: 3\n"
+                + self.control_plane_extra)
 
     def write_config(self, config_text):
         text = self.header() + config_text

@@ -74,6 +74,9 @@ pub struct ControlPlaneConfig {
     pub discovery_interval: u64,
     /// Seconds one discovery call may take.
     pub discovery_timeout: u64,
+    /// Seconds between key checks (`GET /models`, no tokens spent) per channel; a
+    /// channel that answered 401/403 comes back after the next good check.
+    pub key_validation_interval: u64,
     /// How often the config file is checked for changes, milliseconds.
     pub reload_poll_ms: u64,
     /// How often Envoy polls for a new table, milliseconds.
@@ -89,6 +92,7 @@ impl Default for ControlPlaneConfig {
             data_dir: PathBuf::from("data"),
             discovery_interval: 3600,
             discovery_timeout: 10,
+            key_validation_interval: 1800,
             reload_poll_ms: 500,
             table_poll_ms: 500,
         }
@@ -113,6 +117,7 @@ pub struct RoutingConfig {
     pub error_cooldown_period: u64,
     pub enable_fallback: bool,
     pub debug_headers: bool,
+    pub circuit_breaker: CircuitBreakerConfig,
     pub model_filters: ModelFilters,
     pub sorting_strategies: BTreeMap<String, Vec<SortField>>,
 }
@@ -125,9 +130,33 @@ impl Default for RoutingConfig {
             error_cooldown_period: 60,
             enable_fallback: true,
             debug_headers: true,
+            circuit_breaker: CircuitBreakerConfig::default(),
             model_filters: ModelFilters::default(),
             sorting_strategies: BTreeMap::new(),
         }
+    }
+}
+
+/// When a failing channel (or channel+model) is taken out, and for how long.
+/// `routing.error_cooldown_period` is the first cooldown; it doubles per trip.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Seconds over which failures are counted.
+    pub window: u64,
+    /// Failures in the window before it opens...
+    pub min_failures: u32,
+    /// ...when they are at least this share of the window's attempts.
+    pub failure_ratio: f64,
+    /// Longest cooldown, seconds.
+    pub max_cooldown: u64,
+    /// Rest after a 429 without Retry-After, seconds.
+    pub rate_limit_cooldown: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self { window: 30, min_failures: 3, failure_ratio: 0.5, max_cooldown: 600, rate_limit_cooldown: 60 }
     }
 }
 
@@ -485,6 +514,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
     }
     if c.control_plane.discovery_timeout == 0 || c.control_plane.discovery_interval == 0 {
         return e("control_plane", "discovery_timeout and discovery_interval must be positive".into());
+    }
+    let cb = &c.routing.circuit_breaker;
+    if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) || cb.min_failures == 0 || cb.window == 0 {
+        return e(
+            "routing.circuit_breaker",
+            "window and min_failures must be positive, failure_ratio in (0, 1]".into(),
+        );
+    }
+    if c.control_plane.key_validation_interval == 0 {
+        return e("control_plane.key_validation_interval", "must be positive".into());
     }
     if c.routing.max_retry_attempts > 20 {
         return e("routing.max_retry_attempts", "must be at most 20".into());

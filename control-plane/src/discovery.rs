@@ -64,7 +64,27 @@ impl ModelEntry {
     }
 }
 
-pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, String> {
+/// A discovery that failed; `key_rejected` when the provider answered 401/403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryError {
+    pub message: String,
+    pub key_rejected: bool,
+}
+
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for DiscoveryError {
+    fn from(message: String) -> Self {
+        Self { message, key_rejected: false }
+    }
+}
+
+/// `GET {base_url}/models`: the channel's models, and a check of its key (F4, F5).
+pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, DiscoveryError> {
     let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
@@ -72,18 +92,21 @@ pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelD
     if !channel.api_key.is_empty() {
         request = request.header("authorization", &format!("Bearer {}", channel.api_key));
     }
-    let mut response = request.call().map_err(|e| format!("GET {url}: {e}"))?;
+    let mut response = request.call().map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(format!("GET {url}: status {status}"));
+        return Err(DiscoveryError {
+            message: format!("GET {url}: status {status}"),
+            key_rejected: matches!(status, 401 | 403),
+        });
     }
     let body = response
         .body_mut()
         .with_config()
         .limit(64 * 1024 * 1024)
         .read_to_vec()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    parse_models(&body).map_err(|e| format!("GET {url}: {e}"))
+        .map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))?;
+    parse_models(&body).map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))
 }
 
 pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {

@@ -31,12 +31,20 @@ struct Discovery {
     last_error: Option<String>,
     last_attempt: Option<Instant>,
     in_flight: bool,
+    /// When the provider last accepted the key (ms since the epoch).
+    key_ok_ms: u64,
+    /// The last check answered 401/403.
+    key_rejected: bool,
 }
 
 struct Done {
     channel: String,
     fingerprint: u64,
-    result: Result<Vec<ModelDoc>, String>,
+    result: Result<Vec<ModelDoc>, discovery::DiscoveryError>,
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn fingerprint(c: &ChannelConfig) -> u64 {
@@ -97,24 +105,26 @@ impl Runtime {
             .channels
             .iter()
             .map(|c| {
-                let found = self
-                    .discovery
-                    .get(&c.id)
-                    .filter(|d| d.fingerprint == fingerprint(c))
-                    .and_then(|d| d.models.as_ref());
-                (c.id.clone(), models_for(c, found))
+                let state = self.discovery.get(&c.id).filter(|d| d.fingerprint == fingerprint(c));
+                let mut m = models_for(c, state.and_then(|d| d.models.as_ref()));
+                m.key_ok_ms = state.map(|d| d.key_ok_ms).unwrap_or(0);
+                m.key_rejected = state.is_some_and(|d| d.key_rejected);
+                (c.id.clone(), m)
             })
             .collect()
     }
 
-    /// Start discoveries that are due; returns how many started.
+    /// Start discoveries (which also check keys) that are due; returns how many started.
     fn start_due_discoveries(&mut self) -> usize {
-        let interval = Duration::from_secs(self.config.control_plane.discovery_interval);
+        let interval = Duration::from_secs(
+            self.config.control_plane.discovery_interval.min(self.config.control_plane.key_validation_interval),
+        );
         // A failed discovery is retried sooner than a successful one is refreshed.
         let retry = interval.min(Duration::from_secs(60));
         let timeout = Duration::from_secs(self.config.control_plane.discovery_timeout);
         let mut started = 0;
-        for c in self.config.channels.iter().filter(|c| c.enabled && c.discover) {
+        // Channels that discover, and channels with a key to check.
+        for c in self.config.channels.iter().filter(|c| c.enabled && (c.discover || !c.api_key.is_empty())) {
             let fp = fingerprint(c);
             let d = self.discovery.entry(c.id.clone()).or_default();
             if d.in_flight {
@@ -147,12 +157,18 @@ impl Runtime {
         match done.result {
             Ok(models) => {
                 if d.last_error.take().is_some() || d.fingerprint != done.fingerprint {
-                    log::info(&format!("channel {}: discovered {} models", done.channel, models.len()));
+                    log::info(&format!("channel {}: discovered {} models, key accepted", done.channel, models.len()));
                 }
                 d.fingerprint = done.fingerprint;
                 d.models = Some(models);
+                d.key_ok_ms = epoch_ms();
+                d.key_rejected = false;
             }
-            Err(e) => {
+            Err(err) => {
+                let e = err.message;
+                if err.key_rejected {
+                    d.key_rejected = true;
+                }
                 if d.fingerprint != done.fingerprint {
                     // A new URL or key: the old list says nothing about it.
                     d.fingerprint = done.fingerprint;

@@ -17,6 +17,10 @@ pub fn cluster_name(channel_id: &str) -> String {
 pub struct ChannelModels {
     pub models: Vec<ModelDoc>,
     pub source: ModelSource,
+    /// Last time the provider accepted the key (ms since the epoch; 0: unknown).
+    pub key_ok_ms: u64,
+    /// The last check answered 401/403.
+    pub key_rejected: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +41,9 @@ impl ModelSource {
 /// Models from discovery when it succeeded, else the channel's `configured_models`.
 pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -> ChannelModels {
     match discovered {
-        Some(models) if channel.discover => ChannelModels { models: models.clone(), source: ModelSource::Discovered },
+        Some(models) if channel.discover => {
+            ChannelModels { models: models.clone(), source: ModelSource::Discovered, key_ok_ms: 0, key_rejected: false }
+        }
         _ => ChannelModels {
             models: channel
                 .configured_models
@@ -45,6 +51,8 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
                 .map(|m| ModelDoc { id: m.clone(), context_length: None, capabilities: vec![] })
                 .collect(),
             source: ModelSource::Configured,
+            key_ok_ms: 0,
+            key_rejected: false,
         },
     }
 }
@@ -70,7 +78,9 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
                 tags: c.tags.clone(),
                 priority: c.priority,
                 weight: c.weight.round().max(1.0) as u32,
-                healthy: true,
+                // A key the provider rejected makes the channel a last resort.
+                healthy: !list.key_rejected,
+                key_ok_ms: list.key_ok_ms,
                 models: list.models,
                 aliases: c.model_aliases.clone(),
             })
@@ -83,6 +93,7 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
             max_retry_attempts: config.routing.max_retry_attempts,
             debug_headers: config.routing.debug_headers,
             default_strategy: config.routing.default_strategy.clone(),
+            health: health_policy(config),
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
@@ -90,6 +101,21 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
     };
     doc.version = content_version(&doc);
     doc
+}
+
+fn health_policy(config: &Config) -> router_core::health::Policy {
+    let cb = &config.routing.circuit_breaker;
+    let cooldown = config.routing.error_cooldown_period.max(1) * 1000;
+    router_core::health::Policy {
+        window_ms: cb.window * 1000,
+        min_failures: cb.min_failures,
+        failure_ratio: cb.failure_ratio,
+        cooldown_ms: cooldown,
+        max_cooldown_ms: (cb.max_cooldown * 1000).max(cooldown),
+        rate_limit_ms: cb.rate_limit_cooldown * 1000,
+        probe_timeout_ms: 30_000,
+        key_retry_ms: config.control_plane.key_validation_interval.saturating_mul(2000).max(60_000),
+    }
 }
 
 /// `model_groups` from the YAML as the table carries them.

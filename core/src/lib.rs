@@ -9,12 +9,14 @@
 //! - [`request`]: reads the few fields of a chat request the router needs.
 //! - [`resolve`], [`groups`]: how a query resolves against the table (physical names,
 //!   aliases, core names, tags, virtual groups), for routing and for `explain`.
+//! - [`health`]: error classes and the circuit breaker, shared by all Envoy workers.
 //! - [`plan`]: the resolved candidates cut to an ordered plan of attempts.
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
 //! - [`error`]: OpenAI-shaped errors.
 
 pub mod error;
 pub mod groups;
+pub mod health;
 pub mod names;
 pub mod plan;
 pub mod query;

@@ -1,6 +1,7 @@
 //! From the `model` a client asked for to an ordered plan of attempts.
 
-use crate::error::RouterError;
+use crate::error::{ascii_safe, RouterError};
+use crate::health::{Admit, HealthMap};
 use crate::resolve::{resolve as resolve_query, Mode};
 use crate::table::Table;
 
@@ -21,17 +22,55 @@ pub struct Plan {
 /// Resolve the requested name (see [`crate::resolve`]) and keep what the retry
 /// budget allows, healthy channels first (a channel believed down is a last resort).
 pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
+    resolve_with_health(table, requested, &HealthMap::default(), 0).map(|(plan, _)| plan)
+}
+
+/// As [`resolve`], leaving out candidates whose breaker is open or whose key
+/// failed (SPEC F2, F3). Also returns the attempts that are half-open probes, which
+/// the caller marks so other workers do not probe at the same time.
+pub fn resolve_with_health(
+    table: &Table,
+    requested: &str,
+    health: &HealthMap,
+    now_ms: u64,
+) -> Result<(Plan, Vec<usize>), RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
-    // Look a little past the budget so unhealthy channels can be moved back.
-    let found = resolve_query(table, requested, Mode::route(budget * 2))?;
-    let mut attempts: Vec<Attempt> = found
-        .candidates
-        .into_iter()
-        .map(|c| Attempt { channel: c.channel, upstream_model: c.upstream_model })
-        .collect();
-    attempts.sort_by_key(|a| !table.channel(a.channel).is_some_and(|c| c.healthy));
-    attempts.truncate(budget);
-    Ok(Plan { attempts })
+    // Look past the budget so channels that are out can be replaced.
+    let limit = if health.entries.is_empty() { budget * 2 } else { budget * 4 + 8 };
+    let found = resolve_query(table, requested, Mode::route(limit))?;
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut probes = Vec::new();
+    let mut out: Vec<String> = Vec::new();
+    for c in found.candidates {
+        let Some(ch) = table.channel(c.channel) else { continue };
+        match health.admit(&ch.id, &c.upstream_model, now_ms, ch.key_ok_ms) {
+            Admit::Yes => {}
+            Admit::Probe => probes.push(attempts.len()),
+            Admit::No(reason, until) => {
+                let when = if until == u64::MAX {
+                    "until its key validates".to_string()
+                } else {
+                    format!("for {:.1} s", until.saturating_sub(now_ms) as f64 / 1000.0)
+                };
+                out.push(format!("{} ({}, {when})", ch.id, reason.describe()));
+                continue;
+            }
+        }
+        attempts.push(Attempt { channel: c.channel, upstream_model: c.upstream_model });
+    }
+    if attempts.is_empty() {
+        return Err(RouterError::unavailable(
+            "all_channels_unavailable",
+            format!("every channel for model \"{}\" is out: {}", ascii_safe(requested, 200), out.join(", ")),
+        ));
+    }
+    // Stable: preference order within each group.
+    let mut order: Vec<usize> = (0..attempts.len()).collect();
+    order.sort_by_key(|&i| !table.channel(attempts[i].channel).is_some_and(|c| c.healthy));
+    order.truncate(budget);
+    let probes = probes.into_iter().filter_map(|p| order.iter().position(|&i| i == p)).collect();
+    let attempts = order.into_iter().map(|i| attempts[i].clone()).collect();
+    Ok((Plan { attempts }, probes))
 }
 
 #[cfg(test)]
@@ -67,6 +106,25 @@ mod tests {
         let e = resolve(&t, "nope-model").unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.message.contains("nope-model"));
+    }
+
+    #[test]
+    fn channels_out_of_health_are_left_out_and_named_when_all_are() {
+        use crate::health::{classify, Policy};
+        let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 2, &["m"])]), None).unwrap();
+        let mut h = HealthMap::default();
+        h.record("a", "m", 1_000, classify(429), Some(2_000), &Policy::default());
+        let (p, probes) = resolve_with_health(&t, "m", &h, 1_500).unwrap();
+        assert_eq!(ids(&t, &p), [("b".into(), "m".into())]);
+        assert!(probes.is_empty());
+        h.record("b", "m", 1_000, classify(401), None, &Policy::default());
+        let e = resolve_with_health(&t, "m", &h, 1_500).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("a (rate limited, for 1.5 s)"), "{}", e.message);
+        assert!(e.message.contains("b (key invalid, until its key validates)"), "{}", e.message);
+        // The rest is over: a is back.
+        let (p, _) = resolve_with_health(&t, "m", &h, 3_000).unwrap();
+        assert_eq!(ids(&t, &p), [("a".into(), "m".into())]);
     }
 
     #[test]

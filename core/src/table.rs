@@ -43,11 +43,18 @@ pub struct RoutingDoc {
     /// Add `X-Router-*` headers to responses.
     pub debug_headers: bool,
     pub default_strategy: String,
+    /// Circuit breaker and cooldowns.
+    pub health: crate::health::Policy,
 }
 
 impl Default for RoutingDoc {
     fn default() -> Self {
-        Self { max_retry_attempts: 3, debug_headers: true, default_strategy: "cost_first".into() }
+        Self {
+            max_retry_attempts: 3,
+            debug_headers: true,
+            default_strategy: "cost_first".into(),
+            health: crate::health::Policy::default(),
+        }
     }
 }
 
@@ -96,6 +103,10 @@ pub struct ChannelDoc {
     pub weight: u32,
     #[serde(default = "yes")]
     pub healthy: bool,
+    /// When the control plane last saw this channel's key accepted (ms since the
+    /// epoch; 0: not yet). A channel that answered 401/403 comes back only after.
+    #[serde(default)]
+    pub key_ok_ms: u64,
     /// Models this channel serves, under the names its provider uses.
     #[serde(default)]
     pub models: Vec<ModelDoc>,
@@ -152,6 +163,7 @@ pub struct Channel {
     pub priority: i32,
     pub weight: u32,
     pub healthy: bool,
+    pub key_ok_ms: u64,
 }
 
 impl fmt::Debug for Channel {
@@ -394,6 +406,7 @@ impl Table {
                 priority: c.priority,
                 weight: c.weight.max(1),
                 healthy: c.healthy,
+                key_ok_ms: c.key_ok_ms,
             });
         }
 
@@ -719,6 +732,7 @@ pub(crate) mod tests {
             priority,
             weight: 1,
             healthy: true,
+            key_ok_ms: 0,
             models: models
                 .iter()
                 .map(|m| ModelDoc { id: (*m).into(), context_length: None, capabilities: vec![] })

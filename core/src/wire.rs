@@ -98,7 +98,7 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// What the per-attempt filter needs, passed through filter state as text:
 ///
 /// ```text
-/// sar1 <body_len> <span_start> <span_end> <flags> <endpoint>
+/// sar1 <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
 /// <channel_id> <model JSON literal, or "=" when the body is sent unchanged>
 /// ...one line per attempt
 /// ```
@@ -114,6 +114,8 @@ pub struct AttemptState {
     /// Every attempt's path equals the client's: no attempt rewrites `:path`.
     /// (Flag `p` on the wire; `-` when there is no flag.)
     pub keep_path: bool,
+    /// The model as the client asked for it (JSON literal), for attempts that keep it.
+    pub requested: String,
     pub attempts: Vec<AttemptRewrite>,
 }
 
@@ -134,8 +136,11 @@ impl AttemptRewrite {
 impl AttemptState {
     pub fn encode(&self) -> String {
         let flags = if self.keep_path { "p" } else { "-" };
-        let mut s =
-            format!("sar1 {} {} {} {flags} {}\n", self.body_len, self.model_span.0, self.model_span.1, self.endpoint);
+        let requested = serde_json::to_string(&self.requested).unwrap_or_else(|_| "\"\"".into());
+        let mut s = format!(
+            "sar1 {} {} {} {flags} {} {requested}\n",
+            self.body_len, self.model_span.0, self.model_span.1, self.endpoint
+        );
         for a in &self.attempts {
             s.push_str(&a.channel_id);
             s.push(' ');
@@ -148,7 +153,7 @@ impl AttemptState {
     pub fn decode(text: &str) -> Result<Self, RouterError> {
         let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
         let mut lines = text.lines();
-        let mut head = lines.next().ok_or_else(bad)?.splitn(6, ' ');
+        let mut head = lines.next().ok_or_else(bad)?.splitn(7, ' ');
         if head.next() != Some("sar1") {
             return Err(bad());
         }
@@ -157,6 +162,7 @@ impl AttemptState {
         let span = (num()?, num()?);
         let keep_path = head.next().ok_or_else(bad)?.contains('p');
         let endpoint = head.next().ok_or_else(bad)?.to_string();
+        let requested: String = serde_json::from_str(head.next().ok_or_else(bad)?).map_err(|_| bad())?;
         if span.0 > span.1 || span.1 > body_len {
             return Err(bad());
         }
@@ -169,7 +175,7 @@ impl AttemptState {
                 })
             })
             .collect::<Result<Vec<_>, RouterError>>()?;
-        Ok(Self { body_len, model_span: span, endpoint, keep_path, attempts })
+        Ok(Self { body_len, model_span: span, endpoint, keep_path, requested, attempts })
     }
 
     /// Body length once attempt `i`'s model is spliced in.
@@ -230,6 +236,7 @@ mod tests {
             model_span: (9, 17),
             endpoint: "/chat/completions".into(),
             keep_path: true,
+            requested: "gpt 4o".into(),
             attempts: vec![
                 AttemptRewrite::new("a", "gpt-4o", "gpt-4o"),
                 AttemptRewrite::new("b", "gpt-4o", "ep-1 with \"quote\"\n"),
@@ -245,7 +252,15 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error_not_a_panic() {
-        for s in ["", "sar2 1 2 3 - /x", "sar1 1 2", "sar1 1 5 3 - /x", "sar1 10 1 2 - /x\nnospace", "sar1 10 1 2 /x"] {
+        for s in [
+            "",
+            "sar2 1 2 3 - /x",
+            "sar1 1 2",
+            "sar1 1 5 3 - /x",
+            "sar1 10 1 2 - /x \"m\"\nnospace",
+            "sar1 10 1 2 - /x",
+            "sar1 10 1 2 - /x nojson",
+        ] {
             assert!(AttemptState::decode(s).is_err(), "{s}");
         }
     }

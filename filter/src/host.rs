@@ -72,6 +72,25 @@ pub fn shared_data(key: &str) -> Option<Vec<u8>> {
     hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
 }
 
+/// The value and its CAS token (None when the key does not exist yet).
+pub fn shared_data_cas(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Write only if nobody wrote since `cas` was read; false on a lost race.
+pub fn set_shared_data_cas(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// Milliseconds since the epoch, from Envoy's clock.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn set_shared_data(key: &str, value: &[u8]) -> bool {
     hostcalls::set_shared_data(key, Some(value), None).is_ok()
 }

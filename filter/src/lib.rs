@@ -19,6 +19,7 @@
 //!   body's `model` for that attempt's channel. All attempts share one header map, so
 //!   it rewrites from the plan in filter state rather than from what it sees.
 
+mod health;
 mod host;
 mod metrics;
 
@@ -30,6 +31,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use router_core::error::ascii_safe;
+use router_core::health::classify;
 use router_core::request::parse_chat_head;
 use router_core::wire::{priority_groups_header, AttemptRewrite, AttemptState};
 use router_core::{plan, RouterError, Table};
@@ -168,13 +170,16 @@ impl RootContext for RouterRoot {
                 if !clusters.is_empty() {
                     KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
                 }
-                host::set_tick_period(Duration::from_millis(250));
+                // Tables and health reach this worker within one tick.
+                host::set_tick_period(Duration::from_millis(100));
                 refresh_table();
+                health::refresh();
                 Role::Router { max_body_bytes }
             }
             PluginConfig::Attempt {} => {
-                host::set_tick_period(Duration::from_millis(250));
+                host::set_tick_period(Duration::from_millis(100));
                 refresh_table();
+                health::refresh();
                 Role::Attempt
             }
         });
@@ -186,9 +191,13 @@ impl RootContext for RouterRoot {
             Some(Role::Service(fetcher)) => fetcher.poll(),
             Some(Role::Router { .. }) => {
                 refresh_table();
+                health::refresh();
                 metrics::flush();
             }
-            Some(Role::Attempt) => refresh_table(),
+            Some(Role::Attempt) => {
+                refresh_table();
+                health::refresh();
+            }
             None => {}
         }
     }
@@ -406,10 +415,19 @@ impl HttpContext for RouterRequest {
             Ok(h) => h,
             Err(e) => return self.fail(&e),
         };
-        let plan = match plan::resolve(&table, &head.model) {
+        let now = host::now_ms();
+        let (plan, probes) = match health::with(|h| plan::resolve_with_health(&table, &head.model, h, now)) {
             Ok(p) => p,
             Err(e) => return self.fail(&e),
         };
+        if !probes.is_empty() {
+            let marks: Vec<(String, String)> = probes
+                .iter()
+                .filter_map(|&i| plan.attempts.get(i))
+                .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
+                .collect();
+            health::start_probes(&marks, &table.routing.health);
+        }
         let mut rewrites = Vec::with_capacity(plan.attempts.len());
         let mut clusters = Vec::with_capacity(plan.attempts.len());
         for a in &plan.attempts {
@@ -434,6 +452,7 @@ impl HttpContext for RouterRequest {
             model_span: head.model_span,
             endpoint: ENDPOINT.into(),
             keep_path,
+            requested: head.model.clone(),
             attempts: rewrites,
         };
         if !host::set_filter_state(ATTEMPTS_STATE, state.encode().as_bytes()) {
@@ -503,9 +522,25 @@ impl HttpContext for RouterRequest {
 struct AttemptRequest {
     /// Model span and the literal to splice in, when this attempt changes `model`.
     splice: Option<((usize, usize), String)>,
+    /// This attempt's channel and model, for health bookkeeping.
+    target: Option<(String, String)>,
+    /// Response headers arrived; without them the attempt ended unanswered.
+    answered: bool,
+    table: Option<Rc<Table>>,
 }
 
-impl Context for AttemptRequest {}
+impl Context for AttemptRequest {
+    /// Envoy calls this once per attempt (`on_log` is not called for upstream filters).
+    fn on_done(&mut self) -> bool {
+        // Refused, reset or timed out before any response: the channel is unreachable.
+        if !self.answered {
+            if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
+                health::record(channel, model, classify(0), None, &table.routing.health);
+            }
+        }
+        true
+    }
+}
 
 impl HttpContext for AttemptRequest {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
@@ -554,6 +589,25 @@ impl HttpContext for AttemptRequest {
             host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
         }
         self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
+        let model = match &rewrite.model_literal {
+            Some(lit) => serde_json::from_str::<String>(lit).unwrap_or_default(),
+            None => state.requested.clone(),
+        };
+        self.target = Some((channel.id.clone(), model));
+        self.table = Some(table.clone());
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        self.answered = true;
+        let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
+            return Action::Continue;
+        };
+        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let class = classify(status);
+        let retry_after =
+            if status == 429 { health::retry_after_ms(host::response_header("retry-after")) } else { None };
+        health::record(channel, model, class, retry_after, &table.routing.health);
         Action::Continue
     }
 

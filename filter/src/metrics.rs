@@ -4,7 +4,8 @@
 //! bootstrap's `stats_tags` cut out the `x=<value>.` part into a label, so
 //! Prometheus shows `sar_channel_attempts{channel="a"}`, `sar_model_requests{model="m"}`.
 //!
-//! Per channel: `attempts` (every attempt sent), `failures` (attempts that failed).
+//! Per channel: `attempts` (every attempt sent), `failures` (attempts that failed),
+//! `ejections` (times a breaker opened or the channel was taken out).
 //! Per model (as the client asked for it): `requests`, `failures` (the client got
 //! an error after every attempt failed), `failovers` (attempts after the first).
 //! Envoy's own `cluster.<cluster>.upstream_rq_*` stats count the same traffic per
@@ -28,7 +29,7 @@ fn label(s: &str) -> String {
     s.chars().take(120).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-fn bump(kind: &str, who: &str, counter: &str, by: i64) {
+pub fn bump(kind: &str, who: &str, counter: &str, by: i64) {
     if by == 0 {
         return;
     }

@@ -1,0 +1,107 @@
+"""Channel health through a real Envoy (SPEC F2, F3, F5): a broken channel stops
+getting traffic at once, on every worker, and comes back by itself."""
+import time
+
+import pytest
+
+from harness import Fake, Router, wait_for
+
+BREAKER = """routing:
+  error_cooldown_period: 1
+  circuit_breaker:
+    window: 30
+    min_failures: 3
+    failure_ratio: 0.5
+"""
+
+
+@pytest.fixture
+def pair(tmp_path):
+    made = []
+
+    def make(a_key="key-a", concurrency=1, models=("m1", "m2")):
+        a = Fake("A", list(models), keys=["key-a"])
+        b = Fake("B", list(models), keys=["key-b"])
+        cfg = BREAKER + "channels:\n" + "".join(
+            f"  - id: {cid}\n    base_url: {f.base_url}\n    api_key: {key}\n    priority: {p}\n"
+            f"    discover: false\n    configured_models: {list(models)}\n"
+            for cid, f, key, p in (("a", a, a_key, 1), ("b", b, "key-b", 2)))
+        r = Router(tmp_path, cfg, concurrency=concurrency, control_plane_extra="  key_validation_interval: 1\n")
+        made.extend([a, b, r])
+        return a, b, r
+
+    yield make
+    for x in made:
+        x.stop()
+
+
+def served_by(r, model="m1"):
+    resp = r.chat(model)
+    assert resp.status == 200, resp
+    return resp.headers["x-router-channel"], resp.headers["x-router-attempts"]
+
+
+def test_invalid_key_takes_the_whole_channel_out_until_it_validates(pair):
+    a, b, r = pair()
+    assert served_by(r) == ("a", "1")
+    # The provider stops accepting a's key (revoked): a answers 401 once...
+    a.control("keys", {"keys": ["some-other-key"]})
+    assert served_by(r, "m1") == ("b", "2")
+    seen = len(a.requests())
+    # ...and is skipped at once for every model it serves, not model by model.
+    for model in ("m2", "m1", "m2", "m1"):
+        assert served_by(r, model) == ("b", "1")
+    assert len(a.requests()) == seen
+    # The key works again; the next key validation (every second here) brings a back.
+    a.control("keys", {"keys": ["key-a"]})
+    wait_for(lambda: served_by(r)[0] == "a", timeout=5, what="a back after key validation")
+
+
+def test_rate_limited_channel_rests_for_retry_after(pair):
+    a, b, r = pair()
+    a.behave(status=429, retry_after=2)
+    start = time.time()
+    assert served_by(r) == ("b", "2")
+    a.behave()
+    seen = len(a.requests())
+    while time.time() - start < 1.6:
+        assert served_by(r)[0] == "b"
+        time.sleep(0.1)
+    assert len(a.requests()) == seen, "no traffic to a while it rests"
+    # The same channel's other models were not rate limited.
+    assert served_by(r, "m2") == ("a", "1")
+    wait_for(lambda: served_by(r)[0] == "a", timeout=3, what="a back after Retry-After")
+    assert time.time() - start >= 2.0
+
+
+def test_breaker_opens_on_failure_ratio_probes_and_closes(pair):
+    a, b, r = pair()
+    a.behave(fail_every=2, status=500)
+    # Half of a's answers fail (each failure fails over to b): the breaker opens
+    # at the third failure, not at the first.
+    first = served_by(r)
+    assert first == ("a", "1")
+    for _ in range(6):
+        served_by(r)
+    wait_for(lambda: 'sar_channel_ejections{channel="a"}' in r.prometheus(), timeout=5, what="ejection counted")
+    seen = len(a.requests())
+    for _ in range(5):
+        assert served_by(r)[0] == "b"
+    assert len(a.requests()) == seen, "an open breaker gets no traffic"
+    # a recovers; after the cooldown one probe goes through and closes the breaker.
+    a.behave()
+    wait_for(lambda: served_by(r) == ("a", "1"), timeout=5, what="breaker closed after probe")
+    assert served_by(r) == ("a", "1")
+
+
+def test_a_breaker_opened_on_one_worker_keeps_every_worker_away(pair):
+    a, b, r = pair(concurrency=2)
+    a.behave(status=429, retry_after=5)
+    assert served_by(r)[0] == "b"
+    a.behave()
+    seen = len(a.requests())
+    time.sleep(0.3)  # one tick for the other worker
+    # Each request opens a new connection; Envoy spreads them over both workers.
+    for _ in range(30):
+        assert served_by(r)[0] == "b"
+    assert len(a.requests()) == seen
