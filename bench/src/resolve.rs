@@ -66,6 +66,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
                 priority: (i % 7) as i32,
                 weight: 1,
                 healthy: true,
+                key_ok_ms: 0,
                 models: names
                     .into_iter()
                     .map(|id| ModelDoc { id, context_length: None, capabilities: vec![] })
