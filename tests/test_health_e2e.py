@@ -105,3 +105,33 @@ def test_a_breaker_opened_on_one_worker_keeps_every_worker_away(pair):
     for _ in range(30):
         assert served_by(r)[0] == "b"
     assert len(a.requests()) == seen
+
+
+def test_a_stalled_channel_is_abandoned_after_first_byte_timeout(tmp_path):
+    a = Fake("A", ["m"])
+    b = Fake("B", ["m"])
+    try:
+        cfg = ("routing:\n  first_byte_timeout: 1\n  idle_timeout: 5\nchannels:\n"
+               f"  - id: a\n    base_url: {a.base_url}\n    priority: 1\n"
+               f"  - id: b\n    base_url: {b.base_url}\n    priority: 2\n")
+        r = Router(tmp_path, cfg)
+        try:
+            a.behave(first_byte_delay=4)
+            b.behave(events=3, event_delay=0.05)
+            from test_routing_e2e import read_sse
+            start = time.time()
+            status, headers, events = read_sse(r.api_port, {"model": "m", "stream": True, "messages": []})
+            took = time.time() - start
+            assert status == 200 and headers["x-router-channel"] == "b"
+            assert [e["provider"] for _, e in events if e] == ["B"] * 3
+            assert 0.9 < took < 3.0, took
+            # A long stream that has started is not cut by the first-byte timeout.
+            b.behave(events=6, event_delay=0.3)
+            a.behave(status=503)
+            status, headers, events = read_sse(r.api_port, {"model": "m", "stream": True, "messages": []})
+            assert status == 200 and len([e for _, e in events if e]) == 6
+        finally:
+            r.stop()
+    finally:
+        a.stop()
+        b.stop()

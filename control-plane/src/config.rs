@@ -77,6 +77,9 @@ pub struct ControlPlaneConfig {
     /// Seconds between key checks (`GET /models`, no tokens spent) per channel; a
     /// channel that answered 401/403 comes back after the next good check.
     pub key_validation_interval: u64,
+    /// Seconds between health checks (the same `GET /models` call); a channel whose
+    /// check gets no answer or a 5xx is a last resort until one succeeds.
+    pub health_check_interval: u64,
     /// How often the config file is checked for changes, milliseconds.
     pub reload_poll_ms: u64,
     /// How often Envoy polls for a new table, milliseconds.
@@ -93,6 +96,7 @@ impl Default for ControlPlaneConfig {
             discovery_interval: 3600,
             discovery_timeout: 10,
             key_validation_interval: 1800,
+            health_check_interval: 300,
             reload_poll_ms: 500,
             table_poll_ms: 500,
         }
@@ -117,6 +121,12 @@ pub struct RoutingConfig {
     pub error_cooldown_period: u64,
     pub enable_fallback: bool,
     pub debug_headers: bool,
+    /// Seconds an attempt may take to start its response (for a non-streaming
+    /// request: the whole answer); then the next channel is tried.
+    pub first_byte_timeout: f64,
+    /// Seconds an attempt may stay silent, before or during its response. Once the
+    /// response has started, a timeout ends it (nothing can fail over mid-stream).
+    pub idle_timeout: f64,
     pub circuit_breaker: CircuitBreakerConfig,
     pub model_filters: ModelFilters,
     pub sorting_strategies: BTreeMap<String, Vec<SortField>>,
@@ -130,6 +140,8 @@ impl Default for RoutingConfig {
             error_cooldown_period: 60,
             enable_fallback: true,
             debug_headers: true,
+            first_byte_timeout: 120.0,
+            idle_timeout: 300.0,
             circuit_breaker: CircuitBreakerConfig::default(),
             model_filters: ModelFilters::default(),
             sorting_strategies: BTreeMap::new(),
@@ -515,6 +527,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
     if c.control_plane.discovery_timeout == 0 || c.control_plane.discovery_interval == 0 {
         return e("control_plane", "discovery_timeout and discovery_interval must be positive".into());
     }
+    let (fb, idle) = (c.routing.first_byte_timeout, c.routing.idle_timeout);
+    if !(fb > 0.0 && fb <= 3600.0 && idle > 0.0 && idle <= 3600.0) {
+        return e("routing", "first_byte_timeout and idle_timeout must be between 0 and 3600 seconds".into());
+    }
+    if idle < fb {
+        return e(
+            "routing.idle_timeout",
+            format!("must be at least first_byte_timeout ({fb} s): a non-streaming answer is silent until it is done"),
+        );
+    }
     let cb = &c.routing.circuit_breaker;
     if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) || cb.min_failures == 0 || cb.window == 0 {
         return e(
@@ -522,8 +544,8 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             "window and min_failures must be positive, failure_ratio in (0, 1]".into(),
         );
     }
-    if c.control_plane.key_validation_interval == 0 {
-        return e("control_plane.key_validation_interval", "must be positive".into());
+    if c.control_plane.key_validation_interval == 0 || c.control_plane.health_check_interval == 0 {
+        return e("control_plane", "key_validation_interval and health_check_interval must be positive".into());
     }
     if c.routing.max_retry_attempts > 20 {
         return e("routing.max_retry_attempts", "must be at most 20".into());

@@ -69,6 +69,8 @@ impl ModelEntry {
 pub struct DiscoveryError {
     pub message: String,
     pub key_rejected: bool,
+    /// No answer, or a 5xx: the channel itself looks down.
+    pub unreachable: bool,
 }
 
 impl std::fmt::Display for DiscoveryError {
@@ -79,7 +81,7 @@ impl std::fmt::Display for DiscoveryError {
 
 impl From<String> for DiscoveryError {
     fn from(message: String) -> Self {
-        Self { message, key_rejected: false }
+        Self { message, key_rejected: false, unreachable: false }
     }
 }
 
@@ -92,12 +94,17 @@ pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelD
     if !channel.api_key.is_empty() {
         request = request.header("authorization", &format!("Bearer {}", channel.api_key));
     }
-    let mut response = request.call().map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))?;
+    let mut response = request.call().map_err(|e| DiscoveryError {
+        message: format!("GET {url}: {e}"),
+        key_rejected: false,
+        unreachable: true,
+    })?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(DiscoveryError {
             message: format!("GET {url}: status {status}"),
             key_rejected: matches!(status, 401 | 403),
+            unreachable: status >= 500,
         });
     }
     let body = response

@@ -203,6 +203,11 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                 "refresh_cluster_on_retry": true,
                 // The next attempt is another provider; waiting buys nothing.
                 "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+                // Until the response starts (Envoy stops this timer at the first
+                // response headers, so long streams are not cut).
+                "per_try_timeout": format!("{}s", config.routing.first_byte_timeout),
+                // Silence before or between chunks.
+                "per_try_idle_timeout": format!("{}s", config.routing.idle_timeout),
             },
         },
     });

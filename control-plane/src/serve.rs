@@ -6,7 +6,6 @@
 //! compiles and its content changed. A bad config file keeps the last good table.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +34,8 @@ struct Discovery {
     key_ok_ms: u64,
     /// The last check answered 401/403.
     key_rejected: bool,
+    /// The last check got no answer or a 5xx.
+    unreachable: bool,
 }
 
 struct Done {
@@ -47,10 +48,44 @@ fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// What a discovery result depends on. Stored in the disk cache, so stable.
 fn fingerprint(c: &ChannelConfig) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&c.base_url, &c.api_key).hash(&mut h);
-    h.finish()
+    crate::table::stable_hash(format!("{}\n{}", c.base_url, c.api_key).as_bytes())
+}
+
+/// One channel's last good discovery on disk (F6): `<data_dir>/cache/channels/<id>.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedDiscovery {
+    fingerprint: u64,
+    fetched_at_ms: u64,
+    key_ok_ms: u64,
+    models: Vec<ModelDoc>,
+}
+
+fn cache_path(config: &Config, channel: &str) -> std::path::PathBuf {
+    config.control_plane.data_dir.join("cache").join("channels").join(format!("{channel}.json"))
+}
+
+fn save_cache(config: &Config, channel: &str, entry: &CachedDiscovery) {
+    let path = cache_path(config, channel);
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(entry).unwrap_or_default())?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        log::warn(&format!("channel {channel}: cannot write discovery cache {}: {e}", path.display()));
+    }
+}
+
+fn load_cache(config: &Config, channel: &ChannelConfig) -> Option<CachedDiscovery> {
+    let bytes = std::fs::read(cache_path(config, &channel.id)).ok()?;
+    let entry: CachedDiscovery = serde_json::from_slice(&bytes).ok()?;
+    // A cache for another URL or key says nothing about this one.
+    (entry.fingerprint == fingerprint(channel)).then_some(entry)
 }
 
 pub struct Secrets {
@@ -109,16 +144,46 @@ impl Runtime {
                 let mut m = models_for(c, state.and_then(|d| d.models.as_ref()));
                 m.key_ok_ms = state.map(|d| d.key_ok_ms).unwrap_or(0);
                 m.key_rejected = state.is_some_and(|d| d.key_rejected);
+                m.unreachable = state.is_some_and(|d| d.unreachable);
                 (c.id.clone(), m)
             })
             .collect()
     }
 
-    /// Start discoveries (which also check keys) that are due; returns how many started.
+    fn load_caches(&mut self) {
+        let interval = self.check_interval().as_secs();
+        let now = epoch_ms();
+        for c in self.config.channels.iter().filter(|c| c.enabled) {
+            let Some(entry) = load_cache(&self.config, c) else { continue };
+            let age = Duration::from_millis(now.saturating_sub(entry.fetched_at_ms));
+            if age.as_secs() >= interval {
+                continue;
+            }
+            log::info(&format!(
+                "channel {}: {} models from the disk cache ({} s old)",
+                c.id,
+                entry.models.len(),
+                age.as_secs()
+            ));
+            let d = self.discovery.entry(c.id.clone()).or_default();
+            d.fingerprint = entry.fingerprint;
+            d.models = Some(entry.models);
+            d.key_ok_ms = entry.key_ok_ms;
+            // Due again when the cached result would have been refreshed.
+            d.last_attempt = Instant::now().checked_sub(age).or(Some(Instant::now()));
+        }
+    }
+
+    /// One `GET /models` serves discovery, health check and key validation: it runs
+    /// as often as the most frequent of them asks.
+    fn check_interval(&self) -> Duration {
+        let cp = &self.config.control_plane;
+        Duration::from_secs(cp.discovery_interval.min(cp.key_validation_interval).min(cp.health_check_interval))
+    }
+
+    /// Start discoveries (which also check keys and health) that are due; returns how many started.
     fn start_due_discoveries(&mut self) -> usize {
-        let interval = Duration::from_secs(
-            self.config.control_plane.discovery_interval.min(self.config.control_plane.key_validation_interval),
-        );
+        let interval = self.check_interval();
         // A failed discovery is retried sooner than a successful one is refreshed.
         let retry = interval.min(Duration::from_secs(60));
         let timeout = Duration::from_secs(self.config.control_plane.discovery_timeout);
@@ -160,15 +225,22 @@ impl Runtime {
                     log::info(&format!("channel {}: discovered {} models, key accepted", done.channel, models.len()));
                 }
                 d.fingerprint = done.fingerprint;
-                d.models = Some(models);
                 d.key_ok_ms = epoch_ms();
                 d.key_rejected = false;
+                d.unreachable = false;
+                let entry = CachedDiscovery {
+                    fingerprint: done.fingerprint,
+                    fetched_at_ms: d.key_ok_ms,
+                    key_ok_ms: d.key_ok_ms,
+                    models,
+                };
+                save_cache(&self.config, &done.channel, &entry);
+                d.models = Some(entry.models);
             }
             Err(err) => {
                 let e = err.message;
-                if err.key_rejected {
-                    d.key_rejected = true;
-                }
+                d.key_rejected = err.key_rejected;
+                d.unreachable = err.unreachable;
                 if d.fingerprint != done.fingerprint {
                     // A new URL or key: the old list says nothing about it.
                     d.fingerprint = done.fingerprint;
@@ -317,6 +389,8 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         done_tx,
     };
 
+    // Channels with a fresh enough disk cache start from it, without calling /models.
+    rt.load_caches();
     // First discovery round before the first table, bounded by the discovery timeout.
     let mut pending = rt.start_due_discoveries();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(rt.config.control_plane.discovery_timeout + 1);

@@ -21,6 +21,8 @@ pub struct ChannelModels {
     pub key_ok_ms: u64,
     /// The last check answered 401/403.
     pub key_rejected: bool,
+    /// The last check got no answer or a 5xx.
+    pub unreachable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +43,13 @@ impl ModelSource {
 /// Models from discovery when it succeeded, else the channel's `configured_models`.
 pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -> ChannelModels {
     match discovered {
-        Some(models) if channel.discover => {
-            ChannelModels { models: models.clone(), source: ModelSource::Discovered, key_ok_ms: 0, key_rejected: false }
-        }
+        Some(models) if channel.discover => ChannelModels {
+            models: models.clone(),
+            source: ModelSource::Discovered,
+            key_ok_ms: 0,
+            key_rejected: false,
+            unreachable: false,
+        },
         _ => ChannelModels {
             models: channel
                 .configured_models
@@ -53,6 +59,7 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
             source: ModelSource::Configured,
             key_ok_ms: 0,
             key_rejected: false,
+            unreachable: false,
         },
     }
 }
@@ -78,8 +85,8 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
                 tags: c.tags.clone(),
                 priority: c.priority,
                 weight: c.weight.round().max(1.0) as u32,
-                // A key the provider rejected makes the channel a last resort.
-                healthy: !list.key_rejected,
+                // A rejected key or a failed health check makes the channel a last resort.
+                healthy: !list.key_rejected && !list.unreachable,
                 key_ok_ms: list.key_ok_ms,
                 models: list.models,
                 aliases: c.model_aliases.clone(),
@@ -163,14 +170,17 @@ fn groups(config: &Config) -> Vec<GroupDoc> {
 
 /// Equal content, equal version: an unchanged config does not churn the filters.
 fn content_version(doc: &TableDoc) -> String {
-    let bytes = serde_json::to_vec(doc).unwrap_or_default();
-    // FNV-1a, 64 bit: stable across builds and platforms.
+    format!("{:016x}", stable_hash(&serde_json::to_vec(doc).unwrap_or_default()))
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms, so it can be stored.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
 }
 
 #[cfg(test)]

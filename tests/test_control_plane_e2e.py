@@ -1,0 +1,45 @@
+"""Control plane behaviour seen through a real Envoy: discovery fallback (F4) and
+the on-disk discovery cache (F6)."""
+from harness import Fake, Router, free_port, request, wait_for
+
+
+def table(r):
+    token = (r.dir / "data" / "table.token").read_text().strip()
+    resp = request(r.cp_port, "GET", "/v1/table", headers={"authorization": f"Bearer {token}"})
+    assert resp.status == 200
+    return resp.json()
+
+
+def test_discovery_failure_falls_back_to_configured_models(tmp_path):
+    dead = free_port()
+    r = Router(tmp_path, "channels:\n"
+               f"  - id: down\n    base_url: http://127.0.0.1:{dead}/v1\n    configured_models: [m-configured]\n")
+    try:
+        ids = [m["id"] for m in r.get("/v1/models").json()["data"]]
+        assert "m-configured" in ids
+        [ch] = table(r)["channels"]
+        # Its health check got no answer: a last resort, still listed.
+        assert ch["healthy"] is False
+        assert "discovery failed" in (r.dir / "control-plane.log").read_text()
+    finally:
+        r.stop()
+
+
+def test_restart_reloads_the_disk_cache_without_calling_models_first(tmp_path):
+    a = Fake("A", ["m-live-1", "m-live-2"])
+    r = Router(tmp_path, "channels:\n" f"  - id: a\n    base_url: {a.base_url}\n")
+    try:
+        before = table(r)
+        assert {m["id"] for m in before["channels"][0]["models"]} == {"m-live-1", "m-live-2"}
+        assert (r.dir / "data" / "cache" / "channels" / "a.json").exists()
+        r.stop_control_plane()
+        a.reset()
+        r.start_control_plane()
+        after = table(r)
+        assert after["channels"][0]["models"] == before["channels"][0]["models"]
+        assert a.requests("/models") == [], "restart used the cache, not /models"
+        assert "models from the disk cache" in (r.dir / "control-plane.log").read_text()
+        assert r.chat("m-live-2").status == 200
+    finally:
+        r.stop()
+        a.stop()
