@@ -135,3 +135,30 @@ def test_a_stalled_channel_is_abandoned_after_first_byte_timeout(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_admin_channels_shows_breakers_envoy_reported(pair):
+    from harness import request
+    a, b, r = pair()
+    token = (r.dir / "data" / "admin.token").read_text().strip()
+
+    def channels():
+        resp = request(r.cp_port, "GET", "/admin/v1/channels", headers={"authorization": f"Bearer {token}"})
+        assert resp.status == 200, resp
+        assert b"key-a" not in resp.body and b"key-b" not in resp.body
+        return {c["id"]: c for c in resp.json()["channels"]}
+
+    assert request(r.cp_port, "GET", "/admin/v1/channels").status == 401
+    ch = channels()
+    assert ch["a"]["state"] == "ok" and ch["a"]["models"] == 2 and ch["a"]["key_ok_ms"]
+    a.behave(status=429, retry_after=30)
+    assert served_by(r)[0] == "b"
+
+    def rate_limited():
+        bs = channels()["a"]["breakers"]
+        return bs and bs[0]["scope"] == "m1" and bs[0]["state"] == "open" and bs[0]["reason"] == "rate limited"
+
+    wait_for(rate_limited, timeout=5, what="breaker reported to the control plane")
+    a.control("keys", {"keys": ["nope"]})
+    served_by(r, "m2")  # a answers 401: the whole channel is out
+    wait_for(lambda: channels()["a"]["state"] == "out", timeout=5, what="channel out in the report")

@@ -44,7 +44,7 @@ struct Done {
     result: Result<Vec<ModelDoc>, discovery::DiscoveryError>,
 }
 
-fn epoch_ms() -> u64 {
+pub fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -130,6 +130,7 @@ struct Runtime {
     secrets: Secrets,
     discovery: HashMap<String, Discovery>,
     published: watch::Sender<Option<Arc<Published>>>,
+    channel_status: watch::Sender<serde_json::Value>,
     current: Option<TableDoc>,
     done_tx: mpsc::UnboundedSender<Done>,
 }
@@ -256,8 +257,48 @@ impl Runtime {
         }
     }
 
+    /// What `GET /admin/v1/channels` shows of each channel (never its key).
+    fn update_status(&self) {
+        let models = self.channel_models();
+        let list: Vec<serde_json::Value> = self
+            .config
+            .channels
+            .iter()
+            .map(|c| {
+                let d = self.discovery.get(&c.id);
+                let m = models.get(&c.id);
+                let state = if !c.enabled {
+                    "disabled"
+                } else if m.is_some_and(|m| m.key_rejected) {
+                    "key_rejected"
+                } else if m.is_some_and(|m| m.unreachable) {
+                    "unreachable"
+                } else {
+                    "ok"
+                };
+                serde_json::json!({
+                    "id": c.id,
+                    "name": c.name,
+                    "provider": c.provider,
+                    "base_url": c.base_url,
+                    "enabled": c.enabled,
+                    "state": state,
+                    "models": m.map(|m| m.models.len()).unwrap_or(0),
+                    "model_source": m.map(|m| m.source.as_str()),
+                    "last_check_ms": d
+                        .and_then(|d| d.last_attempt)
+                        .map(|t| epoch_ms().saturating_sub(t.elapsed().as_millis() as u64)),
+                    "last_error": d.and_then(|d| d.last_error.clone()),
+                    "key_ok_ms": d.map(|d| d.key_ok_ms).filter(|&k| k > 0),
+                })
+            })
+            .collect();
+        self.channel_status.send_replace(serde_json::Value::Array(list));
+    }
+
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
+        self.update_status();
         let doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
         if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
             return;
@@ -377,6 +418,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
 
     let (published, table_rx) = watch::channel(None);
+    let (channel_status, channels_rx) = watch::channel(serde_json::Value::Array(vec![]));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut rt = Runtime {
         path: path.clone(),
@@ -385,6 +427,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         secrets,
         discovery: HashMap::new(),
         published,
+        channel_status,
         current: None,
         done_tx,
     };
@@ -412,6 +455,8 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         table: table_rx,
         table_token: rt.secrets.table_token.clone(),
         admin_token: rt.secrets.admin_token.clone(),
+        channels: channels_rx,
+        health: std::sync::Mutex::new(Default::default()),
     });
     tokio::spawn(server::run(listener, state));
     log::info(&format!("control plane listening on {listen}"));

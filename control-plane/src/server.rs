@@ -4,8 +4,11 @@
 //!   needs `Authorization: Bearer <table token>`. `If-None-Match` with the current
 //!   version answers 304, so Envoy's polling costs almost nothing.
 //! - `GET /healthz`: liveness and the published table version.
+//! - `POST /v1/health-report`: Envoy's breaker and cooldown states (table token).
 //! - `POST /admin/v1/explain` `{"model": "..."}`: how a model query resolves right
 //!   now (the routing code itself), with `Authorization: Bearer <admin token>`.
+//! - `GET /admin/v1/channels`: each channel's discovery, key and health-check state,
+//!   and the breakers Envoy reported.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,6 +37,10 @@ pub struct ServerState {
     pub table: watch::Receiver<Option<Arc<Published>>>,
     pub table_token: String,
     pub admin_token: String,
+    /// Per-channel discovery, key and health-check state, kept by the serve loop.
+    pub channels: watch::Receiver<serde_json::Value>,
+    /// The last health map Envoy reported, and when (ms since the epoch).
+    pub health: std::sync::Mutex<(router_core::health::HealthMap, u64)>,
 }
 
 pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
@@ -82,6 +89,21 @@ pub async fn handle(req: Request<Incoming>, state: &ServerState) -> Response<Ful
     let published = state.table.borrow().clone();
     if req.uri().path().starts_with("/admin/") {
         return admin(req, state, published).await;
+    }
+    if req.method() == Method::POST && req.uri().path() == "/v1/health-report" {
+        if !bearer(&req).is_some_and(|t| tokens::same(t, &state.table_token)) {
+            return error(StatusCode::UNAUTHORIZED, "invalid_table_token", "missing or wrong table token");
+        }
+        let Ok(body) = Limited::new(req.into_body(), 4 * 1024 * 1024).collect().await else {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "report over 4 MiB");
+        };
+        let map = router_core::health::HealthMap::decode(&String::from_utf8_lossy(&body.to_bytes()));
+        if let Ok(mut h) = state.health.lock() {
+            *h = (map, crate::serve::epoch_ms());
+        }
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return r;
     }
     let req = &req;
     match (req.method(), req.uri().path()) {
@@ -140,6 +162,47 @@ async fn admin(
             v["table_version"] = serde_json::Value::String(p.version.clone());
             json(StatusCode::OK, v.to_string())
         }
+        (Method::GET, p) if p == "/admin/v1/channels" => json(StatusCode::OK, channels_report(state).to_string()),
         _ => error(StatusCode::NOT_FOUND, "unknown_url", "unknown admin endpoint"),
     }
+}
+
+/// The serve loop's channel states joined with the breakers Envoy reported.
+fn channels_report(state: &ServerState) -> serde_json::Value {
+    use router_core::health::State;
+    let now = crate::serve::epoch_ms();
+    let mut channels = state.channels.borrow().clone();
+    let (health, reported_at) = state.health.lock().map(|h| h.clone()).unwrap_or_default();
+    if let Some(list) = channels.as_array_mut() {
+        for ch in list {
+            let id = ch["id"].as_str().unwrap_or_default().to_string();
+            let breakers: Vec<serde_json::Value> = health
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() == id || k.starts_with(&format!("{id} ")))
+                .map(|(k, h)| {
+                    let state = match h.state {
+                        State::Closed => "closed",
+                        State::Open if now >= h.until_ms => "half_open_due",
+                        State::Open => "open",
+                        State::HalfOpen => "half_open",
+                    };
+                    serde_json::json!({
+                        "scope": if k == &id { "channel".to_string() } else { k[id.len() + 1..].to_string() },
+                        "state": state,
+                        "reason": h.reason.describe(),
+                        "since_ms": h.since_ms,
+                        "cooldown_until_ms": if h.state == State::Closed { None } else { Some(h.until_ms) },
+                        "failures_in_window": h.failures,
+                    })
+                })
+                .collect();
+            let out = breakers.iter().any(|b| b["scope"] == "channel" && b["state"] == "open");
+            ch["breakers"] = serde_json::Value::Array(breakers);
+            if out {
+                ch["state"] = serde_json::Value::from("out");
+            }
+        }
+    }
+    serde_json::json!({"channels": channels, "health_reported_at_ms": reported_at})
 }

@@ -12,7 +12,7 @@ use router_core::health::{ErrorClass, HealthMap, Policy, State};
 
 use crate::{host, metrics};
 
-const HEALTH_KEY: &str = "sar.health";
+pub const HEALTH_KEY: &str = "sar.health";
 
 thread_local! {
     static LOCAL: RefCell<(HealthMap, Option<u32>)> = RefCell::new((HealthMap::default(), None));

@@ -99,8 +99,8 @@ pub fn set_tick_period(period: Duration) {
     let _ = hostcalls::set_tick_period(period);
 }
 
-pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout: Duration) -> Option<u32> {
-    hostcalls::dispatch_http_call(cluster, headers.to_vec(), None, vec![], timeout).ok()
+pub fn http_call(cluster: &str, headers: &[(&str, &str)], body: Option<&[u8]>, timeout: Duration) -> Option<u32> {
+    hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout).ok()
 }
 
 pub fn http_call_status() -> Option<u16> {

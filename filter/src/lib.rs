@@ -135,9 +135,17 @@ enum Role {
 }
 
 impl Context for RouterRoot {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(Role::Service(fetcher)) = &mut self.role {
-            fetcher.on_response(body_size);
+            if fetcher.report_call == Some(token) {
+                fetcher.report_call = None;
+                // Not delivered (control plane down): send it again next poll.
+                if host::http_call_status() != Some(204) {
+                    fetcher.reported_cas = None;
+                }
+            } else {
+                fetcher.on_response(body_size);
+            }
         }
     }
 }
@@ -162,6 +170,8 @@ impl RootContext for RouterRoot {
                     version: String::new(),
                     in_flight: false,
                     last_problem: None,
+                    report_call: None,
+                    reported_cas: None,
                 };
                 fetcher.poll();
                 Role::Service(fetcher)
@@ -224,10 +234,14 @@ struct TableFetcher {
     in_flight: bool,
     /// Logged once per change, not once per poll.
     last_problem: Option<String>,
+    /// The health report in flight, and the shared-data version last reported.
+    report_call: Option<u32>,
+    reported_cas: Option<u32>,
 }
 
 impl TableFetcher {
     fn poll(&mut self) {
+        self.report_health();
         if self.in_flight {
             return;
         }
@@ -238,9 +252,34 @@ impl TableFetcher {
             ("authorization", self.authorization.as_str()),
             ("if-none-match", self.version.as_str()),
         ];
-        match host::http_call(&self.cluster, &headers, Duration::from_secs(5)) {
+        match host::http_call(&self.cluster, &headers, None, Duration::from_secs(5)) {
             Some(_) => self.in_flight = true,
             None => self.problem(format!("cannot call cluster {}", self.cluster)),
+        }
+    }
+
+    /// Send the workers' health map to the control plane when it changed, so
+    /// `GET /admin/v1/channels` shows breakers and cooldowns (and the control plane
+    /// learns of them without asking Envoy).
+    fn report_health(&mut self) {
+        if self.report_call.is_some() {
+            return;
+        }
+        let (bytes, cas) = host::shared_data_cas(health::HEALTH_KEY);
+        if cas.is_none() || cas == self.reported_cas {
+            return;
+        }
+        let body = bytes.unwrap_or_default();
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/health-report"),
+            (":authority", self.authority.as_str()),
+            ("authorization", self.authorization.as_str()),
+            ("content-type", "text/plain"),
+        ];
+        if let Some(token) = host::http_call(&self.cluster, &headers, Some(&body), Duration::from_secs(5)) {
+            self.report_call = Some(token);
+            self.reported_cas = cas;
         }
     }
 
