@@ -162,3 +162,45 @@ def test_admin_channels_shows_breakers_envoy_reported(pair):
     a.control("keys", {"keys": ["nope"]})
     served_by(r, "m2")  # a answers 401: the whole channel is out
     wait_for(lambda: channels()["a"]["state"] == "out", timeout=5, what="channel out in the report")
+
+
+def test_context_length_400_is_retried_on_another_channel(pair):
+    a, b, r = pair()
+    a.behave(context_length_error=True)
+    assert served_by(r) == ("b", "2")
+    # Not the channel's fault: a is not taken out.
+    a.behave()
+    assert served_by(r) == ("a", "1")
+    # When no channel can take it, the client gets the 400 it means.
+    a.behave(context_length_error=True)
+    b.behave(context_length_error=True)
+    resp = r.chat("m1")
+    assert resp.status == 400, resp
+    err = resp.json()["error"]
+    assert err["code"] == "context_length_exceeded" and "a, b" in err["message"]
+    # Any other 400 is the client's: passed through, no failover.
+    a.behave(status=400)
+    b.behave()
+    resp = r.chat("m1")
+    assert resp.status == 400 and resp.headers["x-router-channel"] == "a"
+    assert resp.json()["error"]["message"] == "fake error 400 from A"
+
+
+def test_context_length_error_moves_to_the_larger_context_model(tmp_path):
+    small, big = Fake("SMALL", ["chat-4k"]), Fake("BIG", ["chat-128k"])
+    try:
+        cfg = "channels:\n" + "".join(
+            f"  - id: {cid}\n    base_url: {f.base_url}\n    priority: {p}\n"
+            for cid, f, p in (("small", small, 1), ("big", big, 2)))
+        r = Router(tmp_path, cfg)
+        try:
+            small.behave(context_length_error=True)
+            resp = r.chat("tag:chat")
+            assert resp.status == 200, resp
+            assert resp.headers["x-router-channel"] == "big" and resp.headers["x-router-model"] == "chat-128k"
+            assert len(small.requests()) == 1
+        finally:
+            r.stop()
+    finally:
+        small.stop()
+        big.stop()

@@ -41,6 +41,24 @@ pub fn classify(status: u16) -> Option<ErrorClass> {
     }
 }
 
+/// A provider's 400 saying the prompt does not fit the model's context: OpenAI's
+/// `context_length_exceeded` and the wordings other providers use.
+pub fn is_context_length_error(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(8192)]).to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "context length",
+        "context window",
+        "too many tokens",
+        "prompt is too long",
+        "input is too long",
+        "reduce the length",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Policy {

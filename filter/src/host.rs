@@ -122,3 +122,37 @@ pub fn define_counter(name: &str) -> Option<u32> {
 pub fn increment(metric: u32, by: i64) {
     let _ = hostcalls::increment_metric(metric, by);
 }
+
+// Raw host calls for the places where Envoy may answer with a status the SDK
+// treats as fatal: the result is checked here instead.
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> proxy_wasm::types::Status;
+}
+
+/// Replace a response header, reporting whether Envoy accepted it. Used from the
+/// response body callback, where Envoy may refuse header access.
+pub fn try_set_response_header(name: &str, value: &str) -> bool {
+    // SAFETY: pointers and lengths come from live &str values for the duration of
+    // the call; Envoy copies the data before returning.
+    let status = unsafe {
+        proxy_replace_header_map_value(
+            MapType::HttpResponseHeaders,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+    status == proxy_wasm::types::Status::Ok
+}
+
+pub fn response_body(len: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len).ok().flatten()
+}

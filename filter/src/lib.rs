@@ -46,6 +46,8 @@ const ATTEMPTS_STATE: &str = "sar_attempts";
 /// Request header turned into metadata by `header_to_metadata` (which removes it).
 const PLAN_HEADER: &str = "x-sar-plan";
 const JSON: (&str, &str) = ("content-type", "application/json");
+/// Marks a 400 context-length error the attempt filter turned into a retriable 503.
+const CONTEXT_EXCEEDED_HEADER: &str = "x-sar-context-exceeded";
 
 #[derive(Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
@@ -527,6 +529,22 @@ impl HttpContext for RouterRequest {
             d.attempts[..tried].iter().filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str())).collect();
         metrics::record(&d.requested, &channel_ids, failed);
 
+        // The last attempt's context-length 400, turned into a 503 so Envoy would try
+        // a larger context: no channel left, so the client gets the 400 it means.
+        if status == 503 && host::response_header(CONTEXT_EXCEEDED_HEADER).is_some() {
+            let e = RouterError::bad_request(
+                "context_length_exceeded",
+                format!(
+                    "the request does not fit the context of any channel tried for model \"{}\": {}",
+                    ascii_safe(&d.requested, 200),
+                    channel_ids.join(", ")
+                ),
+            );
+            self.answered = true;
+            let attempts = tried.to_string();
+            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
+            return Action::Pause;
+        }
         if failed {
             let e = RouterError::unavailable(
                 "all_channels_failed",
@@ -566,6 +584,30 @@ struct AttemptRequest {
     /// Response headers arrived; without them the attempt ended unanswered.
     answered: bool,
     table: Option<Rc<Table>>,
+    /// A 400 held back to see whether it is a context-length error.
+    held_400: bool,
+}
+
+impl AttemptRequest {
+    /// A held 400: if the provider says the context was too long, turn it into a
+    /// retriable 503 marked for the router filter; else let it through as it is.
+    /// (The next attempt is the plan's next candidate. An attempt cannot be skipped
+    /// from here: Envoy 1.40 sends an upstream filter's local reply to the client
+    /// instead of retrying.)
+    fn on_held_400_body(&mut self, body_size: usize) {
+        self.held_400 = false;
+        let body = host::response_body(body_size).unwrap_or_default();
+        if !router_core::health::is_context_length_error(&body) {
+            return;
+        }
+
+        if host::try_set_response_header(":status", "503")
+            && host::try_set_response_header(CONTEXT_EXCEEDED_HEADER, "1")
+        {
+            return;
+        }
+        host::log(LogLevel::Warn, "smart-router: could not mark a context-length error for failover");
+    }
 }
 
 impl Context for AttemptRequest {
@@ -637,12 +679,29 @@ impl HttpContext for AttemptRequest {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.held_400 {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.on_held_400_body(body_size);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.answered = true;
         let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
             return Action::Continue;
         };
         let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status == 400 && !end_of_stream {
+            // Envoy does not retry a 400; a context-length 400 should go to a channel
+            // with a larger context. Hold the headers until the body tells which.
+            self.held_400 = true;
+            return Action::Pause;
+        }
         let class = classify(status);
         let retry_after =
             if status == 429 { health::retry_after_ms(host::response_header("retry-after")) } else { None };
