@@ -189,7 +189,9 @@ def test_context_length_400_is_retried_on_another_channel(pair):
 def test_context_length_error_moves_to_the_larger_context_model(tmp_path):
     small, big = Fake("SMALL", ["chat-4k"]), Fake("BIG", ["chat-128k"])
     try:
-        cfg = "channels:\n" + "".join(
+        # speed_optimized with no measurements yet: equal scores, so priority puts
+        # the small model first (cost_first would prefer the larger context).
+        cfg = "routing:\n  default_strategy: speed_optimized\nchannels:\n" + "".join(
             f"  - id: {cid}\n    base_url: {f.base_url}\n    priority: {p}\n"
             for cid, f, p in (("small", small, 1), ("big", big, 2)))
         r = Router(tmp_path, cfg)

@@ -67,10 +67,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
                 weight: 1,
                 healthy: true,
                 key_ok_ms: 0,
-                models: names
-                    .into_iter()
-                    .map(|id| ModelDoc { id, context_length: None, capabilities: vec![] })
-                    .collect(),
+                models: names.into_iter().map(|id| ModelDoc { id, ..Default::default() }).collect(),
                 aliases,
             }
         })

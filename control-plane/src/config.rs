@@ -130,6 +130,9 @@ pub struct RoutingConfig {
     pub circuit_breaker: CircuitBreakerConfig,
     pub model_filters: ModelFilters,
     pub sorting_strategies: BTreeMap<String, Vec<SortField>>,
+    /// Quality (0..1) by model core name (`qwen3-235b-a22b: 0.95`), overriding the
+    /// estimate from size.
+    pub model_quality: BTreeMap<String, f64>,
 }
 
 impl Default for RoutingConfig {
@@ -145,6 +148,7 @@ impl Default for RoutingConfig {
             circuit_breaker: CircuitBreakerConfig::default(),
             model_filters: ModelFilters::default(),
             sorting_strategies: BTreeMap::new(),
+            model_quality: BTreeMap::new(),
         }
     }
 }
@@ -171,27 +175,6 @@ impl Default for CircuitBreakerConfig {
         Self { window: 30, min_failures: 3, failure_ratio: 0.5, max_cooldown: 600, rate_limit_cooldown: 60 }
     }
 }
-
-pub const BUILTIN_STRATEGIES: &[&str] =
-    &["cost_first", "free_first", "local_first", "speed_optimized", "quality_optimized", "balanced"];
-
-pub const SORT_FIELDS: &[&str] = &[
-    "cost",
-    "cost_score",
-    "effective_cost",
-    "speed",
-    "speed_score",
-    "quality",
-    "quality_score",
-    "reliability",
-    "reliability_score",
-    "parameters",
-    "parameter_score",
-    "context",
-    "context_score",
-    "quota_remaining",
-    "priority",
-];
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -555,13 +538,19 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             check_sort_field(f).map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
         }
     }
+    for (m, q) in &c.routing.model_quality {
+        if !(0.0..=1.0).contains(q) {
+            return e(&format!("routing.model_quality.{m}"), "must be between 0 and 1".into());
+        }
+    }
     let strategy = &c.routing.default_strategy;
-    if !BUILTIN_STRATEGIES.contains(&strategy.as_str()) && !c.routing.sorting_strategies.contains_key(strategy) {
+    if !router_core::score::BUILTIN.contains(&strategy.as_str()) && !c.routing.sorting_strategies.contains_key(strategy)
+    {
         return e(
             "routing.default_strategy",
             format!(
                 "unknown strategy \"{strategy}\"; use one of {} or a name under routing.sorting_strategies",
-                BUILTIN_STRATEGIES.join(", ")
+                router_core::score::BUILTIN.join(", ")
             ),
         );
     }
@@ -688,8 +677,11 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
 }
 
 fn check_sort_field(f: &SortField) -> Result<(), String> {
-    if !SORT_FIELDS.contains(&f.field.as_str()) {
-        return Err(format!("unknown field \"{}\"; use one of {}", f.field, SORT_FIELDS.join(", ")));
+    if router_core::score::Field::parse(&f.field).is_none() {
+        return Err(format!(
+            "unknown field \"{}\"; use cost, speed, quality, reliability, parameters, context, quota_remaining, priority, free or local (a _score suffix is fine)",
+            f.field
+        ));
     }
     if !(f.weight >= 0.0 && f.weight.is_finite()) {
         return Err("weight must be zero or positive".into());

@@ -30,6 +30,27 @@ struct ModelEntry {
     /// OpenRouter: `{"input_modalities": ["text", "image"], "output_modalities": [...]}`.
     #[serde(default)]
     architecture: Option<Architecture>,
+    #[serde(default)]
+    pricing: Option<ProviderPricing>,
+}
+
+/// OpenRouter: USD per token, as strings (`"0.0000003"`).
+#[derive(Deserialize, Default)]
+struct ProviderPricing {
+    #[serde(default)]
+    prompt: serde_json::Value,
+    #[serde(default)]
+    completion: serde_json::Value,
+}
+
+/// A per-token price (string or number) as USD per 1M tokens.
+fn per_million(v: &serde_json::Value) -> Option<f64> {
+    let per_token = match v {
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        serde_json::Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    (per_token.is_finite() && per_token >= 0.0).then_some(per_token * 1e6)
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +145,8 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
         .filter(|m| !m.id.trim().is_empty() && m.id.len() <= 512)
         .map(|m| ModelDoc {
             capabilities: m.capabilities(),
+            input_price: m.pricing.as_ref().and_then(|p| per_million(&p.prompt)),
+            output_price: m.pricing.as_ref().and_then(|p| per_million(&p.completion)),
             id: m.id,
             context_length: m.context_length.or(m.context_window),
         })

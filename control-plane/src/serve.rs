@@ -16,7 +16,7 @@ use router_core::{Table, TableDoc};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, ChannelConfig, Config};
-use crate::server::{Published, ServerState};
+use crate::server::{Command, Published, ServerState};
 use crate::table::{build, models_for, ChannelModels};
 use crate::{discovery, log, server, tokens};
 
@@ -132,6 +132,8 @@ struct Runtime {
     published: watch::Sender<Option<Arc<Published>>>,
     channel_status: watch::Sender<serde_json::Value>,
     current: Option<TableDoc>,
+    /// Strategy set through the admin API; wins over the file until restart.
+    strategy_override: Option<String>,
     done_tx: mpsc::UnboundedSender<Done>,
 }
 
@@ -296,10 +298,29 @@ impl Runtime {
         self.channel_status.send_replace(serde_json::Value::Array(list));
     }
 
+    fn set_strategy(&mut self, name: &str) -> Result<(), String> {
+        let known =
+            router_core::score::BUILTIN.contains(&name) || self.config.routing.sorting_strategies.contains_key(name);
+        if !known {
+            let mut names: Vec<&str> = router_core::score::BUILTIN.to_vec();
+            names.extend(self.config.routing.sorting_strategies.keys().map(String::as_str));
+            return Err(format!("unknown strategy \"{name}\"; known: {}", names.join(", ")));
+        }
+        log::info(&format!("strategy set to {name} through the admin API"));
+        self.strategy_override = Some(name.to_string());
+        self.publish("strategy changed");
+        Ok(())
+    }
+
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
         self.update_status();
-        let doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
+        let mut doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
+        if let Some(name) = &self.strategy_override {
+            doc.routing.default_strategy = name.clone();
+            doc.version.clear();
+            doc.version = crate::table::content_version(&doc);
+        }
         if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
             return;
         }
@@ -420,6 +441,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
     let (published, table_rx) = watch::channel(None);
     let (channel_status, channels_rx) = watch::channel(serde_json::Value::Array(vec![]));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
     let mut rt = Runtime {
         path: path.clone(),
         config,
@@ -429,6 +451,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         published,
         channel_status,
         current: None,
+        strategy_override: None,
         done_tx,
     };
 
@@ -457,6 +480,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         admin_token: rt.secrets.admin_token.clone(),
         channels: channels_rx,
         health: std::sync::Mutex::new(Default::default()),
+        commands,
     });
     tokio::spawn(server::run(listener, state));
     log::info(&format!("control plane listening on {listen}"));
@@ -476,6 +500,11 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
                 rt.apply(done);
                 rt.publish("discovery");
             }
+            Some(command) = command_rx.recv() => match command {
+                Command::SetStrategy { name, reply } => {
+                    let _ = reply.send(rt.set_strategy(&name));
+                }
+            },
             _ = shutdown_signal() => {
                 log::info("control plane stopping");
                 return Ok(());

@@ -9,6 +9,8 @@
 //!   now (the routing code itself), with `Authorization: Bearer <admin token>`.
 //! - `GET /admin/v1/channels`: each channel's discovery, key and health-check state,
 //!   and the breakers Envoy reported.
+//! - `GET|PUT /admin/v1/strategy` `{"strategy": "speed_optimized"}`: the routing
+//!   strategy in force; a change reaches Envoy with the next table, no restart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +43,13 @@ pub struct ServerState {
     pub channels: watch::Receiver<serde_json::Value>,
     /// The last health map Envoy reported, and when (ms since the epoch).
     pub health: std::sync::Mutex<(router_core::health::HealthMap, u64)>,
+    /// Changes the admin API asks of the serve loop.
+    pub commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+/// A change the serve loop makes for the admin API; it answers on `reply`.
+pub enum Command {
+    SetStrategy { name: String, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
 }
 
 pub async fn run(listener: TcpListener, state: Arc<ServerState>) {
@@ -163,6 +172,32 @@ async fn admin(
             json(StatusCode::OK, v.to_string())
         }
         (Method::GET, p) if p == "/admin/v1/channels" => json(StatusCode::OK, channels_report(state).to_string()),
+        (Method::GET, p) if p == "/admin/v1/strategy" => {
+            let name = published.map(|p| p.table.routing.default_strategy.clone()).unwrap_or_default();
+            json(StatusCode::OK, serde_json::json!({"strategy": name}).to_string())
+        }
+        (Method::PUT, p) if p == "/admin/v1/strategy" => {
+            #[derive(serde::Deserialize)]
+            struct Ask {
+                strategy: String,
+            }
+            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "body over 64 KiB"),
+            };
+            let Ok(ask) = serde_json::from_slice::<Ask>(&body) else {
+                return error(StatusCode::BAD_REQUEST, "invalid_json", "expected {\"strategy\": \"...\"}");
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if state.commands.send(Command::SetStrategy { name: ask.strategy.clone(), reply }).is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the control plane is stopping");
+            }
+            match answer.await {
+                Ok(Ok(())) => json(StatusCode::OK, serde_json::json!({"strategy": ask.strategy}).to_string()),
+                Ok(Err(why)) => error(StatusCode::BAD_REQUEST, "unknown_strategy", &why),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the control plane is stopping"),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "unknown_url", "unknown admin endpoint"),
     }
 }

@@ -54,7 +54,7 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
             models: channel
                 .configured_models
                 .iter()
-                .map(|m| ModelDoc { id: m.clone(), context_length: None, capabilities: vec![] })
+                .map(|m| ModelDoc { id: m.clone(), ..Default::default() })
                 .collect(),
             source: ModelSource::Configured,
             key_ok_ms: 0,
@@ -88,7 +88,7 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
                 // A rejected key or a failed health check makes the channel a last resort.
                 healthy: !list.key_rejected && !list.unreachable,
                 key_ok_ms: list.key_ok_ms,
-                models: list.models,
+                models: priced(c, list.models),
                 aliases: c.model_aliases.clone(),
             })
         })
@@ -101,6 +101,8 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
             debug_headers: config.routing.debug_headers,
             default_strategy: config.routing.default_strategy.clone(),
             health: health_policy(config),
+            strategies: custom_strategies(config),
+            quality: config.routing.model_quality.clone(),
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
@@ -108,6 +110,50 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
     };
     doc.version = content_version(&doc);
     doc
+}
+
+/// Prices as the channel charges them: the config's per-model price, else its
+/// channel default, else what the provider reported; then the channel multiplier.
+fn priced(c: &ChannelConfig, models: Vec<ModelDoc>) -> Vec<ModelDoc> {
+    let Some(p) = &c.pricing else { return models };
+    let k = p.multiplier.unwrap_or(1.0);
+    models
+        .into_iter()
+        .map(|mut m| {
+            let (i, o) = match p.models.get(&m.id) {
+                Some(mp) => (Some(mp.input), Some(mp.output)),
+                None => (p.input.or(m.input_price), p.output.or(m.output_price)),
+            };
+            m.input_price = i.map(|x| x * k);
+            m.output_price = o.map(|x| x * k);
+            m
+        })
+        .collect()
+}
+
+/// `routing.sorting_strategies` as scoring layers.
+pub fn custom_strategies(config: &Config) -> std::collections::BTreeMap<String, router_core::score::Strategy> {
+    config.routing.sorting_strategies.iter().map(|(name, fields)| (name.clone(), strategy_from(name, fields))).collect()
+}
+
+pub fn strategy_from(name: &str, fields: &[crate::config::SortField]) -> router_core::score::Strategy {
+    use router_core::score::{Field, Layer, Strategy};
+    let layers = fields
+        .iter()
+        .filter_map(|f| {
+            let field = Field::parse(&f.field)?;
+            // Cost and priority are better low; the rest better high. An explicit
+            // order that disagrees ranks the other way round.
+            let low_is_good = matches!(field, Field::Cost | Field::Priority);
+            let best_first = match f.order {
+                None => true,
+                Some(crate::config::SortOrder::Asc) => low_is_good,
+                Some(crate::config::SortOrder::Desc) => !low_is_good,
+            };
+            Some(Layer { field, weight: f.weight, best_first })
+        })
+        .collect();
+    Strategy { name: name.to_string(), layers }
 }
 
 fn health_policy(config: &Config) -> router_core::health::Policy {
@@ -169,7 +215,7 @@ fn groups(config: &Config) -> Vec<GroupDoc> {
 }
 
 /// Equal content, equal version: an unchanged config does not churn the filters.
-fn content_version(doc: &TableDoc) -> String {
+pub fn content_version(doc: &TableDoc) -> String {
     format!("{:016x}", stable_hash(&serde_json::to_vec(doc).unwrap_or_default()))
 }
 
@@ -218,7 +264,7 @@ mod tests {
     #[test]
     fn discovered_models_win_when_discovery_is_on() {
         let c = config("channels:\n  - id: a\n    base_url: http://127.0.0.1:9\n    configured_models: [fallback]\n");
-        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192), capabilities: vec![] }];
+        let found = vec![ModelDoc { id: "live".into(), context_length: Some(8192), ..Default::default() }];
         assert_eq!(models_for(&c.channels[0], Some(&found)).models[0].id, "live");
         let fallback = models_for(&c.channels[0], None);
         assert_eq!((fallback.models[0].id.as_str(), fallback.source), ("fallback", ModelSource::Configured));

@@ -10,6 +10,7 @@
 //! - [`resolve`], [`groups`]: how a query resolves against the table (physical names,
 //!   aliases, core names, tags, virtual groups), for routing and for `explain`.
 //! - [`health`]: error classes and the circuit breaker, shared by all Envoy workers.
+//! - [`score`]: strategies and scores that order candidates.
 //! - [`plan`]: the resolved candidates cut to an ordered plan of attempts.
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
 //! - [`error`]: OpenAI-shaped errors.
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod query;
 pub mod request;
 pub mod resolve;
+pub mod score;
 pub mod table;
 pub mod wire;
 

@@ -3,7 +3,8 @@
 use crate::error::{ascii_safe, RouterError};
 use crate::health::{Admit, HealthMap};
 use crate::resolve::{resolve as resolve_query, Mode};
-use crate::table::Table;
+use crate::score::{self, Facts, PerfMap, Ranked, Scored, Strategy};
+use crate::table::{Candidate, Table};
 
 /// One attempt: which channel, and the model name that channel receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,44 +20,107 @@ pub struct Plan {
     pub attempts: Vec<Attempt>,
 }
 
-/// Resolve the requested name (see [`crate::resolve`]) and keep what the retry
-/// budget allows, healthy channels first (a channel believed down is a last resort).
-pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
-    resolve_with_health(table, requested, &HealthMap::default(), 0).map(|(plan, _)| plan)
+/// What the plan is built from besides the table: live health and performance
+/// (shared by all workers), the time, and a request counter for spreading ties.
+#[derive(Clone, Copy)]
+pub struct Live<'a> {
+    pub health: &'a HealthMap,
+    pub perf: &'a PerfMap,
+    pub now_ms: u64,
+    pub rotation: u64,
 }
 
-/// As [`resolve`], leaving out candidates whose breaker is open or whose key
-/// failed (SPEC F2, F3). Also returns the attempts that are half-open probes, which
-/// the caller marks so other workers do not probe at the same time.
-pub fn resolve_with_health(
-    table: &Table,
-    requested: &str,
-    health: &HealthMap,
-    now_ms: u64,
-) -> Result<(Plan, Vec<usize>), RouterError> {
+/// A plan with what the filter reports about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub plan: Plan,
+    /// Attempts that are half-open probes (the caller marks them).
+    pub probes: Vec<usize>,
+    pub strategy: String,
+    /// Each attempt's score.
+    pub scores: Vec<f64>,
+}
+
+/// How many candidates are scored: enough for any plan and its replacements.
+const SCORED: usize = 64;
+
+/// The active strategy: the table's default, a built-in or custom one by name.
+pub fn strategy(table: &Table) -> Strategy {
+    let name = table.routing.default_strategy.as_str();
+    score::builtin(name)
+        .or_else(|| table.routing.strategies.get(name).cloned())
+        .or_else(|| score::builtin("cost_first"))
+        .unwrap_or(Strategy { name: name.to_string(), layers: vec![] })
+}
+
+/// Everything scoring knows about a candidate.
+pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
+    let ch = table.channel(c.channel);
+    let e = table.entry_for(c);
+    let measured = ch.and_then(|ch| perf.get(&ch.id, &c.upstream_model));
+    Facts {
+        price_in: e.and_then(|e| e.price_in),
+        price_out: e.and_then(|e| e.price_out),
+        free: e.is_some_and(|e| e.free),
+        local: e.is_some_and(|e| e.local),
+        params_b: e.and_then(|e| e.params_b),
+        context: e.and_then(|e| e.context_length),
+        quality: e.and_then(|e| table.routing.quality.get(&e.core).copied()),
+        ttfb_ms: measured.and_then(|p| p.ttfb_ms),
+        success: measured.map(|p| p.success),
+        priority: ch.map(|c| c.priority).unwrap_or(0),
+        weight: ch.map(|c| c.weight).unwrap_or(1),
+    }
+}
+
+/// Resolve the requested name (see [`crate::resolve`]) in preference order, with
+/// no live data: what `explain` and tests use.
+pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
+    let live = Live { health: &HealthMap::default(), perf: &PerfMap::default(), now_ms: 0, rotation: 0 };
+    plan(table, requested, live).map(|p| p.plan)
+}
+
+/// Resolve, score with the active strategy (S3), leave out candidates whose
+/// breaker is open or whose key failed (F2, F3), and keep what the retry budget
+/// allows. Ties share traffic by weight (S7).
+pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
-    // Look past the budget so channels that are out can be replaced.
-    let limit = if health.entries.is_empty() { budget * 2 } else { budget * 4 + 8 };
-    let found = resolve_query(table, requested, Mode::route(limit))?;
-    let mut attempts: Vec<Attempt> = Vec::new();
+    let found = resolve_query(table, requested, Mode::route(SCORED))?;
+    let strategy = strategy(table);
+    let mut all_facts: Vec<Facts> = found.candidates.iter().map(|c| facts(table, c, live.perf)).collect();
+    score::fill_priors(&mut all_facts);
+    let scored: Vec<(Candidate, Scored, Facts)> = found
+        .candidates
+        .into_iter()
+        .zip(all_facts)
+        .map(|(c, f)| {
+            let s = score::score(&strategy, &f);
+            (c, s, f)
+        })
+        .collect();
+    let ranked: Vec<Ranked> =
+        scored.iter().map(|(_, s, f)| Ranked { score: s.total, priority: f.priority, weight: f.weight }).collect();
+    let mut attempts: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut probes = Vec::new();
     let mut out: Vec<String> = Vec::new();
-    for c in found.candidates {
+    for i in score::order(&ranked, live.rotation) {
+        let (c, s, _) = &scored[i];
         let Some(ch) = table.channel(c.channel) else { continue };
-        match health.admit(&ch.id, &c.upstream_model, now_ms, ch.key_ok_ms) {
+        match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
             Admit::Yes => {}
             Admit::Probe => probes.push(attempts.len()),
             Admit::No(reason, until) => {
-                let when = if until == u64::MAX {
+                let when = if until == u64::MAX || reason == crate::health::Reason::KeyInvalid {
                     "until its key validates".to_string()
                 } else {
-                    format!("for {:.1} s", until.saturating_sub(now_ms) as f64 / 1000.0)
+                    format!("for {:.1} s", until.saturating_sub(live.now_ms) as f64 / 1000.0)
                 };
                 out.push(format!("{} ({}, {when})", ch.id, reason.describe()));
                 continue;
             }
         }
-        attempts.push(Attempt { channel: c.channel, upstream_model: c.upstream_model });
+        let attempt = Attempt { channel: c.channel, upstream_model: c.upstream_model.clone() };
+        attempts.push((attempt, s.total, ch.healthy));
     }
     if attempts.is_empty() {
         return Err(RouterError::unavailable(
@@ -64,13 +128,14 @@ pub fn resolve_with_health(
             format!("every channel for model \"{}\" is out: {}", ascii_safe(requested, 200), out.join(", ")),
         ));
     }
-    // Stable: preference order within each group.
+    // A channel the control plane found down is a last resort (stable sort).
     let mut order: Vec<usize> = (0..attempts.len()).collect();
-    order.sort_by_key(|&i| !table.channel(attempts[i].channel).is_some_and(|c| c.healthy));
+    order.sort_by_key(|&i| !attempts[i].2);
     order.truncate(budget);
     let probes = probes.into_iter().filter_map(|p| order.iter().position(|&i| i == p)).collect();
-    let attempts = order.into_iter().map(|i| attempts[i].clone()).collect();
-    Ok((Plan { attempts }, probes))
+    let scores = order.iter().map(|&i| attempts[i].1).collect();
+    let plan = Plan { attempts: order.iter().map(|&i| attempts[i].0.clone()).collect() };
+    Ok(Planned { plan, probes, strategy: strategy.name, scores })
 }
 
 #[cfg(test)]
@@ -97,7 +162,8 @@ mod tests {
         c.aliases.insert("doubao-pro".into(), "ep-1".into());
         let t = Table::compile(doc(vec![c, channel("b", 2, &["doubao-pro"])]), None).unwrap();
         let p = resolve(&t, "doubao-pro").unwrap();
-        assert_eq!(ids(&t, &p), [("b".into(), "doubao-pro".into()), ("doubao".into(), "ep-1".into())]);
+        // Equal scores: channel priority decides (doubao is 1, b is 2).
+        assert_eq!(ids(&t, &p), [("doubao".into(), "ep-1".into()), ("b".into(), "doubao-pro".into())]);
     }
 
     #[test]
@@ -114,17 +180,21 @@ mod tests {
         let t = Table::compile(doc(vec![channel("a", 1, &["m"]), channel("b", 2, &["m"])]), None).unwrap();
         let mut h = HealthMap::default();
         h.record("a", "m", 1_000, classify(429), Some(2_000), &Policy::default());
-        let (p, probes) = resolve_with_health(&t, "m", &h, 1_500).unwrap();
-        assert_eq!(ids(&t, &p), [("b".into(), "m".into())]);
-        assert!(probes.is_empty());
+        let perf = PerfMap::default();
+        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0 };
+        let p = plan(&t, "m", live(1_500)).unwrap();
+        assert_eq!(ids(&t, &p.plan), [("b".into(), "m".into())]);
+        assert!(p.probes.is_empty());
+        let mut h = h.clone();
         h.record("b", "m", 1_000, classify(401), None, &Policy::default());
-        let e = resolve_with_health(&t, "m", &h, 1_500).unwrap_err();
+        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0 };
+        let e = plan(&t, "m", live(1_500)).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(e.message.contains("a (rate limited, for 1.5 s)"), "{}", e.message);
         assert!(e.message.contains("b (key invalid, until its key validates)"), "{}", e.message);
         // The rest is over: a is back.
-        let (p, _) = resolve_with_health(&t, "m", &h, 3_000).unwrap();
-        assert_eq!(ids(&t, &p), [("a".into(), "m".into())]);
+        let p = plan(&t, "m", live(3_000)).unwrap();
+        assert_eq!(ids(&t, &p.plan), [("a".into(), "m".into())]);
     }
 
     #[test]

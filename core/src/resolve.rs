@@ -278,41 +278,54 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                 .iter()
                 .map(|x| serde_json::json!({"channel": x.channel, "model": x.model, "reason": x.reason}))
                 .collect();
-            let candidates: Vec<serde_json::Value> = r
+            // The order routing uses (without live health and speed data).
+            let strategy = crate::plan::strategy(table);
+            let perf = crate::score::PerfMap::default();
+            let scored: Vec<(&Candidate, crate::score::Facts, crate::score::Scored)> = r
                 .candidates
                 .iter()
-                .enumerate()
-                .filter_map(|(i, c)| {
-                    let ch = table.channel(c.channel)?;
-                    let entry = table
-                        .entries_for_model(&c.upstream_model)
-                        .iter()
-                        .filter_map(|&n| table.entry(n))
-                        .find(|e| e.channel == c.channel);
-                    let tags: Vec<&str> =
-                        entry.map(|e| e.tags.iter().map(|&t| table.tag_name(t)).collect()).unwrap_or_default();
-                    let v = serde_json::json!({
-                        "channel": ch.id,
-                        "provider": ch.provider,
-                        "model": c.upstream_model,
-                        "priority": ch.priority,
-                        "tags": tags,
-                        "context_length": entry.and_then(|e| e.context_length),
-                        "parameters_b": entry.and_then(|e| e.params_b),
-                        "free": entry.map(|e| e.free),
-                        "tools": entry.map(|e| e.tools),
-                        "vision": entry.map(|e| e.vision),
-                    });
-                    if i >= budget {
-                        excluded.push(serde_json::json!({
-                            "channel": ch.id, "model": c.upstream_model,
-                            "reason": format!("beyond the retry budget ({budget} attempts)"),
-                        }));
-                        return None;
-                    }
-                    Some(v)
+                .map(|c| {
+                    let f = crate::plan::facts(table, c, &perf);
+                    let s = crate::score::score(&strategy, &f);
+                    (c, f, s)
                 })
                 .collect();
+            let ranked: Vec<crate::score::Ranked> = scored
+                .iter()
+                .map(|(_, f, s)| crate::score::Ranked { score: s.total, priority: f.priority, weight: f.weight })
+                .collect();
+            let mut candidates = Vec::new();
+            for (pos, i) in crate::score::order(&ranked, 0).into_iter().enumerate() {
+                let (c, f, s) = &scored[i];
+                let Some(ch) = table.channel(c.channel) else { continue };
+                if pos >= budget {
+                    excluded.push(serde_json::json!({
+                        "channel": ch.id, "model": c.upstream_model,
+                        "reason": format!("beyond the retry budget ({budget} attempts)"),
+                    }));
+                    continue;
+                }
+                let entry = table.entry_for(c);
+                let tags: Vec<&str> =
+                    entry.map(|e| e.tags.iter().map(|&t| table.tag_name(t)).collect()).unwrap_or_default();
+                candidates.push(serde_json::json!({
+                    "channel": ch.id,
+                    "provider": ch.provider,
+                    "model": c.upstream_model,
+                    "priority": ch.priority,
+                    "weight": ch.weight,
+                    "tags": tags,
+                    "context_length": f.context,
+                    "parameters_b": f.params_b,
+                    "price_per_1m": {"input": f.price_in, "output": f.price_out},
+                    "free": f.free,
+                    "local": f.local,
+                    "tools": entry.map(|e| e.tools),
+                    "vision": entry.map(|e| e.vision),
+                    "score": s.total,
+                    "score_parts": s.parts,
+                }));
+            }
             let query = match &r.query {
                 Query::Tags { include, exclude } => {
                     serde_json::json!({"kind": "tags", "include": include, "exclude": exclude})
@@ -323,6 +336,7 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
             serde_json::json!({
                 "model": requested,
                 "query": query,
+                "strategy": strategy.name,
                 "resolved_by": r.stages,
                 "candidates": candidates,
                 "excluded": excluded,
@@ -567,8 +581,12 @@ mod tests {
         let t = table();
         let v = explain_json(&t, "tag:qwen3,!local");
         assert_eq!(v["query"]["include"], serde_json::json!(["qwen3"]));
-        assert_eq!(v["candidates"][0]["channel"], "groq");
+        // cost_first: both free candidates cost nothing; the larger model wins.
+        assert_eq!(v["strategy"], "cost_first");
+        assert_eq!(v["candidates"][0]["model"], "qwen/qwen3-235b-a22b:free");
         assert!(v["candidates"][0]["tags"].as_array().unwrap().iter().any(|x| x == "free"));
+        assert_eq!(v["candidates"][0]["score_parts"]["cost"], 1.0);
+        assert!(v["candidates"][0]["score"].as_f64().unwrap() > v["candidates"][1]["score"].as_f64().unwrap());
         let ex = v["excluded"].as_array().unwrap();
         assert!(ex.iter().any(|x| x["channel"] == "lmstudio" && x["reason"].as_str().unwrap().contains("local")));
         let v = explain_json(&t, "tag:nope");

@@ -45,6 +45,10 @@ pub struct RoutingDoc {
     pub default_strategy: String,
     /// Circuit breaker and cooldowns.
     pub health: crate::health::Policy,
+    /// Custom strategies by name (`routing.sorting_strategies`).
+    pub strategies: BTreeMap<String, crate::score::Strategy>,
+    /// Quality (0..=1) by model core name, overriding the size-based estimate.
+    pub quality: BTreeMap<String, f64>,
 }
 
 impl Default for RoutingDoc {
@@ -54,6 +58,8 @@ impl Default for RoutingDoc {
             debug_headers: true,
             default_strategy: "cost_first".into(),
             health: crate::health::Policy::default(),
+            strategies: BTreeMap::new(),
+            quality: BTreeMap::new(),
         }
     }
 }
@@ -137,7 +143,7 @@ impl fmt::Debug for ChannelDoc {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ModelDoc {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +152,11 @@ pub struct ModelDoc {
     /// empty when it does not say, and the name decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
+    /// USD per 1M tokens on this channel, multiplier applied (config, else provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_price: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_price: Option<f64>,
 }
 
 /// A channel that can receive attempts. Index into [`Table::channels`] is its handle.
@@ -198,6 +209,10 @@ pub struct ModelEntry {
     pub vision: bool,
     /// A `:free` variant, a free-tier channel, or a local one.
     pub free: bool,
+    /// A local channel (Ollama, LM Studio): costs nothing.
+    pub local: bool,
+    pub price_in: Option<f64>,
+    pub price_out: Option<f64>,
 }
 
 /// A group compiled against this table. Matching models are kept as entry
@@ -345,6 +360,7 @@ impl Table {
             let channel_tags: Vec<String> =
                 c.tags.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
             let channel_free = channel_tags.iter().any(|t| t == "free" || t == "local");
+            let channel_local = channel_tags.iter().any(|t| t == "local");
             let channel_tag_ids: Vec<u32> = channel_tags.iter().map(|t| interner.id(t)).collect();
             // This channel's entries by model id, to attach alias names below.
             let mut own: HashMap<&str, usize> = HashMap::new();
@@ -358,7 +374,9 @@ impl Table {
                 }
                 if let Some(f) = facts_by_name.get(m.id.as_str()) {
                     own.insert(m.id.as_str(), entries.len());
-                    entries.push(model_entry(handle, m, f, &channel_tag_ids, channel_free));
+                    let mut e = model_entry(handle, m, f, &channel_tag_ids, channel_free);
+                    e.local = channel_local;
+                    entries.push(e);
                 }
             }
             // An alias's standard name describes the model better than a provider's
@@ -369,10 +387,18 @@ impl Table {
                 let n = match own.get(upstream.as_str()) {
                     Some(&n) => n,
                     None => {
-                        let m = ModelDoc { id: upstream.clone(), context_length: None, capabilities: vec![] };
+                        let m = ModelDoc {
+                            id: upstream.clone(),
+                            context_length: None,
+                            capabilities: vec![],
+                            input_price: None,
+                            output_price: None,
+                        };
                         let f = name_facts(upstream, &mut interner);
                         own.insert(upstream.as_str(), entries.len());
-                        entries.push(model_entry(handle, &m, &f, &channel_tag_ids, channel_free));
+                        let mut e = model_entry(handle, &m, &f, &channel_tag_ids, channel_free);
+                        e.local = channel_local;
+                        entries.push(e);
                         entries.len() - 1
                     }
                 };
@@ -473,7 +499,8 @@ impl Table {
             table.groups.insert(name.clone(), Group { name, description: g.description, explicit, entries });
         }
         table.models_json = table.render_models();
-        table.health_json = render_health(&table.version, &table.channels, table.by_model.len());
+        table.health_json =
+            render_health(&table.version, &table.channels, table.by_model.len(), &table.routing.default_strategy);
         Ok(table)
     }
 
@@ -568,6 +595,12 @@ impl Table {
 
     pub fn candidate(&self, n: u32) -> Option<Candidate> {
         self.entry(n).map(|e| Candidate { channel: e.channel, upstream_model: e.id.clone() })
+    }
+
+    /// The entry behind a candidate (none for an explicit group member the channel
+    /// does not list).
+    pub fn entry_for(&self, c: &Candidate) -> Option<&ModelEntry> {
+        self.entries_for_model(&c.upstream_model).iter().filter_map(|&n| self.entry(n)).find(|e| e.channel == c.channel)
     }
 
     pub fn tag_id(&self, tag: &str) -> Option<u32> {
@@ -698,11 +731,14 @@ fn model_entry(channel: u32, m: &ModelDoc, facts: &NameFacts, channel_tags: &[u3
         chat: facts.chat && !non_chat,
         tools: if m.capabilities.is_empty() { facts.tools } else { said("tools") },
         vision: if m.capabilities.is_empty() { facts.vision } else { said("vision") },
-        free: channel_free || facts.free_marker,
+        free: channel_free || facts.free_marker || (m.input_price == Some(0.0) && m.output_price == Some(0.0)),
+        local: false,
+        price_in: m.input_price,
+        price_out: m.output_price,
     }
 }
 
-fn render_health(version: &str, channels: &[Channel], models: usize) -> String {
+fn render_health(version: &str, channels: &[Channel], models: usize, strategy: &str) -> String {
     let up = channels.iter().filter(|c| c.healthy).count();
     let status = if up > 0 { "ok" } else { "degraded" };
     serde_json::json!({
@@ -710,6 +746,7 @@ fn render_health(version: &str, channels: &[Channel], models: usize) -> String {
         "table_version": version,
         "channels": {"total": channels.len(), "up": up, "down": channels.len() - up},
         "models": models,
+        "strategy": strategy,
     })
     .to_string()
 }
@@ -735,7 +772,13 @@ pub(crate) mod tests {
             key_ok_ms: 0,
             models: models
                 .iter()
-                .map(|m| ModelDoc { id: (*m).into(), context_length: None, capabilities: vec![] })
+                .map(|m| ModelDoc {
+                    id: (*m).into(),
+                    context_length: None,
+                    capabilities: vec![],
+                    input_price: None,
+                    output_price: None,
+                })
                 .collect(),
             aliases: BTreeMap::new(),
         }

@@ -22,6 +22,7 @@
 mod health;
 mod host;
 mod metrics;
+mod perf;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -78,6 +79,8 @@ fn default_max_body() -> usize {
 }
 
 thread_local! {
+    /// Requests planned by this VM: spreads equally good channels by weight.
+    static ROTATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The compiled table of this VM (one VM per worker thread). Root contexts of the
     /// router and attempt roles in the same VM share it.
     static TABLE: RefCell<Option<Rc<Table>>> = const { RefCell::new(None) };
@@ -204,11 +207,13 @@ impl RootContext for RouterRoot {
             Some(Role::Router { .. }) => {
                 refresh_table();
                 health::refresh();
+                perf::tick();
                 metrics::flush();
             }
             Some(Role::Attempt) => {
                 refresh_table();
                 health::refresh();
+                perf::tick();
             }
             None => {}
         }
@@ -351,6 +356,8 @@ struct Decision {
     table: Rc<Table>,
     requested: String,
     attempts: Vec<router_core::Attempt>,
+    strategy: String,
+    scores: Vec<f64>,
 }
 
 /// The `router` role: one per downstream request.
@@ -457,7 +464,15 @@ impl HttpContext for RouterRequest {
             Err(e) => return self.fail(&e),
         };
         let now = host::now_ms();
-        let (plan, probes) = match health::with(|h| plan::resolve_with_health(&table, &head.model, h, now)) {
+        let rotation = ROTATION.with(|r| {
+            let v = r.get().wrapping_add(1);
+            r.set(v);
+            v
+        });
+        let planned = health::with(|h| {
+            perf::with(|p| plan::plan(&table, &head.model, plan::Live { health: h, perf: p, now_ms: now, rotation }))
+        });
+        let plan::Planned { plan, probes, strategy, scores } = match planned {
             Ok(p) => p,
             Err(e) => return self.fail(&e),
         };
@@ -506,7 +521,7 @@ impl HttpContext for RouterRequest {
         }
         host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
         host::set_request_header("x-envoy-max-retries", Some(&(clusters.len().saturating_sub(1)).to_string()));
-        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts });
+        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores });
         Action::Continue
     }
 
@@ -569,6 +584,10 @@ impl HttpContext for RouterRequest {
                 }
             }
             host::add_response_header("x-router-attempts", &tried.to_string());
+            if let Some(score) = d.scores.get(tried - 1) {
+                host::add_response_header("x-router-score", &format!("{score:.4}"));
+            }
+            host::add_response_header("x-router-strategy", &ascii_safe(&d.strategy, 64));
         }
         Action::Continue
     }
@@ -586,6 +605,8 @@ struct AttemptRequest {
     table: Option<Rc<Table>>,
     /// A 400 held back to see whether it is a context-length error.
     held_400: bool,
+    /// When this attempt left (ms), for time to first byte.
+    started_ms: u64,
 }
 
 impl AttemptRequest {
@@ -617,6 +638,7 @@ impl Context for AttemptRequest {
         if !self.answered {
             if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
                 health::record(channel, model, classify(0), None, &table.routing.health);
+                perf::record(channel, model, false, 0.0);
             }
         }
         true
@@ -676,6 +698,7 @@ impl HttpContext for AttemptRequest {
         };
         self.target = Some((channel.id.clone(), model));
         self.table = Some(table.clone());
+        self.started_ms = host::now_ms();
         Action::Continue
     }
 
@@ -706,6 +729,13 @@ impl HttpContext for AttemptRequest {
         let retry_after =
             if status == 429 { health::retry_after_ms(host::response_header("retry-after")) } else { None };
         health::record(channel, model, class, retry_after, &table.routing.health);
+        // Speed and reliability: answers and server failures. Rate limits and key
+        // failures are the breaker's business; client errors are nobody's.
+        use router_core::health::ErrorClass;
+        if matches!(class, None | Some(ErrorClass::Server)) {
+            let ttfb = host::now_ms().saturating_sub(self.started_ms) as f64;
+            perf::record(channel, model, class.is_none(), ttfb);
+        }
         Action::Continue
     }
 

@@ -1,0 +1,463 @@
+//! Scoring and strategies (SPEC S1-S7): candidates ordered the way a cost-conscious
+//! user would order them by hand.
+//!
+//! Every field becomes a "goodness" in 0..=1 (higher is better); a strategy is a
+//! list of weighted fields; a candidate's score is the weighted mean. Unknown facts
+//! get a neutral prior, never zero, so a channel without data is not buried.
+//! Candidates whose scores tie within [`TIE`] share traffic by weight (S7).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Scores this close count as equal and share traffic by weight.
+pub const TIE: f64 = 0.005;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Cost,
+    Speed,
+    Quality,
+    Reliability,
+    Parameters,
+    Context,
+    QuotaRemaining,
+    Priority,
+    Free,
+    Local,
+}
+
+impl Field {
+    /// Config names, including the seeds' `*_score` spellings.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name.trim_end_matches("_score") {
+            "cost" | "effective_cost" => Self::Cost,
+            "speed" => Self::Speed,
+            "quality" => Self::Quality,
+            "reliability" => Self::Reliability,
+            "parameter" | "parameters" => Self::Parameters,
+            "context" => Self::Context,
+            "quota_remaining" => Self::QuotaRemaining,
+            "priority" => Self::Priority,
+            "free" => Self::Free,
+            "local" => Self::Local,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    pub field: Field,
+    pub weight: f64,
+    /// `false` ranks the field's worst first (a user's `order: asc` on a field
+    /// where higher is better, such as `speed`).
+    #[serde(default = "yes")]
+    pub best_first: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Strategy {
+    pub name: String,
+    pub layers: Vec<Layer>,
+}
+
+fn layers(spec: &[(Field, f64)]) -> Vec<Layer> {
+    spec.iter().map(|&(field, weight)| Layer { field, weight, best_first: true }).collect()
+}
+
+pub const BUILTIN: &[&str] =
+    &["cost_first", "free_first", "local_first", "speed_optimized", "quality_optimized", "balanced"];
+
+/// The built-in strategies. Weights follow the seeds (`cost_first`: cost 40%,
+/// parameters 25%, context 20%, speed 15%; `balanced`: cost 30%, speed 30%,
+/// quality 20%, reliability 20%); `free_first` and `local_first` put a dominant
+/// layer in front of `cost_first`.
+pub fn builtin(name: &str) -> Option<Strategy> {
+    use Field::*;
+    let cost_first = [(Cost, 0.4), (Parameters, 0.25), (Context, 0.2), (Speed, 0.15)];
+    let spec: Vec<(Field, f64)> = match name {
+        "cost_first" => cost_first.to_vec(),
+        "free_first" => [(Free, 10.0)].iter().chain(cost_first.iter()).copied().collect(),
+        "local_first" => [(Local, 10.0)].iter().chain(cost_first.iter()).copied().collect(),
+        "speed_optimized" => vec![(Speed, 0.6), (Reliability, 0.25), (Cost, 0.15)],
+        "quality_optimized" => vec![(Quality, 0.6), (Reliability, 0.2), (Context, 0.2)],
+        "balanced" => vec![(Cost, 0.3), (Speed, 0.3), (Quality, 0.2), (Reliability, 0.2)],
+        _ => return None,
+    };
+    Some(Strategy { name: name.to_string(), layers: layers(&spec) })
+}
+
+/// What scoring knows about one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Facts {
+    /// USD per 1M tokens, input and output, after the channel's multiplier.
+    pub price_in: Option<f64>,
+    pub price_out: Option<f64>,
+    pub free: bool,
+    pub local: bool,
+    pub params_b: Option<f64>,
+    pub context: Option<u64>,
+    /// Quality set by configuration (0..=1), else derived from size and family.
+    pub quality: Option<f64>,
+    /// Measured time to first byte (ms, moving average) and success rate (0..=1).
+    pub ttfb_ms: Option<f64>,
+    pub success: Option<f64>,
+    pub priority: i32,
+    pub weight: u32,
+}
+
+/// Each field's goodness, in the order of [`Field`]'s use in a strategy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub total: f64,
+    pub parts: BTreeMap<String, f64>,
+}
+
+fn clamp01(x: f64) -> f64 {
+    if x.is_nan() {
+        0.5
+    } else {
+        x.clamp(0.0, 1.0)
+    }
+}
+
+/// Cost per 1M tokens, blending input and output as a chat typically uses them
+/// (prompts longer than answers: 3 parts input, 1 part output).
+pub fn blended_price(f: &Facts) -> Option<f64> {
+    if f.free || f.local {
+        return Some(0.0);
+    }
+    match (f.price_in, f.price_out) {
+        (Some(i), Some(o)) => Some((3.0 * i + o) / 4.0),
+        (Some(p), None) | (None, Some(p)) => Some(p),
+        (None, None) => None,
+    }
+}
+
+/// Size on a log scale: 1B -> 0.0, 1T -> 1.0.
+fn size_goodness(params_b: Option<f64>) -> f64 {
+    params_b.map(|p| clamp01(p.max(0.01).log10() / 3.0)).unwrap_or(0.5)
+}
+
+pub fn goodness(field: Field, f: &Facts) -> f64 {
+    match field {
+        // $0 -> 1.0, $1/M -> 0.5, $10/M -> 0.09; unknown price is neutral.
+        Field::Cost => blended_price(f).map(|p| 1.0 / (1.0 + p.max(0.0))).unwrap_or(0.5),
+        // 0 ms -> 1.0, 1 s -> 0.5; no measurement yet is neutral.
+        Field::Speed => f.ttfb_ms.map(|ms| 1.0 / (1.0 + ms.max(0.0) / 1000.0)).unwrap_or(0.5),
+        Field::Reliability => f.success.map(clamp01).unwrap_or(0.8),
+        Field::Quality => f.quality.map(clamp01).unwrap_or_else(|| size_goodness(f.params_b)),
+        Field::Parameters => size_goodness(f.params_b),
+        // 2K -> 0.0, 2M -> 1.0 on a log scale.
+        Field::Context => f.context.map(|c| clamp01(((c.max(1) as f64) / 2048.0).log2() / 10.0)).unwrap_or(0.5),
+        // Quotas arrive with usage records; until then every channel has room.
+        Field::QuotaRemaining => 1.0,
+        Field::Priority => clamp01(1.0 - f64::from(f.priority.clamp(0, 100)) / 100.0),
+        Field::Free => {
+            if f.free || f.local {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Field::Local => {
+            if f.local {
+                1.0
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// A candidate never measured is assumed to be like the measured ones among the
+/// same candidates (their mean), not better or worse: a new channel neither jumps
+/// ahead of proven ones nor is buried behind them (S4's neutral prior).
+pub fn fill_priors(facts: &mut [Facts]) {
+    let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+    let ttfb = mean(facts.iter().filter_map(|f| f.ttfb_ms).collect());
+    let success = mean(facts.iter().filter_map(|f| f.success).collect());
+    for f in facts {
+        f.ttfb_ms = f.ttfb_ms.or(ttfb);
+        f.success = f.success.or(success);
+    }
+}
+
+pub fn score(strategy: &Strategy, f: &Facts) -> Scored {
+    let mut parts = BTreeMap::new();
+    let (mut sum, mut weights) = (0.0, 0.0);
+    for layer in &strategy.layers {
+        let g = goodness(layer.field, f);
+        let g = if layer.best_first { g } else { 1.0 - g };
+        sum += layer.weight * g;
+        weights += layer.weight;
+        parts.insert(format!("{:?}", layer.field).to_ascii_lowercase(), (g * 1000.0).round() / 1000.0);
+    }
+    let total = if weights > 0.0 { sum / weights } else { 0.5 };
+    Scored { total: (total * 10_000.0).round() / 10_000.0, parts }
+}
+
+/// One candidate as ordering sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranked {
+    pub score: f64,
+    /// The channel's configured priority (lower first): breaks score ties.
+    pub priority: i32,
+    pub weight: u32,
+}
+
+/// Order candidate indexes best first: by score, then by channel priority. The
+/// candidates tied with the best (score within [`TIE`], same priority) share
+/// traffic: `rotation` (a request counter) picks which leads, in proportion to
+/// weight (S7). Pure: the same inputs give the same order.
+pub fn order(ranked: &[Ranked], rotation: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..ranked.len()).collect();
+    // Scores closer than TIE are equal for ordering; stable sort keeps preference.
+    let bucket = |r: &Ranked| (r.score / TIE).round() as i64;
+    idx.sort_by(|&a, &b| bucket(&ranked[b]).cmp(&bucket(&ranked[a])).then(ranked[a].priority.cmp(&ranked[b].priority)));
+    let Some(&best) = idx.first() else { return idx };
+    let tied: Vec<usize> = idx
+        .iter()
+        .copied()
+        .take_while(|&i| ranked[best].score - ranked[i].score <= TIE && ranked[i].priority == ranked[best].priority)
+        .collect();
+    if tied.len() > 1 {
+        let total: u64 = tied.iter().map(|&i| u64::from(ranked[i].weight.max(1))).sum();
+        let mut pick = rotation % total.max(1);
+        let mut chosen = 0;
+        for (pos, &i) in tied.iter().enumerate() {
+            let w = u64::from(ranked[i].weight.max(1));
+            if pick < w {
+                chosen = pos;
+                break;
+            }
+            pick -= w;
+        }
+        // Rotate the tied block so the chosen one leads and the others follow.
+        idx[..tied.len()].rotate_left(chosen);
+    }
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts { priority: 10, weight: 1, ..Default::default() }
+    }
+
+    fn best(strategy: &str, candidates: &[Facts]) -> usize {
+        let s = builtin(strategy).unwrap();
+        let ranked: Vec<Ranked> = candidates
+            .iter()
+            .map(|f| Ranked { score: score(&s, f).total, priority: f.priority, weight: f.weight })
+            .collect();
+        order(&ranked, 0)[0]
+    }
+
+    #[test]
+    fn cost_first_prefers_the_cheapest() {
+        let cheap = Facts { price_in: Some(0.15), price_out: Some(0.6), ..facts() };
+        let dear = Facts { price_in: Some(2.5), price_out: Some(10.0), ..facts() };
+        assert_eq!(best("cost_first", &[dear, cheap]), 1);
+    }
+
+    #[test]
+    fn free_first_puts_free_before_paid_even_when_paid_is_better() {
+        let free_small = Facts { free: true, params_b: Some(8.0), ..facts() };
+        let paid_big = Facts { price_in: Some(0.01), price_out: Some(0.01), params_b: Some(400.0), ..facts() };
+        assert_eq!(best("free_first", &[paid_big, free_small]), 1);
+    }
+
+    #[test]
+    fn local_first_puts_local_before_cloud() {
+        let cloud_free = Facts { free: true, ..facts() };
+        let local = Facts { local: true, ..facts() };
+        assert_eq!(best("local_first", &[cloud_free, local]), 1);
+    }
+
+    #[test]
+    fn quality_optimized_prefers_the_larger_model() {
+        let small = Facts { params_b: Some(8.0), ..facts() };
+        let mid = Facts { params_b: Some(30.0), ..facts() };
+        let large = Facts { params_b: Some(235.0), ..facts() };
+        assert_eq!(best("quality_optimized", &[small, large, mid]), 1);
+    }
+
+    #[test]
+    fn speed_optimized_prefers_measured_fast_and_gives_unknown_a_neutral_prior() {
+        let slow = Facts { ttfb_ms: Some(2_000.0), success: Some(1.0), ..facts() };
+        let fast = Facts { ttfb_ms: Some(100.0), success: Some(1.0), ..facts() };
+        let unknown = facts();
+        assert_eq!(best("speed_optimized", &[slow, fast]), 1);
+        // A channel never measured beats one measured slow.
+        assert_eq!(best("speed_optimized", &[slow, unknown]), 1);
+    }
+
+    fn r(score: f64, priority: i32, weight: u32) -> Ranked {
+        Ranked { score, priority, weight }
+    }
+
+    #[test]
+    fn unmeasured_candidates_are_assumed_average() {
+        let mut fs = [Facts { ttfb_ms: Some(100.0), ..facts() }, facts(), Facts { ttfb_ms: Some(300.0), ..facts() }];
+        fill_priors(&mut fs);
+        assert_eq!(fs[1].ttfb_ms, Some(200.0));
+        let mut none = [facts(), facts()];
+        fill_priors(&mut none);
+        assert_eq!(none[0].ttfb_ms, None);
+    }
+
+    #[test]
+    fn ties_are_spread_by_weight() {
+        let ranked = [r(0.7, 10, 3), r(0.7, 10, 1), r(0.5, 10, 10)];
+        let mut first = [0usize; 3];
+        for rot in 0..400 {
+            first[order(&ranked, rot)[0]] += 1;
+        }
+        assert_eq!(first, [300, 100, 0]);
+        assert_eq!(order(&ranked, 3), [1, 0, 2]);
+    }
+
+    #[test]
+    fn priority_breaks_ties_and_is_not_shared() {
+        let ranked = [r(0.7, 2, 5), r(0.7001, 1, 1), r(0.9, 3, 1)];
+        for rot in 0..10 {
+            assert_eq!(order(&ranked, rot), [2, 1, 0]);
+        }
+    }
+
+    #[test]
+    fn custom_fields_parse_with_seed_names() {
+        assert_eq!(Field::parse("cost_score"), Some(Field::Cost));
+        assert_eq!(Field::parse("effective_cost"), Some(Field::Cost));
+        assert_eq!(Field::parse("parameter_score"), Some(Field::Parameters));
+        assert_eq!(Field::parse("nope"), None);
+    }
+}
+
+/// Measured speed and reliability of one channel+model (S4), as moving averages
+/// over all Envoy workers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Perf {
+    /// Unknown until an attempt succeeds.
+    pub ttfb_ms: Option<f64>,
+    pub success: f64,
+    pub samples: u64,
+    pub updated_ms: u64,
+}
+
+/// Perf by `channel model` key (as [`crate::health::model_key`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerfMap {
+    pub entries: BTreeMap<String, Perf>,
+}
+
+/// Weight of one new sample in the moving averages.
+const ALPHA: f64 = 0.2;
+
+/// Measurements older than this are forgotten: a channel that lost traffic to a
+/// faster one gets a neutral prior again, and with it a chance to show it recovered.
+pub const PERF_TTL_MS: u64 = 300_000;
+
+impl PerfMap {
+    pub fn get(&self, channel: &str, model: &str) -> Option<&Perf> {
+        self.entries.get(&crate::health::model_key(channel, model))
+    }
+
+    /// Fold a batch of `n` attempts (`ok` of them answered, with `ttfb_sum_ms` their
+    /// summed time to first byte) into the averages.
+    pub fn merge(&mut self, key: &str, n: u64, ok: u64, ttfb_sum_ms: f64, now_ms: u64) {
+        if n == 0 {
+            return;
+        }
+        let keep = (1.0 - ALPHA).powf(n as f64);
+        let rate = ok as f64 / n as f64;
+        let mean_ttfb = if ok > 0 { Some(ttfb_sum_ms / ok as f64) } else { None };
+        match self.entries.get_mut(key) {
+            Some(p) => {
+                p.success = p.success * keep + rate * (1.0 - keep);
+                if let Some(t) = mean_ttfb {
+                    let keep_t = (1.0 - ALPHA).powf(ok as f64);
+                    p.ttfb_ms = Some(p.ttfb_ms.map_or(t, |old| old * keep_t + t * (1.0 - keep_t)));
+                }
+                p.samples = p.samples.saturating_add(n);
+                p.updated_ms = now_ms;
+            }
+            None => {
+                let p = Perf { ttfb_ms: mean_ttfb, success: rate, samples: n, updated_ms: now_ms };
+                self.entries.insert(key.to_string(), p);
+            }
+        }
+    }
+
+    /// Forget measurements older than [`PERF_TTL_MS`].
+    pub fn expire(&mut self, now_ms: u64) {
+        self.entries.retain(|_, p| now_ms.saturating_sub(p.updated_ms) < PERF_TTL_MS);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::from("sarp2\n");
+        for (k, p) in &self.entries {
+            let ttfb = p.ttfb_ms.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into());
+            s.push_str(&format!("{ttfb} {:.4} {} {} {k}\n", p.success, p.samples, p.updated_ms));
+        }
+        s
+    }
+
+    /// Unreadable input gives an empty map: perf is advisory.
+    pub fn decode(text: &str) -> Self {
+        let mut map = Self::default();
+        let mut lines = text.lines();
+        if lines.next() != Some("sarp2") {
+            return map;
+        }
+        for line in lines {
+            let mut parts = line.splitn(5, ' ');
+            let (Some(t), Some(s), Some(n), Some(u), Some(k)) =
+                (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let ttfb = if t == "-" { None } else { t.parse::<f64>().ok().filter(|x| x.is_finite()) };
+            let (Ok(s), Ok(n), Ok(u)) = (s.parse::<f64>(), n.parse::<u64>(), u.parse::<u64>()) else { continue };
+            if s.is_finite() {
+                map.entries.insert(k.to_string(), Perf { ttfb_ms: ttfb, success: s, samples: n, updated_ms: u });
+            }
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod perf_tests {
+    use super::*;
+
+    #[test]
+    fn moving_averages_follow_batches_round_trip_and_expire() {
+        let mut m = PerfMap::default();
+        m.merge("b m", 3, 0, 0.0, 1);
+        assert_eq!(m.get("b", "m").unwrap().ttfb_ms, None, "no answer, no speed");
+        m.merge("a m", 1, 1, 100.0, 1);
+        assert_eq!(m.get("a", "m").unwrap().ttfb_ms, Some(100.0));
+        m.merge("a m", 10, 10, 10.0 * 1000.0, 2);
+        let p = *m.get("a", "m").unwrap();
+        assert!(p.ttfb_ms.unwrap() > 800.0 && p.ttfb_ms.unwrap() < 1000.0, "{p:?}");
+        m.merge("a m", 10, 0, 0.0, 3);
+        assert!(m.get("a", "m").unwrap().success < 0.2);
+        let back = PerfMap::decode(&m.encode());
+        assert_eq!(back.entries.keys().collect::<Vec<_>>(), m.entries.keys().collect::<Vec<_>>());
+        assert_eq!(back.get("b", "m").unwrap().ttfb_ms, None);
+        assert!((back.get("a", "m").unwrap().success - m.get("a", "m").unwrap().success).abs() < 1e-3);
+        assert_eq!(PerfMap::decode("junk").entries.len(), 0);
+        m.expire(3 + PERF_TTL_MS);
+        assert!(m.entries.is_empty());
+    }
+}

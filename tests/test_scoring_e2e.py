@@ -1,0 +1,76 @@
+"""Scoring and strategies through a real Envoy (SPEC S2-S8, R6)."""
+import time
+
+import pytest
+
+from harness import Fake, Router, request, wait_for
+
+
+@pytest.fixture
+def two(tmp_path):
+    made = []
+
+    def make(config, models_a, models_b, **kw):
+        a, b = Fake("A", models_a), Fake("B", models_b)
+        made.extend([a, b])
+        r = Router(tmp_path, config.format(a=a.base_url, b=b.base_url), **kw)
+        made.append(r)
+        return a, b, r
+
+    yield make
+    for x in made:
+        x.stop()
+
+
+def channels_served(r, model, n):
+    counts = {}
+    for _ in range(n):
+        resp = r.chat(model)
+        assert resp.status == 200, resp
+        counts[resp.headers["x-router-channel"]] = counts.get(resp.headers["x-router-channel"], 0) + 1
+    return counts
+
+
+def test_speed_optimized_moves_traffic_to_the_fast_channel(two):
+    a, b, r = two("routing:\n  default_strategy: speed_optimized\nchannels:\n"
+                  "  - {{id: a, base_url: '{a}'}}\n  - {{id: b, base_url: '{b}'}}\n", ["m"], ["m"])
+    a.behave(first_byte_delay=0.3)
+    # Warm-up: no measurements, equal scores, traffic shared.
+    warm = channels_served(r, "m", 6)
+    assert warm.get("a") and warm.get("b"), warm
+    time.sleep(1.5)  # workers fold their measurements into the shared averages
+    after = channels_served(r, "m", 10)
+    assert after.get("b", 0) >= 9, after
+    resp = r.chat("m")
+    assert resp.headers["x-router-strategy"] == "speed_optimized"
+    assert 0.0 < float(resp.headers["x-router-score"]) <= 1.0
+
+
+def test_strategy_switch_at_run_time(two):
+    cfg = ("channels:\n"
+           "  - {{id: a, base_url: '{a}', pricing: {{input: 0.1, output: 0.2}}}}\n"
+           "  - {{id: b, base_url: '{b}', pricing: {{input: 5, output: 15}}}}\n")
+    a, b, r = two(cfg, ["chat-8b"], ["chat-70b"])
+    resp = r.chat("tag:chat")
+    assert resp.headers["x-router-channel"] == "a" and resp.headers["x-router-strategy"] == "cost_first"
+    token = (r.dir / "data" / "admin.token").read_text().strip()
+    auth = {"authorization": f"Bearer {token}"}
+    bad = request(r.cp_port, "PUT", "/admin/v1/strategy", {"strategy": "fastest"}, headers=auth)
+    assert bad.status == 400 and "cost_first" in bad.json()["error"]["message"]
+    ok = request(r.cp_port, "PUT", "/admin/v1/strategy", {"strategy": "quality_optimized"}, headers=auth)
+    assert ok.status == 200, ok
+    wait_for(lambda: r.get("/health").json()["strategy"] == "quality_optimized", timeout=3, what="strategy in /health")
+    resp = r.chat("tag:chat")
+    assert resp.headers["x-router-channel"] == "b" and resp.headers["x-router-model"] == "chat-70b"
+    assert request(r.cp_port, "GET", "/admin/v1/strategy", headers=auth).json() == {"strategy": "quality_optimized"}
+
+
+def test_equal_channels_share_by_weight_and_priority_wins_ties(two):
+    a, b, r = two("channels:\n  - {{id: a, base_url: '{a}', weight: 3}}\n  - {{id: b, base_url: '{b}', weight: 1}}\n",
+                  ["m"], ["m"])
+    counts = channels_served(r, "m", 40)
+    assert 27 <= counts.get("a", 0) <= 33, counts
+    r.write_config("channels:\n"
+                   f"  - {{id: a, base_url: '{a.base_url}', weight: 3, priority: 2}}\n"
+                   f"  - {{id: b, base_url: '{b.base_url}', weight: 1, priority: 1}}\n")
+    wait_for(lambda: channels_served(r, "m", 4) == {"b": 4}, timeout=3, what="priority decides a tie")
