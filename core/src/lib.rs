@@ -16,8 +16,10 @@
 //! - [`error`]: OpenAI-shaped errors.
 
 pub mod error;
+pub mod fasthash;
 pub mod groups;
 pub mod health;
+pub mod known;
 pub mod names;
 pub mod plan;
 pub mod query;

@@ -65,7 +65,7 @@ pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
         local: e.is_some_and(|e| e.local),
         params_b: e.and_then(|e| e.params_b),
         context: e.and_then(|e| e.context_length),
-        quality: e.and_then(|e| table.routing.quality.get(&e.core).copied()),
+        quality: e.and_then(|e| table.routing.quality.get(&e.core).copied().or(e.quality)),
         ttfb_ms: measured.and_then(|p| p.ttfb_ms),
         success: measured.map(|p| p.success),
         priority: ch.map(|c| c.priority).unwrap_or(0),

@@ -6,11 +6,12 @@
 //! once, then shared read-only. A document that fails to compile never replaces a good
 //! table: callers keep the last good one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fasthash::FastMap;
 use crate::groups::{builtin_groups, name_capabilities, GroupDoc};
 use crate::names::{core_name, is_non_chat, model_tags, size_facts};
 use crate::query::{parse, Query};
@@ -211,6 +212,8 @@ pub struct ModelEntry {
     pub free: bool,
     /// A local channel (Ollama, LM Studio): costs nothing.
     pub local: bool,
+    /// From the known-models table; None: estimated from size.
+    pub quality: Option<f64>,
     pub price_in: Option<f64>,
     pub price_out: Option<f64>,
 }
@@ -251,18 +254,18 @@ pub struct Table {
     pub routing: RoutingDoc,
     pub auth: AuthDoc,
     pub channels: Vec<Channel>,
-    channel_index: HashMap<String, u32>,
+    channel_index: FastMap<String, u32>,
     pub entries: Vec<ModelEntry>,
     tag_names: Vec<String>,
-    tag_ids: HashMap<String, u32>,
+    tag_ids: FastMap<String, u32>,
     /// Tag id -> entries having it, ascending (= preference order).
     tag_index: Vec<Vec<u32>>,
     /// Physical model id -> entries.
-    by_model: HashMap<String, Vec<u32>>,
+    by_model: FastMap<String, Vec<u32>>,
     /// Core name -> chat entries (M5, M6).
-    by_core: HashMap<String, Vec<u32>>,
+    by_core: FastMap<String, Vec<u32>>,
     /// Alias (standard name) -> candidates on the channels that define it.
-    by_alias: HashMap<String, Vec<Candidate>>,
+    by_alias: FastMap<String, Vec<Candidate>>,
     groups: BTreeMap<String, Group>,
     models_json: String,
     health_json: String,
@@ -341,13 +344,13 @@ impl Table {
         order.sort_by_key(|&i| (doc.channels[i].priority, i));
 
         let mut channels = Vec::new();
-        let mut channel_index = HashMap::new();
+        let mut channel_index = FastMap::default();
         let mut skipped_channels = Vec::new();
         let mut interner = Interner::default();
-        let mut facts_by_name: HashMap<&str, NameFacts> = HashMap::new();
+        let mut facts_by_name: FastMap<&str, NameFacts> = FastMap::default();
         let mut alias_cores: Vec<(String, u32)> = Vec::new();
         let mut entries: Vec<ModelEntry> = Vec::new();
-        let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut by_alias: FastMap<String, Vec<Candidate>> = FastMap::default();
         for &i in &order {
             let c = &doc.channels[i];
             if let Some(known) = known_clusters {
@@ -363,7 +366,7 @@ impl Table {
             let channel_local = channel_tags.iter().any(|t| t == "local");
             let channel_tag_ids: Vec<u32> = channel_tags.iter().map(|t| interner.id(t)).collect();
             // This channel's entries by model id, to attach alias names below.
-            let mut own: HashMap<&str, usize> = HashMap::new();
+            let mut own: FastMap<&str, usize> = FastMap::default();
             for m in &c.models {
                 if own.contains_key(m.id.as_str()) {
                     continue;
@@ -408,6 +411,7 @@ impl Table {
                     e.tags.dedup();
                     e.context_length = e.context_length.or(named.context);
                     e.params_b = e.params_b.or(named.params_b);
+                    e.quality = e.quality.or(named.quality);
                     e.free |= named.free_marker;
                     alias_cores.push((named.core, n as u32));
                 }
@@ -437,8 +441,8 @@ impl Table {
         }
 
         let mut tag_index: Vec<Vec<u32>> = vec![Vec::new(); interner.names.len()];
-        let mut by_model: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut by_core: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_model: FastMap<String, Vec<u32>> = FastMap::default();
+        let mut by_core: FastMap<String, Vec<u32>> = FastMap::default();
         for (n, e) in entries.iter().enumerate() {
             let n = u32::try_from(n).map_err(|_| TableError("too many models".into()))?;
             for &t in &e.tags {
@@ -666,7 +670,7 @@ impl Table {
 #[derive(Default)]
 struct Interner {
     names: Vec<String>,
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
 }
 
 impl Interner {
@@ -688,6 +692,7 @@ struct NameFacts {
     core: String,
     context: Option<u64>,
     params_b: Option<f64>,
+    quality: Option<f64>,
     chat: bool,
     tools: bool,
     vision: bool,
@@ -701,11 +706,15 @@ fn name_facts(id: &str, interner: &mut Interner) -> NameFacts {
     tags.dedup();
     let size = size_facts(id);
     let (tools, vision) = name_capabilities(&name_tags);
+    let core = core_name(id);
+    // The known-models table before what the name itself says.
+    let known = crate::known::lookup(&core).unwrap_or_default();
     NameFacts {
         tags,
-        core: core_name(id),
-        context: size.context,
-        params_b: size.params_b,
+        context: known.context.or(size.context),
+        params_b: known.params_b.or(size.params_b),
+        quality: known.quality,
+        core,
         chat: !is_non_chat(id),
         tools,
         vision,
@@ -733,6 +742,7 @@ fn model_entry(channel: u32, m: &ModelDoc, facts: &NameFacts, channel_tags: &[u3
         vision: if m.capabilities.is_empty() { facts.vision } else { said("vision") },
         free: channel_free || facts.free_marker || (m.input_price == Some(0.0) && m.output_price == Some(0.0)),
         local: false,
+        quality: facts.quality,
         price_in: m.input_price,
         price_out: m.output_price,
     }
