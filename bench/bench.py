@@ -106,8 +106,8 @@ static_resources:
     return p, port
 
 
-def router_config(channels):
-    return "routing:\n  debug_headers: true\nchannels:\n" + "".join(channels)
+def router_config(channels, extra=""):
+    return "routing:\n  debug_headers: true\n" + extra + "channels:\n" + "".join(channels)
 
 
 def channel(cid, port, models=None, priority=10):
@@ -144,7 +144,10 @@ def main():
             for name, chans in variants.items():
                 d = Path(tmp) / name
                 d.mkdir()
-                r = Router(d, router_config(chans), concurrency=1)
+                # Failing over on every request needs a breaker that never opens
+                # (it would take the failing channel out after three failures).
+                extra = "  circuit_breaker: {min_failures: 1000000000}\n" if name == "router-fo" else ""
+                r = Router(d, router_config(chans, extra), concurrency=1)
                 try:
                     assert r.chat("bench-model").status == 200
                     measure(name, f"http://127.0.0.1:{r.api_port}/v1/chat/completions", r.envoy.pid, body_file, results)
