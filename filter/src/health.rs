@@ -10,22 +10,17 @@ use std::cell::RefCell;
 
 use router_core::health::{ErrorClass, HealthMap, Policy, State};
 
-use crate::{host, metrics};
+use crate::{host, metrics, shared};
 
 pub const HEALTH_KEY: &str = "sar.health";
 
 thread_local! {
-    static LOCAL: RefCell<(HealthMap, Option<u32>)> = RefCell::new((HealthMap::default(), None));
+    static LOCAL: shared::Local<HealthMap> = RefCell::new((HealthMap::default(), None));
 }
 
 /// Re-read the shared map if another worker changed it.
 pub fn refresh() {
-    let (bytes, cas) = host::shared_data_cas(HEALTH_KEY);
-    if LOCAL.with(|l| l.borrow().1 == cas && cas.is_some()) {
-        return;
-    }
-    let map = bytes.map(|b| HealthMap::decode(&String::from_utf8_lossy(&b))).unwrap_or_default();
-    LOCAL.with(|l| *l.borrow_mut() = (map, cas));
+    shared::refresh(HEALTH_KEY, &LOCAL, |_| {});
 }
 
 /// Run `f` on this worker's copy.
@@ -33,22 +28,8 @@ pub fn with<T>(f: impl FnOnce(&HealthMap) -> T) -> T {
     LOCAL.with(|l| f(&l.borrow().0))
 }
 
-/// Apply `change` to the shared map with compare-and-swap; returns the map as
-/// written (or None when nothing changed or every try lost its race).
-fn update(change: impl Fn(&mut HealthMap) -> bool) -> Option<HealthMap> {
-    for _ in 0..8 {
-        let (bytes, cas) = host::shared_data_cas(HEALTH_KEY);
-        let mut map = bytes.map(|b| HealthMap::decode(&String::from_utf8_lossy(&b))).unwrap_or_default();
-        if !change(&mut map) {
-            return None;
-        }
-        if host::set_shared_data_cas(HEALTH_KEY, map.encode().as_bytes(), cas) {
-            // Our write moved the CAS token; the next tick re-reads it.
-            LOCAL.with(|l| *l.borrow_mut() = (map.clone(), None));
-            return Some(map);
-        }
-    }
-    None
+fn update(change: impl FnMut(&mut HealthMap) -> bool) -> Option<HealthMap> {
+    shared::update(HEALTH_KEY, &LOCAL, change)
 }
 
 /// One attempt's outcome on `channel`/`model`.

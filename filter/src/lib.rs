@@ -23,6 +23,7 @@ mod health;
 mod host;
 mod metrics;
 mod perf;
+mod shared;
 
 use std::cell::RefCell;
 use std::collections::HashSet;

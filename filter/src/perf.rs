@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use router_core::health::model_key;
 use router_core::score::PerfMap;
 
-use crate::host;
+use crate::{host, shared};
 
 const PERF_KEY: &str = "sar.perf";
 
 thread_local! {
-    static LOCAL: RefCell<(PerfMap, Option<u32>)> = RefCell::new((PerfMap::default(), None));
+    static LOCAL: shared::Local<PerfMap> = RefCell::new((PerfMap::default(), None));
     /// key -> (attempts, answered, summed time to first byte in ms)
     static PENDING: RefCell<HashMap<String, (u64, u64, f64)>> = RefCell::new(HashMap::new());
     static LAST_FLUSH_MS: RefCell<u64> = const { RefCell::new(0) };
@@ -50,14 +50,8 @@ pub fn tick() {
     if due {
         flush();
     }
-    let (bytes, cas) = host::shared_data_cas(PERF_KEY);
-    if LOCAL.with(|l| l.borrow().1 == cas && cas.is_some()) {
-        return;
-    }
-    let mut map = bytes.map(|b| PerfMap::decode(&String::from_utf8_lossy(&b))).unwrap_or_default();
     // Expire locally too: a channel with no traffic writes nothing that would.
-    map.expire(now);
-    LOCAL.with(|l| *l.borrow_mut() = (map, cas));
+    shared::refresh(PERF_KEY, &LOCAL, |map| map.expire(now));
 }
 
 fn flush() {
@@ -65,17 +59,12 @@ fn flush() {
     if batch.is_empty() {
         return;
     }
-    for _ in 0..8 {
-        let (bytes, cas) = host::shared_data_cas(PERF_KEY);
-        let mut map = bytes.map(|b| PerfMap::decode(&String::from_utf8_lossy(&b))).unwrap_or_default();
-        let now = host::now_ms();
+    let now = host::now_ms();
+    shared::update(PERF_KEY, &LOCAL, |map| {
         for (key, &(n, ok, sum)) in &batch {
             map.merge(key, n, ok, sum, now);
         }
         map.expire(now);
-        if host::set_shared_data_cas(PERF_KEY, map.encode().as_bytes(), cas) {
-            LOCAL.with(|l| *l.borrow_mut() = (map, None));
-            return;
-        }
-    }
+        true
+    });
 }
