@@ -74,3 +74,10 @@ def test_equal_channels_share_by_weight_and_priority_wins_ties(two):
                    f"  - {{id: a, base_url: '{a.base_url}', weight: 3, priority: 2}}\n"
                    f"  - {{id: b, base_url: '{b.base_url}', weight: 1, priority: 1}}\n")
     wait_for(lambda: channels_served(r, "m", 4) == {"b": 4}, timeout=3, what="priority decides a tie")
+
+
+def test_debug_headers_can_be_turned_off(two):
+    a, b, r = two("routing:\n  debug_headers: false\nchannels:\n  - {{id: a, base_url: '{a}'}}\n", ["m"], ["m"])
+    resp = r.chat("m")
+    assert resp.status == 200
+    assert not [h for h in resp.headers if h.startswith("x-router-")], resp.headers

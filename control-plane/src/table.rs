@@ -209,6 +209,7 @@ fn groups(config: &Config) -> Vec<GroupDoc> {
                 },
                 any_of: Default::default(),
                 members,
+                strategy: (!g.routing_strategy.is_empty()).then(|| strategy_from(name, &g.routing_strategy)),
             }
         })
         .collect()

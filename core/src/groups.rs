@@ -20,6 +20,9 @@ pub struct GroupDoc {
     pub any_of: AnyOf,
     /// Explicit members, tried before the query's members, lowest priority first.
     pub members: Vec<GroupMember>,
+    /// The group's own strategy (the seeds' `routing_strategy`); none: the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<crate::score::Strategy>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -60,6 +63,14 @@ pub struct GroupMember {
 }
 
 fn builtin(name: &str, description: &str, filters: GroupFilters, any_of: AnyOf) -> GroupDoc {
+    // The strategy a group's name promises; the rest follow the default strategy.
+    let strategy = match name {
+        "auto:fast" => "speed_optimized",
+        "auto:smart" | "auto:premium" => "quality_optimized",
+        "auto:balanced" => "balanced",
+        "auto:cheap" => "cost_first",
+        _ => "",
+    };
     GroupDoc {
         name: name.into(),
         description: description.into(),
@@ -67,6 +78,7 @@ fn builtin(name: &str, description: &str, filters: GroupFilters, any_of: AnyOf) 
         filters,
         any_of,
         members: vec![],
+        strategy: crate::score::builtin(strategy),
     }
 }
 

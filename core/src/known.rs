@@ -49,7 +49,7 @@ mod tests {
 
     #[test]
     fn table_parses_and_answers_by_core_name() {
-        assert!(table().len() > 150);
+        assert!(table().len() > 200);
         let k = lookup(&core_name("qwen/qwen3-235b-a22b:free")).unwrap();
         assert_eq!((k.params_b, k.context), (Some(235.0), Some(131072)));
         assert_eq!(lookup(&core_name("anthropic/claude-3-5-sonnet-20241022")).unwrap().context, Some(200000));

@@ -44,8 +44,12 @@ pub struct Planned {
 /// How many candidates are scored: enough for any plan and its replacements.
 const SCORED: usize = 64;
 
-/// The active strategy: the table's default, a built-in or custom one by name.
-pub fn strategy(table: &Table) -> Strategy {
+/// The active strategy: the group's own, else the table's default (a built-in or
+/// custom one by name).
+pub fn strategy(table: &Table, group: Option<&str>) -> Strategy {
+    if let Some(s) = group.and_then(|g| table.group(g)).and_then(|g| g.strategy.clone()) {
+        return s;
+    }
     let name = table.routing.default_strategy.as_str();
     score::builtin(name)
         .or_else(|| table.routing.strategies.get(name).cloned())
@@ -86,7 +90,7 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let strategy = strategy(table);
+    let strategy = strategy(table, found.group.as_deref());
     let mut all_facts: Vec<Facts> = found.candidates.iter().map(|c| facts(table, c, live.perf)).collect();
     score::fill_priors(&mut all_facts);
     let scored: Vec<(Candidate, Scored, Facts)> = found

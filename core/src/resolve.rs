@@ -40,6 +40,8 @@ pub struct Exclusion {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
     pub query: Query,
+    /// The group the query named, if any.
+    pub group: Option<String>,
     pub stages: Vec<Stage>,
     pub candidates: Vec<Candidate>,
     /// Filled only when explaining.
@@ -66,7 +68,13 @@ impl Mode {
 
 pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution, RouterError> {
     let query = parse(requested).map_err(|e| RouterError::bad_request("invalid_model_query", e.0))?;
-    let mut r = Resolution { query: query.clone(), stages: Vec::new(), candidates: Vec::new(), excluded: Vec::new() };
+    let mut r = Resolution {
+        query: query.clone(),
+        group: None,
+        stages: Vec::new(),
+        candidates: Vec::new(),
+        excluded: Vec::new(),
+    };
     match &query {
         Query::Tags { include, exclude } => {
             r.stages.push(Stage::Tags);
@@ -112,6 +120,7 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
 
 fn group_query(table: &Table, group: &crate::table::Group, mode: Mode, r: &mut Resolution) -> Result<(), RouterError> {
     r.stages.push(Stage::Group);
+    r.group = Some(group.name.clone());
     for c in group.candidates(table) {
         if !push(r, c, mode.limit) {
             break;
@@ -279,7 +288,7 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                 .map(|x| serde_json::json!({"channel": x.channel, "model": x.model, "reason": x.reason}))
                 .collect();
             // The order routing uses (without live health and speed data).
-            let strategy = crate::plan::strategy(table);
+            let strategy = crate::plan::strategy(table, r.group.as_deref());
             let perf = crate::score::PerfMap::default();
             let scored: Vec<(&Candidate, crate::score::Facts, crate::score::Scored)> = r
                 .candidates
@@ -559,9 +568,13 @@ mod tests {
                 priority: 1,
                 weight: 1,
             }],
+            strategy: crate::score::builtin("speed_optimized"),
             ..Default::default()
         });
         let t = Table::compile(d, None).unwrap();
+        assert_eq!(explain_json(&t, "my-qwen")["strategy"], "speed_optimized");
+        assert_eq!(explain_json(&t, "auto:smart")["strategy"], "quality_optimized");
+        assert_eq!(explain_json(&t, "auto:free")["strategy"], "cost_first");
         let g = found(&t, "my-qwen");
         assert_eq!(g[0], "groq/llama-3.1-8b-instant");
         assert!(g.contains(&"siliconflow/Qwen/Qwen3-235B-A22B".to_string()));

@@ -229,6 +229,8 @@ pub struct Group {
     pub explicit: Vec<Candidate>,
     /// Matching entries, in preference order.
     pub entries: Vec<u32>,
+    /// Its own strategy, if it has one.
+    pub strategy: Option<crate::score::Strategy>,
 }
 
 impl Group {
@@ -500,7 +502,10 @@ impl Table {
         }
         for (name, g) in group_docs {
             let (explicit, entries) = table.group_members(&g).map_err(|e| TableError(format!("group {name}: {e}")))?;
-            table.groups.insert(name.clone(), Group { name, description: g.description, explicit, entries });
+            table.groups.insert(
+                name.clone(),
+                Group { name, description: g.description, explicit, entries, strategy: g.strategy },
+            );
         }
         table.models_json = table.render_models();
         table.health_json =
