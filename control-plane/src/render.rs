@@ -134,7 +134,12 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
     }
 
     let max_body = config.server.max_body_bytes;
-    let router_config = json!({"role": "router", "clusters": cluster_names, "max_body_bytes": max_body});
+    let router_config = json!({
+        "role": "router",
+        "clusters": cluster_names,
+        "max_body_bytes": max_body,
+        "num_retries": config.routing.max_retry_attempts,
+    });
     let too_large = format!("request body is larger than the router's limit of {max_body} bytes");
 
     let http_filters = json!([

@@ -67,6 +67,10 @@ enum PluginConfig {
         clusters: Vec<String>,
         #[serde(default = "default_max_body")]
         max_body_bytes: usize,
+        /// The route's `num_retries`: a plan that uses exactly that many needs no
+        /// `x-envoy-max-retries` header.
+        #[serde(default)]
+        num_retries: Option<usize>,
     },
     Attempt {},
 }
@@ -136,7 +140,7 @@ struct RouterRoot {
 
 enum Role {
     Service(TableFetcher),
-    Router { max_body_bytes: usize },
+    Router { max_body_bytes: usize, num_retries: Option<usize> },
     Attempt,
 }
 
@@ -182,7 +186,7 @@ impl RootContext for RouterRoot {
                 fetcher.poll();
                 Role::Service(fetcher)
             }
-            PluginConfig::Router { clusters, max_body_bytes } => {
+            PluginConfig::Router { clusters, max_body_bytes, num_retries } => {
                 if !clusters.is_empty() {
                     KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
                 }
@@ -190,7 +194,7 @@ impl RootContext for RouterRoot {
                 host::set_tick_period(Duration::from_millis(100));
                 refresh_table();
                 health::refresh();
-                Role::Router { max_body_bytes }
+                Role::Router { max_body_bytes, num_retries }
             }
             PluginConfig::Attempt {} => {
                 host::set_tick_period(Duration::from_millis(100));
@@ -222,7 +226,9 @@ impl RootContext for RouterRoot {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         match self.role {
-            Some(Role::Router { max_body_bytes }) => Some(Box::new(RouterRequest::new(max_body_bytes))),
+            Some(Role::Router { max_body_bytes, num_retries }) => {
+                Some(Box::new(RouterRequest::new(max_body_bytes, num_retries)))
+            }
             Some(Role::Attempt) => Some(Box::new(AttemptRequest::default())),
             _ => None,
         }
@@ -370,11 +376,12 @@ struct RouterRequest {
     /// The client's `:path`, kept from the headers callback (Envoy allows reading a
     /// header map only in its own callback).
     path: String,
+    num_retries: Option<usize>,
 }
 
 impl RouterRequest {
-    fn new(max_body_bytes: usize) -> Self {
-        Self { max_body_bytes, answered: false, decision: None, path: String::new() }
+    fn new(max_body_bytes: usize, num_retries: Option<usize>) -> Self {
+        Self { max_body_bytes, answered: false, decision: None, path: String::new(), num_retries }
     }
 
     fn reply(&mut self, status: u16, body: &str) -> Action {
@@ -464,7 +471,9 @@ impl HttpContext for RouterRequest {
             Ok(h) => h,
             Err(e) => return self.fail(&e),
         };
-        let now = host::now_ms();
+        // The clock matters only to channels with health state (a host call saved
+        // on the common path).
+        let now = if health::with(|h| h.entries.is_empty()) { 0 } else { host::now_ms() };
         let rotation = ROTATION.with(|r| {
             let v = r.get().wrapping_add(1);
             r.set(v);
@@ -521,7 +530,12 @@ impl HttpContext for RouterRequest {
             ));
         }
         host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
-        host::set_request_header("x-envoy-max-retries", Some(&(clusters.len().saturating_sub(1)).to_string()));
+        // Past the end of the plan the cluster specifier repeats the last group: cap
+        // the retries at the plan, unless the route's own count already does.
+        let retries = clusters.len().saturating_sub(1);
+        if self.num_retries != Some(retries) {
+            host::set_request_header("x-envoy-max-retries", Some(&retries.to_string()));
+        }
         self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores });
         Action::Continue
     }
