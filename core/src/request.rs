@@ -100,3 +100,43 @@ mod tests {
         assert!(!parse_chat_head(br#"{"model":"m","stream":null}"#).unwrap().stream);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Random and mutated bodies: every one is answered with Ok or a 400, never a panic.
+    #[test]
+    fn never_panics_on_random_or_mutated_bodies() {
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seed = br#"{"model":"qwen/qwen3:free","stream":true,"messages":[{"role":"user","content":"h\u00e9"}]}"#;
+        for i in 0..20_000 {
+            let body: Vec<u8> = if i % 2 == 0 {
+                (0..(next() % 64)).map(|_| (next() % 256) as u8).collect()
+            } else {
+                let mut b = seed.to_vec();
+                for _ in 0..(1 + next() % 4) {
+                    let at = (next() as usize) % b.len();
+                    match next() % 3 {
+                        0 => b[at] = (next() % 256) as u8,
+                        1 => {
+                            b.remove(at);
+                        }
+                        _ => b.insert(at, b"{}[]\",:\\"[(next() % 8) as usize]),
+                    }
+                }
+                b
+            };
+            match parse_chat_head(&body) {
+                Ok(h) => assert!(h.model_span.1 <= body.len() && h.model_span.0 < h.model_span.1),
+                Err(e) => assert_eq!(e.status, 400),
+            }
+        }
+    }
+}

@@ -265,3 +265,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[test]
+    fn decoders_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"sar1 0123456789-p/\n\"=xyz";
+        for _ in 0..20_000 {
+            let s: String = (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
+            let _ = AttemptState::decode(&s);
+            let _ = crate::health::HealthMap::decode(&s);
+            let _ = crate::score::PerfMap::decode(&s);
+        }
+    }
+}
