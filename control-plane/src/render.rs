@@ -7,8 +7,9 @@
 //!
 //! 1. wasm `router` role: answers listings and errors, sets the plan header;
 //! 2. `header_to_metadata`: plan header -> `smart_router.priority_groups` metadata;
-//! 3. Lua `clearRouteCache()`: the route was resolved before the metadata existed,
-//!    so it must be resolved again for the first attempt to follow the plan;
+//! 3. wasm `clear_route` role (Envoy's `clear_route_cache` foreign function): the
+//!    route was resolved before the metadata existed, so it must be resolved again
+//!    for the first attempt to follow the plan;
 //! 4. router, with the wasm `attempt` role as an upstream filter (per attempt).
 
 use serde_json::{json, Value};
@@ -160,13 +161,7 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                 }],
             },
         },
-        {
-            "name": "envoy.filters.http.lua",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": "function envoy_on_request(h) h:clearRouteCache() end"},
-            },
-        },
+        wasm_filter("smart_router_clear", &opts.wasm_path, json!({"role": "clear_route"})),
         {
             "name": "envoy.filters.http.router",
             "typed_config": {

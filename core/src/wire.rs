@@ -281,7 +281,8 @@ mod fuzz {
         };
         let alphabet = b"sar1 0123456789-p/\n\"=xyz";
         for _ in 0..20_000 {
-            let s: String = (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
+            let s: String =
+                (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
             let _ = AttemptState::decode(&s);
             let _ = crate::health::HealthMap::decode(&s);
             let _ = crate::score::PerfMap::decode(&s);

@@ -156,3 +156,8 @@ pub fn try_set_response_header(name: &str, value: &str) -> bool {
 pub fn response_body(len: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len).ok().flatten()
 }
+
+/// Envoy's `clear_route_cache` foreign function: the route is resolved again.
+pub fn clear_route_cache() -> bool {
+    hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+}

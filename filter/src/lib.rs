@@ -73,6 +73,9 @@ enum PluginConfig {
         num_retries: Option<usize>,
     },
     Attempt {},
+    /// Placed after `header_to_metadata`: makes Envoy resolve the route again, now
+    /// that the plan is in metadata (the route was resolved before it existed).
+    ClearRoute {},
 }
 
 fn default_poll_ms() -> u64 {
@@ -142,6 +145,7 @@ enum Role {
     Service(TableFetcher),
     Router { max_body_bytes: usize, num_retries: Option<usize> },
     Attempt,
+    ClearRoute,
 }
 
 impl Context for RouterRoot {
@@ -196,6 +200,7 @@ impl RootContext for RouterRoot {
                 health::refresh();
                 Role::Router { max_body_bytes, num_retries }
             }
+            PluginConfig::ClearRoute {} => Role::ClearRoute,
             PluginConfig::Attempt {} => {
                 host::set_tick_period(Duration::from_millis(100));
                 refresh_table();
@@ -220,7 +225,7 @@ impl RootContext for RouterRoot {
                 health::refresh();
                 perf::tick();
             }
-            None => {}
+            Some(Role::ClearRoute) | None => {}
         }
     }
 
@@ -230,6 +235,7 @@ impl RootContext for RouterRoot {
                 Some(Box::new(RouterRequest::new(max_body_bytes, num_retries)))
             }
             Some(Role::Attempt) => Some(Box::new(AttemptRequest::default())),
+            Some(Role::ClearRoute) => Some(Box::new(ClearRoute)),
             _ => None,
         }
     }
@@ -355,6 +361,18 @@ impl TableFetcher {
             host::log(LogLevel::Warn, &format!("smart-router: {message}"));
             self.last_problem = Some(message);
         }
+    }
+}
+
+/// The `clear_route` role: one host call per chat request.
+struct ClearRoute;
+
+impl Context for ClearRoute {}
+
+impl HttpContext for ClearRoute {
+    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        host::clear_route_cache();
+        Action::Continue
     }
 }
 
