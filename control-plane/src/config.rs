@@ -538,6 +538,11 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             check_sort_field(f).map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
         }
     }
+    for cap in &c.routing.model_filters.capabilities {
+        if cap != "tools" && cap != "vision" {
+            return e("routing.model_filters.capabilities", format!("unknown capability \"{cap}\" (tools, vision)"));
+        }
+    }
     for (m, q) in &c.routing.model_quality {
         if !(0.0..=1.0).contains(q) {
             return e(&format!("routing.model_quality.{m}"), "must be between 0 and 1".into());
@@ -652,12 +657,6 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     format!("unknown capability \"{cap}\" (tools, vision)"),
                 );
             }
-        }
-        if g.filters.max_cost_per_1k.is_some_and(|c| c > 0.0) {
-            return e(
-                &format!("model_groups.{name}.filters.max_cost_per_1k"),
-                "only 0 (free models) is supported until per-model prices are routed".into(),
-            );
         }
         for (i, f) in g.routing_strategy.iter().enumerate() {
             check_sort_field(f).map_err(|m| (format!("model_groups.{name}.routing_strategy[{i}]"), m))?;

@@ -103,6 +103,13 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
             health: health_policy(config),
             strategies: custom_strategies(config),
             quality: config.routing.model_quality.clone(),
+            filters: router_core::groups::GroupFilters {
+                min_context_length: config.routing.model_filters.min_context_length,
+                min_parameter_count: config.routing.model_filters.min_parameter_count,
+                max_cost_per_1k: config.routing.model_filters.max_cost_per_1k,
+                capabilities: config.routing.model_filters.capabilities.clone(),
+                ..Default::default()
+            },
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
@@ -203,8 +210,8 @@ fn groups(config: &Config) -> Vec<GroupDoc> {
                     min_context_length: f.min_context_length,
                     min_parameter_count: f.min_parameter_count,
                     max_parameter_count: None,
-                    // Prices arrive with the scoring work; until then a zero cap means free only.
-                    free_only: f.max_cost_per_1k.is_some_and(|c| c <= 0.0),
+                    free_only: false,
+                    max_cost_per_1k: f.max_cost_per_1k,
                     capabilities: f.capabilities.clone(),
                 },
                 any_of: Default::default(),

@@ -34,6 +34,9 @@ pub struct GroupFilters {
     pub max_parameter_count: Option<f64>,
     /// Only models that are free (a `free` tag on the model or its channel, or local).
     pub free_only: bool,
+    /// USD per 1K tokens (input and output blended 3:1); a model with no known
+    /// price is left out unless it is free.
+    pub max_cost_per_1k: Option<f64>,
     /// Capabilities the model must have: `tools`, `vision`.
     pub capabilities: Vec<String>,
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{ascii_safe, RouterError};
 use crate::health::{Admit, HealthMap};
-use crate::resolve::{resolve as resolve_query, Mode};
+use crate::resolve::{resolve as resolve_query, Mode, Stage};
 use crate::score::{self, Facts, PerfMap, Ranked, Scored, Strategy};
 use crate::table::{Candidate, Table};
 
@@ -89,8 +89,19 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
 /// allows. Ties share traffic by weight (S7).
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
-    let found = resolve_query(table, requested, Mode::route(SCORED))?;
+    let mut found = resolve_query(table, requested, Mode::route(SCORED))?;
     let strategy = strategy(table, found.group.as_deref());
+    // routing.model_filters narrow tag queries and groups; a named model is served.
+    let searched = found.stages.iter().any(|s| matches!(s, Stage::Tags | Stage::NameAsTags | Stage::Group));
+    if searched && table.routing.filters != crate::groups::GroupFilters::default() {
+        found.candidates.retain(|c| table.entry_for(c).is_none_or(|e| crate::table::admits(&table.routing.filters, e)));
+        if found.candidates.is_empty() {
+            return Err(RouterError::model_not_found(format!(
+                "no model matching \"{}\" passes routing.model_filters",
+                ascii_safe(requested, 200)
+            )));
+        }
+    }
     let mut all_facts: Vec<Facts> = found.candidates.iter().map(|c| facts(table, c, live.perf)).collect();
     score::fill_priors(&mut all_facts);
     let scored: Vec<(Candidate, Scored, Facts)> = found
@@ -199,6 +210,34 @@ mod tests {
         // The rest is over: a is back.
         let p = plan(&t, "m", live(3_000)).unwrap();
         assert_eq!(ids(&t, &p.plan), [("a".into(), "m".into())]);
+    }
+
+    #[test]
+    fn routing_filters_narrow_searches_not_named_models() {
+        let mut d = doc(vec![channel("a", 1, &["chat-4k", "chat-128k"])]);
+        d.routing.filters.min_context_length = Some(32_000);
+        let t = Table::compile(d, None).unwrap();
+        assert_eq!(ids(&t, &resolve(&t, "tag:chat").unwrap()), [("a".into(), "chat-128k".into())]);
+        assert_eq!(ids(&t, &resolve(&t, "chat-4k").unwrap()), [("a".into(), "chat-4k".into())]);
+        let mut d = doc(vec![channel("a", 1, &["chat-4k"])]);
+        d.routing.filters.min_context_length = Some(32_000);
+        let t = Table::compile(d, None).unwrap();
+        assert!(resolve(&t, "tag:chat").unwrap_err().message.contains("model_filters"));
+    }
+
+    #[test]
+    fn cost_cap_admits_free_and_cheap_only() {
+        use crate::groups::GroupFilters;
+        use crate::table::admits;
+        let mut d = doc(vec![channel("a", 1, &["m-cheap", "m-dear", "m-unknown", "m-x:free"])]);
+        d.channels[0].models[0].input_price = Some(0.1);
+        d.channels[0].models[0].output_price = Some(0.3);
+        d.channels[0].models[1].input_price = Some(5.0);
+        d.channels[0].models[1].output_price = Some(15.0);
+        let t = Table::compile(d, None).unwrap();
+        let cap = GroupFilters { max_cost_per_1k: Some(0.001), ..Default::default() };
+        let ok: Vec<&str> = t.entries.iter().filter(|e| admits(&cap, e)).map(|e| e.id.as_str()).collect();
+        assert_eq!(ok, ["m-cheap", "m-x:free"]);
     }
 
     #[test]

@@ -130,10 +130,15 @@ fn clamp01(x: f64) -> f64 {
 /// Cost per 1M tokens, blending input and output as a chat typically uses them
 /// (prompts longer than answers: 3 parts input, 1 part output).
 pub fn blended_price(f: &Facts) -> Option<f64> {
-    if f.free || f.local {
+    blend(f.free || f.local, f.price_in, f.price_out)
+}
+
+/// As [`blended_price`], from the parts: free (or local) costs nothing.
+pub fn blend(free: bool, price_in: Option<f64>, price_out: Option<f64>) -> Option<f64> {
+    if free {
         return Some(0.0);
     }
-    match (f.price_in, f.price_out) {
+    match (price_in, price_out) {
         (Some(i), Some(o)) => Some((3.0 * i + o) / 4.0),
         (Some(p), None) | (None, Some(p)) => Some(p),
         (None, None) => None,

@@ -50,6 +50,9 @@ pub struct RoutingDoc {
     pub strategies: BTreeMap<String, crate::score::Strategy>,
     /// Quality (0..=1) by model core name, overriding the size-based estimate.
     pub quality: BTreeMap<String, f64>,
+    /// Filters for tag queries and groups (`routing.model_filters`); a model the
+    /// client names is not filtered.
+    pub filters: crate::groups::GroupFilters,
 }
 
 impl Default for RoutingDoc {
@@ -61,6 +64,7 @@ impl Default for RoutingDoc {
             health: crate::health::Policy::default(),
             strategies: BTreeMap::new(),
             quality: BTreeMap::new(),
+            filters: crate::groups::GroupFilters::default(),
         }
     }
 }
@@ -550,16 +554,7 @@ impl Table {
             {
                 continue;
             }
-            if f.free_only && !e.free
-                || f.min_context_length.is_some_and(|min| e.context_length.is_some_and(|c| c < min))
-                || f.min_parameter_count.is_some_and(|min| e.params_b.is_none_or(|p| p < min))
-                || f.max_parameter_count.is_some_and(|max| e.params_b.is_none_or(|p| p > max))
-                || f.capabilities.iter().any(|c| match c.as_str() {
-                    "tools" => !e.tools,
-                    "vision" => !e.vision,
-                    _ => true,
-                })
-            {
+            if !admits(f, e) {
                 continue;
             }
             if !g.any_of.is_empty() {
@@ -670,6 +665,21 @@ impl Table {
     pub fn health_json(&self) -> &str {
         &self.health_json
     }
+}
+
+/// Whether a model passes group or routing filters (S6).
+pub fn admits(f: &crate::groups::GroupFilters, e: &ModelEntry) -> bool {
+    let price = crate::score::blend(e.free || e.local, e.price_in, e.price_out);
+    !(f.free_only && !e.free
+        || f.max_cost_per_1k.is_some_and(|max| price.is_none_or(|p| p / 1000.0 > max))
+        || f.min_context_length.is_some_and(|min| e.context_length.is_some_and(|c| c < min))
+        || f.min_parameter_count.is_some_and(|min| e.params_b.is_none_or(|p| p < min))
+        || f.max_parameter_count.is_some_and(|max| e.params_b.is_none_or(|p| p > max))
+        || f.capabilities.iter().any(|c| match c.as_str() {
+            "tools" => !e.tools,
+            "vision" => !e.vision,
+            _ => true,
+        }))
 }
 
 #[derive(Default)]
