@@ -1,23 +1,28 @@
 //! Smart AI Router as a proxy-wasm filter for Envoy.
 //!
-//! One wasm binary plays three roles, chosen by the plugin configuration's `role`:
+//! One wasm binary plays four roles, chosen by the plugin configuration's `role`:
 //!
 //! - `service`: a singleton `WasmService` (bootstrap extension, main thread). It polls
 //!   the control plane for the channel table and publishes good tables in shared
 //!   data, which is process-wide per `vm_id`. A table that does not compile is never
 //!   published, so workers keep the last good one; so they do when the control plane
-//!   is down.
+//!   is down. It also reports the workers' breaker states to the control plane.
 //! - `router`: the downstream HTTP filter. It answers `/v1/models` and `/health`,
-//!   buffers a chat request, resolves `model` to an ordered plan and hands the plan to
+//!   buffers a chat request, resolves `model` to candidates, scores them, leaves out
+//!   those whose breaker is open (see `health`, `perf`) and hands the plan to
 //!   Envoy: a header that `header_to_metadata` turns into the `priority_group` cluster
 //!   specifier's override, plus `x-envoy-max-retries`. Envoy then executes the
 //!   attempts (retry with `refresh_cluster_on_retry`), streaming included. On the way
 //!   back it adds debug headers, counts stats, and replaces a final failure with an
 //!   OpenAI-shaped 503 that lists the channels tried.
+//! - `clear_route`: after `header_to_metadata`, makes Envoy resolve the route again
+//!   so the first attempt follows the plan.
 //! - `attempt`: an upstream HTTP filter in the router's `upstream_http_filters`, run
 //!   once per attempt. It rewrites `:authority`, `:path`, the key header and the
 //!   body's `model` for that attempt's channel. All attempts share one header map, so
-//!   it rewrites from the plan in filter state rather than from what it sees.
+//!   it rewrites from the plan in filter state rather than from what it sees. It
+//!   records each attempt's outcome (breakers) and time to first byte (speed), and
+//!   turns a context-length 400 into a retriable 503.
 
 mod health;
 mod host;
