@@ -36,10 +36,6 @@ pub fn response_header(name: &str) -> Option<String> {
     header(MapType::HttpResponseHeaders, name)
 }
 
-pub fn add_response_header(name: &str, value: &str) {
-    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
-}
-
 pub fn request_body(start: usize, len: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten()
 }
@@ -160,4 +156,16 @@ pub fn response_body(len: usize) -> Option<Vec<u8>> {
 /// Envoy's `clear_route_cache` foreign function: the route is resolved again.
 pub fn clear_route_cache() -> bool {
     hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+}
+
+/// All response headers in one host call (names are ASCII tokens: Envoy's codecs
+/// reject anything else; values stay bytes).
+pub fn response_headers() -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
+}
+
+/// Replace all response headers in one host call.
+pub fn set_response_headers(headers: &[(String, Vec<u8>)]) {
+    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let _ = hostcalls::set_map_bytes(MapType::HttpResponseHeaders, pairs);
 }
