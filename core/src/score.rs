@@ -377,20 +377,20 @@ impl PerfMap {
         self.entries.get(&crate::health::model_key(channel, model))
     }
 
-    /// Fold a batch of `n` attempts (`ok` of them answered, with `ttfb_sum_ms` their
-    /// summed time to first byte) into the averages.
-    pub fn merge(&mut self, key: &str, n: u64, ok: u64, ttfb_sum_ms: f64, now_ms: u64) {
+    /// Fold a batch of `n` attempts (`ok` of them answered; `timed` of those timed,
+    /// with `ttfb_sum_ms` their summed time to first byte) into the averages.
+    pub fn merge(&mut self, key: &str, n: u64, ok: u64, timed: u64, ttfb_sum_ms: f64, now_ms: u64) {
         if n == 0 {
             return;
         }
         let keep = (1.0 - ALPHA).powf(n as f64);
         let rate = ok as f64 / n as f64;
-        let mean_ttfb = if ok > 0 { Some(ttfb_sum_ms / ok as f64) } else { None };
+        let mean_ttfb = if timed > 0 { Some(ttfb_sum_ms / timed as f64) } else { None };
         match self.entries.get_mut(key) {
             Some(p) => {
                 p.success = p.success * keep + rate * (1.0 - keep);
                 if let Some(t) = mean_ttfb {
-                    let keep_t = (1.0 - ALPHA).powf(ok as f64);
+                    let keep_t = (1.0 - ALPHA).powf(timed as f64);
                     p.ttfb_ms = Some(p.ttfb_ms.map_or(t, |old| old * keep_t + t * (1.0 - keep_t)));
                 }
                 p.samples = p.samples.saturating_add(n);
@@ -448,14 +448,14 @@ mod perf_tests {
     #[test]
     fn moving_averages_follow_batches_round_trip_and_expire() {
         let mut m = PerfMap::default();
-        m.merge("b m", 3, 0, 0.0, 1);
+        m.merge("b m", 3, 0, 0, 0.0, 1);
         assert_eq!(m.get("b", "m").unwrap().ttfb_ms, None, "no answer, no speed");
-        m.merge("a m", 1, 1, 100.0, 1);
+        m.merge("a m", 1, 1, 1, 100.0, 1);
         assert_eq!(m.get("a", "m").unwrap().ttfb_ms, Some(100.0));
-        m.merge("a m", 10, 10, 10.0 * 1000.0, 2);
+        m.merge("a m", 10, 10, 10, 10.0 * 1000.0, 2);
         let p = *m.get("a", "m").unwrap();
         assert!(p.ttfb_ms.unwrap() > 800.0 && p.ttfb_ms.unwrap() < 1000.0, "{p:?}");
-        m.merge("a m", 10, 0, 0.0, 3);
+        m.merge("a m", 10, 0, 0, 0.0, 3);
         assert!(m.get("a", "m").unwrap().success < 0.2);
         let back = PerfMap::decode(&m.encode());
         assert_eq!(back.entries.keys().collect::<Vec<_>>(), m.entries.keys().collect::<Vec<_>>());

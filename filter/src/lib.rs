@@ -655,8 +655,8 @@ struct AttemptRequest {
     table: Option<Rc<Table>>,
     /// A 400 held back to see whether it is a context-length error.
     held_400: bool,
-    /// When this attempt left (ms), for time to first byte.
-    started_ms: u64,
+    /// When this attempt left (ms), when it is timed (see `perf::should_time`).
+    started_ms: Option<u64>,
 }
 
 impl AttemptRequest {
@@ -688,7 +688,7 @@ impl Context for AttemptRequest {
         if !self.answered {
             if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
                 health::record(channel, model, classify(0), None, &table.routing.health);
-                perf::record(channel, model, false, 0.0);
+                perf::record(channel, model, false, None);
             }
         }
         true
@@ -746,9 +746,9 @@ impl HttpContext for AttemptRequest {
             Some(lit) => serde_json::from_str::<String>(lit).unwrap_or_default(),
             None => state.requested.clone(),
         };
+        self.started_ms = perf::should_time(&channel.id, &model).then(host::now_ms);
         self.target = Some((channel.id.clone(), model));
         self.table = Some(table.clone());
-        self.started_ms = host::now_ms();
         Action::Continue
     }
 
@@ -783,7 +783,7 @@ impl HttpContext for AttemptRequest {
         // failures are the breaker's business; client errors are nobody's.
         use router_core::health::ErrorClass;
         if matches!(class, None | Some(ErrorClass::Server)) {
-            let ttfb = host::now_ms().saturating_sub(self.started_ms) as f64;
+            let ttfb = self.started_ms.map(|t| host::now_ms().saturating_sub(t) as f64);
             perf::record(channel, model, class.is_none(), ttfb);
         }
         Action::Continue
