@@ -27,6 +27,8 @@ pub mod request;
 pub mod resolve;
 pub mod score;
 pub mod table;
+#[cfg(test)]
+pub(crate) mod testrng;
 pub mod wire;
 
 pub use error::RouterError;

@@ -606,19 +606,7 @@ mod tests {
         assert_eq!(v["error"]["status"], 404);
     }
 
-    /// xorshift: deterministic pseudo-random tables and queries for property tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-            xs[(self.next() % xs.len() as u64) as usize]
-        }
-    }
+    use crate::testrng::Rng;
 
     const WORDS: &[&str] = &["qwen3", "llama", "gpt", "free", "mini", "8b", "32b", "instruct", "chat", "pro", "turbo"];
 
