@@ -24,6 +24,30 @@ thread_local! {
     static PENDING: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
 }
 
+/// Distinct model labels a VM creates. The label is what the client wrote, and a
+/// client can write endless spellings (`tag:free`, `TAG: free`, ...): past this,
+/// new ones count under `other` so Envoy's stats cannot grow without bound.
+const MAX_MODEL_LABELS: usize = 1000;
+
+thread_local! {
+    static MODEL_LABELS: RefCell<std::collections::HashSet<String>> = RefCell::new(std::collections::HashSet::new());
+}
+
+fn model_label(model: &str) -> String {
+    let l = label(model);
+    MODEL_LABELS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.contains(&l) {
+            return l;
+        }
+        if m.len() >= MAX_MODEL_LABELS {
+            return "other".to_string();
+        }
+        m.insert(l.clone());
+        l
+    })
+}
+
 /// A name part safe for stat names and tag regexes: `.` separates stat name parts.
 fn label(s: &str) -> String {
     s.chars().take(120).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
@@ -69,9 +93,10 @@ pub fn record(model: &str, channels_tried: &[&str], failed: bool) {
             bump("channel", ch, "failures", 1);
         }
     }
-    bump("model", model, "requests", 1);
-    bump("model", model, "failovers", n.saturating_sub(1) as i64);
+    let model = model_label(model);
+    bump("model", &model, "requests", 1);
+    bump("model", &model, "failovers", n.saturating_sub(1) as i64);
     if failed {
-        bump("model", model, "failures", 1);
+        bump("model", &model, "failures", 1);
     }
 }
