@@ -81,3 +81,26 @@ def test_debug_headers_can_be_turned_off(two):
     resp = r.chat("m")
     assert resp.status == 200
     assert not [h for h in resp.headers if h.startswith("x-router-")], resp.headers
+
+
+def test_filters_narrow_searches_and_explain_agrees(two):
+    cfg = ("routing:\n  model_filters:\n    min_context_length: 16000\n"
+           "model_groups:\n  cheap-chat:\n    query: tag:chat\n    filters:\n      max_cost_per_1k: 0.001\n"
+           "channels:\n"
+           "  - {{id: a, base_url: '{a}', priority: 1, pricing: {{models: {{chat-4k: {{input: 0.1, output: 0.1}},"
+           " chat-128k: {{input: 10, output: 30}}}}}}}}\n"
+           "  - {{id: b, base_url: '{b}', priority: 2, pricing: {{input: 0.2, output: 0.4}}}}\n")
+    a, b, r = two(cfg, ["chat-4k", "chat-128k"], ["chat-32k"])
+    # The 4k model is cheapest but too small for routing.model_filters.
+    resp = r.chat("tag:chat")
+    assert resp.status == 200 and resp.headers["x-router-model"] == "chat-32k", resp.headers
+    # Named, it is served all the same.
+    assert r.chat("chat-4k").headers["x-router-model"] == "chat-4k"
+    # The group's cost cap leaves out the dear 128k model.
+    resp = r.chat("cheap-chat")
+    assert resp.status == 200 and resp.headers["x-router-model"] == "chat-32k"
+    token = (r.dir / "data" / "admin.token").read_text().strip()
+    v = request(r.cp_port, "POST", "/admin/v1/explain", {"model": "tag:chat"},
+                headers={"authorization": f"Bearer {token}"}).json()
+    assert [c["model"] for c in v["candidates"]][0] == "chat-32k"
+    assert any(x["model"] == "chat-4k" and "model_filters" in x["reason"] for x in v["excluded"])

@@ -77,6 +77,68 @@ pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
     }
 }
 
+/// A candidate with what scoring made of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedCandidate {
+    pub candidate: Candidate,
+    pub facts: Facts,
+    pub score: Scored,
+}
+
+/// Candidates in the order routing tries them (before health), the strategy that
+/// ordered them, and those `routing.model_filters` left out. Routing and `explain`
+/// both rank through here, so explain shows what routing does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub strategy: Strategy,
+    pub candidates: Vec<RankedCandidate>,
+    pub filtered_out: Vec<Candidate>,
+}
+
+pub fn rank(
+    table: &Table,
+    requested: &str,
+    found: crate::resolve::Resolution,
+    perf: &PerfMap,
+    rotation: u64,
+) -> Result<Ranking, RouterError> {
+    let strategy = strategy(table, found.group.as_deref());
+    let mut candidates = found.candidates;
+    let mut filtered_out = Vec::new();
+    // routing.model_filters narrow tag queries and groups; a named model is served.
+    let searched = found.stages.iter().any(|s| matches!(s, Stage::Tags | Stage::NameAsTags | Stage::Group));
+    if searched && table.routing.filters != crate::groups::GroupFilters::default() {
+        let (keep, drop): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| table.entry_for(c).is_none_or(|e| crate::table::admits(&table.routing.filters, e)));
+        if keep.is_empty() {
+            return Err(RouterError::model_not_found(format!(
+                "no model matching \"{}\" passes routing.model_filters",
+                ascii_safe(requested, 200)
+            )));
+        }
+        candidates = keep;
+        filtered_out = drop;
+    }
+    let mut all_facts: Vec<Facts> = candidates.iter().map(|c| facts(table, c, perf)).collect();
+    score::fill_priors(&mut all_facts);
+    let mut scored: Vec<Option<RankedCandidate>> = candidates
+        .into_iter()
+        .zip(all_facts)
+        .map(|(candidate, facts)| {
+            let score = score::score(&strategy, &facts);
+            Some(RankedCandidate { candidate, facts, score })
+        })
+        .collect();
+    let ranks: Vec<Ranked> = scored
+        .iter()
+        .flatten()
+        .map(|r| Ranked { score: r.score.total, priority: r.facts.priority, weight: r.facts.weight })
+        .collect();
+    let candidates = score::order(&ranks, rotation).into_iter().filter_map(|i| scored[i].take()).collect();
+    Ok(Ranking { strategy, candidates, filtered_out })
+}
+
 /// Resolve the requested name (see [`crate::resolve`]) in preference order, with
 /// no live data: what `explain` and tests use.
 pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
@@ -89,37 +151,12 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
 /// allows. Ties share traffic by weight (S7).
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
-    let mut found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let strategy = strategy(table, found.group.as_deref());
-    // routing.model_filters narrow tag queries and groups; a named model is served.
-    let searched = found.stages.iter().any(|s| matches!(s, Stage::Tags | Stage::NameAsTags | Stage::Group));
-    if searched && table.routing.filters != crate::groups::GroupFilters::default() {
-        found.candidates.retain(|c| table.entry_for(c).is_none_or(|e| crate::table::admits(&table.routing.filters, e)));
-        if found.candidates.is_empty() {
-            return Err(RouterError::model_not_found(format!(
-                "no model matching \"{}\" passes routing.model_filters",
-                ascii_safe(requested, 200)
-            )));
-        }
-    }
-    let mut all_facts: Vec<Facts> = found.candidates.iter().map(|c| facts(table, c, live.perf)).collect();
-    score::fill_priors(&mut all_facts);
-    let scored: Vec<(Candidate, Scored, Facts)> = found
-        .candidates
-        .into_iter()
-        .zip(all_facts)
-        .map(|(c, f)| {
-            let s = score::score(&strategy, &f);
-            (c, s, f)
-        })
-        .collect();
-    let ranked: Vec<Ranked> =
-        scored.iter().map(|(_, s, f)| Ranked { score: s.total, priority: f.priority, weight: f.weight }).collect();
+    let found = resolve_query(table, requested, Mode::route(SCORED))?;
+    let ranked = rank(table, requested, found, live.perf, live.rotation)?;
     let mut attempts: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut probes = Vec::new();
     let mut out: Vec<String> = Vec::new();
-    for i in score::order(&ranked, live.rotation) {
-        let (c, s, _) = &scored[i];
+    for RankedCandidate { candidate: c, score: s, .. } in &ranked.candidates {
         let Some(ch) = table.channel(c.channel) else { continue };
         match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
             Admit::Yes => {}
@@ -150,7 +187,7 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let probes = probes.into_iter().filter_map(|p| order.iter().position(|&i| i == p)).collect();
     let scores = order.iter().map(|&i| attempts[i].1).collect();
     let plan = Plan { attempts: order.iter().map(|&i| attempts[i].0.clone()).collect() };
-    Ok(Planned { plan, probes, strategy: strategy.name, scores })
+    Ok(Planned { plan, probes, strategy: ranked.strategy.name, scores })
 }
 
 #[cfg(test)]
@@ -223,6 +260,24 @@ mod tests {
         d.routing.filters.min_context_length = Some(32_000);
         let t = Table::compile(d, None).unwrap();
         assert!(resolve(&t, "tag:chat").unwrap_err().message.contains("model_filters"));
+    }
+
+    #[test]
+    fn explain_and_routing_agree_under_filters() {
+        let mut d = doc(vec![channel("a", 1, &["chat-4k", "chat-128k"]), channel("b", 2, &["chat-32k"])]);
+        d.routing.filters.min_context_length = Some(16_000);
+        let t = Table::compile(d, None).unwrap();
+        let routed: Vec<String> =
+            resolve(&t, "tag:chat").unwrap().attempts.iter().map(|a| a.upstream_model.clone()).collect();
+        let v = crate::resolve::explain_json(&t, "tag:chat");
+        let explained: Vec<String> =
+            v["candidates"].as_array().unwrap().iter().map(|c| c["model"].as_str().unwrap().to_string()).collect();
+        assert_eq!(routed, explained);
+        assert!(v["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["model"] == "chat-4k" && x["reason"].as_str().unwrap().contains("model_filters")));
     }
 
     #[test]

@@ -288,24 +288,26 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                 .map(|x| serde_json::json!({"channel": x.channel, "model": x.model, "reason": x.reason}))
                 .collect();
             // The order routing uses (without live health and speed data).
-            let strategy = crate::plan::strategy(table, r.group.as_deref());
-            let perf = crate::score::PerfMap::default();
-            let scored: Vec<(&Candidate, crate::score::Facts, crate::score::Scored)> = r
-                .candidates
-                .iter()
-                .map(|c| {
-                    let f = crate::plan::facts(table, c, &perf);
-                    let s = crate::score::score(&strategy, &f);
-                    (c, f, s)
-                })
-                .collect();
-            let ranked: Vec<crate::score::Ranked> = scored
-                .iter()
-                .map(|(_, f, s)| crate::score::Ranked { score: s.total, priority: f.priority, weight: f.weight })
-                .collect();
+            let ranking = match crate::plan::rank(table, requested, r.clone(), &crate::score::PerfMap::default(), 0) {
+                Ok(ranking) => ranking,
+                Err(e) => {
+                    return serde_json::json!({
+                        "model": requested,
+                        "error": {"status": e.status, "code": e.code, "message": e.message},
+                    })
+                }
+            };
+            for c in &ranking.filtered_out {
+                if let Some(ch) = table.channel(c.channel) {
+                    excluded.push(serde_json::json!({
+                        "channel": ch.id, "model": c.upstream_model, "reason": "left out by routing.model_filters",
+                    }));
+                }
+            }
+            let strategy = ranking.strategy;
             let mut candidates = Vec::new();
-            for (pos, i) in crate::score::order(&ranked, 0).into_iter().enumerate() {
-                let (c, f, s) = &scored[i];
+            for (pos, ranked) in ranking.candidates.iter().enumerate() {
+                let (c, f, s) = (&ranked.candidate, &ranked.facts, &ranked.score);
                 let Some(ch) = table.channel(c.channel) else { continue };
                 if pos >= budget {
                     excluded.push(serde_json::json!({
