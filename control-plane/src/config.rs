@@ -181,6 +181,8 @@ impl Default for CircuitBreakerConfig {
 pub struct ModelFilters {
     pub min_context_length: Option<u64>,
     pub min_parameter_count: Option<f64>,
+    /// Accepted for the seeds' configs: non-chat models (embedding, rerank, speech,
+    /// image, moderation) are never routed as chat, so only `true` is allowed.
     pub exclude_embedding_models: Option<bool>,
     pub max_cost_per_1k: Option<f64>,
     pub capabilities: Vec<String>,
@@ -538,6 +540,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             check_sort_field(f).map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
         }
     }
+    let embedding_filters = std::iter::once(("routing.model_filters".to_string(), &c.routing.model_filters))
+        .chain(c.model_groups.iter().map(|(n, g)| (format!("model_groups.{n}.filters"), &g.filters)));
+    for (at, f) in embedding_filters {
+        if f.exclude_embedding_models == Some(false) {
+            return e(
+                &format!("{at}.exclude_embedding_models"),
+                "non-chat models (embedding, rerank, speech, image) are never routed as chat; remove this key or set it to true".into(),
+            );
+        }
+    }
     for cap in &c.routing.model_filters.capabilities {
         if cap != "tools" && cap != "vision" {
             return e("routing.model_filters.capabilities", format!("unknown capability \"{cap}\" (tools, vision)"));
@@ -744,6 +756,13 @@ mod tests {
 
         let e = load_str("channels: [\n").unwrap_err();
         assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn embedding_models_cannot_be_let_into_chat_routing() {
+        let e = load_str("routing:\n  model_filters:\n    exclude_embedding_models: false\n").unwrap_err();
+        assert_eq!(e.path, "routing.model_filters.exclude_embedding_models");
+        assert!(load_str("routing:\n  model_filters:\n    exclude_embedding_models: true\n").is_ok());
     }
 
     #[test]

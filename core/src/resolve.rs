@@ -93,13 +93,12 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
             };
             group_query(table, group, mode, &mut r)?;
         }
-        // A user group may have any name (`my_custom`): it wins over models.
-        Query::Name(name) if table.group(&name.to_ascii_lowercase()).is_some() => {
+        Query::Name(name) => {
+            // A user group may have any name (`my_custom`): it wins over models.
             if let Some(group) = table.group(&name.to_ascii_lowercase()) {
                 group_query(table, group, mode, &mut r)?;
+                return Ok(r);
             }
-        }
-        Query::Name(name) => {
             name_query(table, name, mode, &mut r);
             if r.candidates.is_empty() {
                 let Query::Tags { include, exclude } = name_as_tags(name) else {
