@@ -13,10 +13,12 @@
 //! - [`score`]: strategies and scores that order candidates.
 //! - [`plan`]: the resolved candidates cut to an ordered plan of attempts.
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
+//! - [`flow`]: what the router does with one request, for both Envoy shims.
 //! - [`error`]: OpenAI-shaped errors.
 
 pub mod error;
 pub mod fasthash;
+pub mod flow;
 pub mod groups;
 pub mod health;
 pub mod known;

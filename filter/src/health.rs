@@ -74,10 +74,3 @@ pub fn start_probes(probes: &[(String, String)], policy: &Policy) {
         *m != before
     });
 }
-
-/// `Retry-After` in milliseconds: delta seconds (an HTTP date is not parsed and
-/// falls back to the policy's default rest).
-pub fn retry_after_ms(value: Option<String>) -> Option<u64> {
-    let secs: f64 = value?.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(86_400_000.0) as u64)
-}

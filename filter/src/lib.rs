@@ -38,10 +38,10 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use router_core::error::ascii_safe;
+use router_core::flow::{self, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
 use router_core::health::classify;
-use router_core::request::parse_chat_head;
-use router_core::wire::{priority_groups_header, AttemptRewrite, AttemptState};
-use router_core::{plan, RouterError, Table};
+use router_core::wire::{priority_groups_header, AttemptState};
+use router_core::{RouterError, Table};
 use serde::Deserialize;
 
 /// Shared-data keys (process-wide for this `vm_id`). The version key is tiny, so
@@ -53,8 +53,6 @@ const ATTEMPTS_STATE: &str = "sar_attempts";
 /// Request header turned into metadata by `header_to_metadata` (which removes it).
 const PLAN_HEADER: &str = "x-sar-plan";
 const JSON: (&str, &str) = ("content-type", "application/json");
-/// Marks a 400 context-length error the attempt filter turned into a retriable 503.
-const CONTEXT_EXCEEDED_HEADER: &str = "x-sar-context-exceeded";
 
 #[derive(Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
@@ -381,21 +379,12 @@ impl HttpContext for ClearRoute {
     }
 }
 
-/// What the router decided for a chat request, kept for the response phase.
-struct Decision {
-    table: Rc<Table>,
-    requested: String,
-    attempts: Vec<router_core::Attempt>,
-    strategy: String,
-    scores: Vec<f64>,
-}
-
 /// The `router` role: one per downstream request.
 struct RouterRequest {
     max_body_bytes: usize,
     /// Set when the filter answered locally: the response phase then has nothing to do.
     answered: bool,
-    decision: Option<Decision>,
+    decision: Option<flow::Decision<Rc<Table>>>,
     /// The client's `:path`, kept from the headers callback (Envoy allows reading a
     /// header map only in its own callback).
     path: String,
@@ -407,24 +396,16 @@ impl RouterRequest {
         Self { max_body_bytes, answered: false, decision: None, path: String::new(), num_retries }
     }
 
-    fn reply(&mut self, status: u16, body: &str) -> Action {
+    fn reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str) -> Action {
         self.answered = true;
-        host::send_response(status, &[JSON], body.as_bytes());
+        let mut all = vec![JSON];
+        all.extend_from_slice(headers);
+        host::send_response(status, &all, body.as_bytes());
         Action::Pause
     }
 
     fn fail(&mut self, e: &RouterError) -> Action {
-        self.reply(e.status, &e.to_json())
-    }
-
-    fn authorized(table: &Table) -> bool {
-        if !table.auth.enabled {
-            return true;
-        }
-        let presented = host::request_header("authorization")
-            .map(|v| v.strip_prefix("Bearer ").map(str::to_string).unwrap_or(v))
-            .or_else(|| host::request_header("x-api-key"));
-        presented.is_some_and(|p| table.auth.tokens.iter().any(|t| t == p.trim()))
+        self.reply(e.status, &[], &e.to_json())
     }
 }
 
@@ -434,45 +415,21 @@ impl HttpContext for RouterRequest {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let path = host::request_header(":path").unwrap_or_default();
         let method = host::request_header(":method").unwrap_or_default();
-        let route = path.split('?').next().unwrap_or_default();
-        let Some(table) = current_table() else {
-            return self.fail(&RouterError::unavailable(
-                "table_not_loaded",
-                "the router has not received its channel table from the control plane yet",
-            ));
-        };
-        if route == "/health" && method == "GET" {
-            return self.reply(200, table.health_json());
-        }
-        if !Self::authorized(&table) {
-            return self.fail(&RouterError::unauthorized(
-                "missing or invalid router API token (Authorization: Bearer sar-...)",
-            ));
-        }
-        match (method.as_str(), route) {
-            ("GET", "/v1/models") => self.reply(200, table.models_json()),
-            ("POST", "/v1/chat/completions") => {
-                let declared = host::request_header("content-length").and_then(|v| v.parse::<usize>().ok());
-                if declared.is_some_and(|n| n > self.max_body_bytes) {
-                    return self.fail(&RouterError::too_large(self.max_body_bytes));
-                }
-                if end_of_stream {
-                    return self.fail(&RouterError::bad_request(
-                        "invalid_json",
-                        "request body is empty; expected a JSON object",
-                    ));
-                }
+        let table = current_table();
+        match flow::on_request_headers(
+            table.as_deref(),
+            &method,
+            &path,
+            end_of_stream,
+            self.max_body_bytes,
+            host::request_header,
+        ) {
+            HeadersVerdict::Reply(status, body) => self.reply(status, &[], &body),
+            HeadersVerdict::WaitForBody => {
                 // Wait for the whole body (needs allow_on_headers_stop_iteration).
-                self.path = path.clone();
+                self.path = path;
                 Action::Pause
             }
-            (_, "/v1/models" | "/health" | "/v1/chat/completions") => self.fail(&RouterError::new(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                format!("{method} is not allowed on {route}"),
-            )),
-            _ => self.fail(&RouterError::not_found_path(route)),
         }
     }
 
@@ -490,10 +447,6 @@ impl HttpContext for RouterRequest {
             return self.fail(&RouterError::unavailable("table_not_loaded", "the router has no channel table"));
         };
         let body = host::request_body(0, body_size).unwrap_or_default();
-        let head = match parse_chat_head(&body) {
-            Ok(h) => h,
-            Err(e) => return self.fail(&e),
-        };
         // The clock matters only to channels with health state (a host call saved
         // on the common path).
         let now = if health::with(|h| h.entries.is_empty()) { 0 } else { host::now_ms() };
@@ -502,49 +455,13 @@ impl HttpContext for RouterRequest {
             r.set(v);
             v
         });
-        let planned = health::with(|h| {
-            perf::with(|p| plan::plan(&table, &head.model, plan::Live { health: h, perf: p, now_ms: now, rotation }))
-        });
-        let plan::Planned { plan, probes, strategy, scores } = match planned {
-            Ok(p) => p,
+        let routed = health::with(|h| perf::with(|p| flow::route_body(table, &self.path, &body, h, p, now, rotation)));
+        let routed = match routed {
+            Ok(r) => r,
             Err(e) => return self.fail(&e),
         };
-        if !probes.is_empty() {
-            let marks: Vec<(String, String)> = probes
-                .iter()
-                .filter_map(|&i| plan.attempts.get(i))
-                .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
-                .collect();
-            health::start_probes(&marks, &table.routing.health);
-        }
-        let mut rewrites = Vec::with_capacity(plan.attempts.len());
-        let mut clusters = Vec::with_capacity(plan.attempts.len());
-        for a in &plan.attempts {
-            if let Some(ch) = table.channel(a.channel) {
-                rewrites.push(AttemptRewrite::new(&ch.id, &head.model, &a.upstream_model));
-                clusters.push(ch.cluster.as_str());
-            }
-        }
-        const ENDPOINT: &str = "/chat/completions";
-        // Most channels live under `/v1`, as the client's path does: then no attempt
-        // needs its `:path` rewritten.
-        let path = self.path.as_str();
-        let keep_path = plan.attempts.iter().all(|a| {
-            table.channel(a.channel).is_some_and(|c| {
-                path.len() == c.path_prefix.len() + ENDPOINT.len()
-                    && path.starts_with(c.path_prefix.as_str())
-                    && path.ends_with(ENDPOINT)
-            })
-        });
-        let state = AttemptState {
-            body_len: body.len(),
-            model_span: head.model_span,
-            endpoint: ENDPOINT.into(),
-            keep_path,
-            requested: head.model.clone(),
-            attempts: rewrites,
-        };
-        if !host::set_filter_state(ATTEMPTS_STATE, state.encode().as_bytes()) {
+        health::start_probes(&routed.probes, &routed.decision.table.routing.health);
+        if !host::set_filter_state(ATTEMPTS_STATE, routed.state.encode().as_bytes()) {
             return self.fail(&RouterError::new(
                 500,
                 "server_error",
@@ -552,14 +469,16 @@ impl HttpContext for RouterRequest {
                 "could not record the attempt plan",
             ));
         }
-        host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(clusters.iter().copied())));
+        host::set_request_header(
+            PLAN_HEADER,
+            Some(&priority_groups_header(routed.clusters.iter().map(String::as_str))),
+        );
         // Past the end of the plan the cluster specifier repeats the last group: cap
         // the retries at the plan, unless the route's own count already does.
-        let retries = clusters.len().saturating_sub(1);
-        if self.num_retries != Some(retries) {
-            host::set_request_header("x-envoy-max-retries", Some(&retries.to_string()));
+        if self.num_retries != Some(routed.retries) {
+            host::set_request_header("x-envoy-max-retries", Some(&routed.retries.to_string()));
         }
-        self.decision = Some(Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores });
+        self.decision = Some(routed.decision);
         Action::Continue
     }
 
@@ -581,65 +500,22 @@ impl HttpContext for RouterRequest {
         };
         let status: u16 = header(&all, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let context_exceeded = status == 503 && header(&all, CONTEXT_EXCEEDED_HEADER).is_some();
-        let tried = header(&all, "x-envoy-attempt-count")
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or(1)
-            .clamp(1, d.attempts.len().max(1));
-        // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
-        // reaches us, every attempt of the plan has failed.
-        let failed = status == 0 || status >= 500 || matches!(status, 401 | 403 | 429);
-        let channel_ids: Vec<&str> =
-            d.attempts[..tried].iter().filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str())).collect();
-        metrics::record(&d.requested, &channel_ids, failed);
-
-        // The last attempt's context-length 400, turned into a 503 so Envoy would try
-        // a larger context: no channel left, so the client gets the 400 it means.
-        if context_exceeded {
-            let e = RouterError::bad_request(
-                "context_length_exceeded",
-                format!(
-                    "the request does not fit the context of any channel tried for model \"{}\": {}",
-                    ascii_safe(&d.requested, 200),
-                    channel_ids.join(", ")
-                ),
-            );
-            self.answered = true;
-            let attempts = tried.to_string();
-            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
-            return Action::Pause;
-        }
-        if failed {
-            let e = RouterError::unavailable(
-                "all_channels_failed",
-                format!(
-                    "all channels failed for model \"{}\": tried {} (last answer: {})",
-                    ascii_safe(&d.requested, 200),
-                    channel_ids.join(", "),
-                    if status == 0 { "no response".to_string() } else { status.to_string() }
-                ),
-            );
-            let attempts = tried.to_string();
-            self.answered = true;
-            host::send_response(e.status, &[JSON, ("x-router-attempts", &attempts)], e.to_json().as_bytes());
-            return Action::Pause;
-        }
-        if let Some(map) = all.as_mut() {
-            let mut add = |k: &str, v: String| map.push((k.to_string(), v.into_bytes()));
-            if let Some(last) = d.attempts.get(tried - 1) {
-                if let Some(ch) = d.table.channel(last.channel) {
-                    add("x-router-channel", ch.id.clone());
-                    add("x-router-provider", ascii_safe(&ch.provider, 64));
-                    add("x-router-model", ascii_safe(&last.upstream_model, 200));
+        let tried = header(&all, "x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok());
+        let (verdict, outcome) = flow::on_response_headers(&d, status, context_exceeded, tried);
+        metrics::record(&d.requested, &outcome.channels, outcome.failed);
+        match verdict {
+            ResponseVerdict::Replace(status, headers, body) => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.reply(status, &headers, &body)
+            }
+            ResponseVerdict::Pass(add) => {
+                if let Some(map) = all.as_mut() {
+                    map.extend(add.into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())));
+                    host::set_response_headers(map);
                 }
+                Action::Continue
             }
-            add("x-router-attempts", tried.to_string());
-            if let Some(score) = d.scores.get(tried - 1) {
-                add("x-router-score", format!("{score:.4}"));
-            }
-            add("x-router-strategy", ascii_safe(&d.strategy, 64));
-            host::set_response_headers(map);
         }
-        Action::Continue
     }
 }
 
@@ -708,46 +584,39 @@ impl HttpContext for AttemptRequest {
                     return Action::Continue;
                 }
             };
-        // Envoy numbers attempts from 1 (include_request_attempt_count); past the end
-        // of the plan the cluster specifier repeats the last group, and so do we.
-        let n = host::request_header("x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
-        let Some(rewrite) = state.attempts.get(n.saturating_sub(1).min(state.attempts.len().saturating_sub(1))) else {
-            return Action::Continue;
-        };
         if current_table().is_none() {
             refresh_table();
         }
         let Some(table) = current_table() else {
             return Action::Continue;
         };
-        let Some((_, channel)) = table.channel_by_id(&rewrite.channel_id) else {
-            host::log(LogLevel::Warn, &format!("smart-router: channel {} vanished from the table", rewrite.channel_id));
-            return Action::Continue;
+        // Envoy numbers attempts from 1 (include_request_attempt_count).
+        let n = host::request_header("x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+        let rw = match flow::attempt_rewrite(&state, n, &table) {
+            Ok(rw) => rw,
+            Err(e) => {
+                host::log(LogLevel::Warn, &format!("smart-router: {e}; sending the request unchanged"));
+                return Action::Continue;
+            }
         };
-        host::set_request_header(":authority", Some(&channel.authority));
-        if !state.keep_path {
-            host::set_request_header(":path", Some(&format!("{}{}", channel.path_prefix, state.endpoint)));
+        host::set_request_header(":authority", Some(&rw.channel.authority));
+        if let Some(path) = &rw.path {
+            host::set_request_header(":path", Some(path));
         }
         // The client's own credentials never reach a provider: the route drops
         // `x-api-key`, and `authorization` is overwritten or removed here.
-        if channel.auth_header != "authorization" {
+        if rw.remove_authorization {
             host::set_request_header("authorization", None);
         }
-        if !channel.auth_header.is_empty() {
-            host::set_request_header(&channel.auth_header, Some(&channel.auth_value));
+        if let Some((name, value)) = rw.auth {
+            host::set_request_header(name, Some(value));
         }
-        // All attempts share one header map: once any attempt of the plan changes the
-        // body's length, every attempt sets its own.
-        if state.attempts.iter().any(|a| a.model_literal.is_some()) {
-            host::set_request_header("content-length", Some(&state.body_len_for(rewrite).to_string()));
+        if let Some(len) = rw.content_length {
+            host::set_request_header("content-length", Some(&len.to_string()));
         }
-        self.splice = rewrite.model_literal.clone().map(|lit| (state.model_span, lit));
-        let model = match &rewrite.model_literal {
-            Some(lit) => serde_json::from_str::<String>(lit).unwrap_or_default(),
-            None => state.requested.clone(),
-        };
-        self.started_ms = perf::should_time(&channel.id, &model).then(host::now_ms);
-        self.target = Some((channel.id.clone(), model));
+        self.started_ms = perf::should_time(&rw.channel.id, &rw.model).then(host::now_ms);
+        self.target = Some((rw.channel.id.clone(), rw.model));
+        self.splice = rw.splice;
         self.table = Some(table.clone());
         Action::Continue
     }
@@ -777,7 +646,7 @@ impl HttpContext for AttemptRequest {
         }
         let class = classify(status);
         let retry_after =
-            if status == 429 { health::retry_after_ms(host::response_header("retry-after")) } else { None };
+            if status == 429 { flow::retry_after_ms(host::response_header("retry-after").as_deref()) } else { None };
         health::record(channel, model, class, retry_after, &table.routing.health);
         // Speed and reliability: answers and server failures. Rate limits and key
         // failures are the breaker's business; client errors are nobody's.

@@ -1,0 +1,429 @@
+//! What the router does with one request, independent of how it is attached to
+//! Envoy. Two shims call these functions: the proxy-wasm filter (portable, the
+//! default) and the native dynamic module (faster). Each shim only reads what Envoy
+//! has, calls in here, and applies the answer; every decision lives here, once.
+//!
+//! The downstream side runs [`on_request_headers`], then [`route_body`] once the
+//! body is buffered, then [`on_response_headers`]. The per-attempt (upstream) side
+//! runs [`attempt_rewrite`] for each attempt Envoy makes.
+
+use std::ops::Deref;
+
+use crate::error::ascii_safe;
+use crate::health::HealthMap;
+use crate::plan::{self, Live};
+use crate::request::parse_chat_head;
+use crate::score::PerfMap;
+use crate::table::Channel;
+use crate::wire::{AttemptRewrite, AttemptState};
+use crate::{RouterError, Table};
+
+/// The only endpoint routed to channels; the rest are answered by the router.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+/// Appended to a channel's path prefix (`https://host/api/v1` + this).
+pub const ENDPOINT: &str = "/chat/completions";
+/// Marks a 400 context-length error the attempt side turned into a retriable 503.
+pub const CONTEXT_EXCEEDED_HEADER: &str = "x-sar-context-exceeded";
+
+/// What to do after the request headers.
+#[derive(Debug, PartialEq)]
+pub enum HeadersVerdict {
+    /// Answer locally with this status and JSON body.
+    Reply(u16, String),
+    /// A chat request: buffer the whole body, then call [`route_body`].
+    WaitForBody,
+}
+
+impl HeadersVerdict {
+    fn fail(e: &RouterError) -> Self {
+        Self::Reply(e.status, e.to_json())
+    }
+}
+
+/// Decide on the request headers. `header` reads a request header; it is called
+/// only for headers the decision needs (each read costs a host call in wasm).
+pub fn on_request_headers(
+    table: Option<&Table>,
+    method: &str,
+    path: &str,
+    end_of_stream: bool,
+    max_body_bytes: usize,
+    mut header: impl FnMut(&str) -> Option<String>,
+) -> HeadersVerdict {
+    let route = path.split('?').next().unwrap_or_default();
+    let Some(table) = table else {
+        return HeadersVerdict::fail(&RouterError::unavailable(
+            "table_not_loaded",
+            "the router has not received its channel table from the control plane yet",
+        ));
+    };
+    if route == "/health" && method == "GET" {
+        return HeadersVerdict::Reply(200, table.health_json().to_string());
+    }
+    if table.auth.enabled {
+        let presented = header("authorization")
+            .map(|v| v.strip_prefix("Bearer ").map(str::to_string).unwrap_or(v))
+            .or_else(|| header("x-api-key"));
+        if !presented.is_some_and(|p| table.auth.tokens.iter().any(|t| t == p.trim())) {
+            return HeadersVerdict::fail(&RouterError::unauthorized(
+                "missing or invalid router API token (Authorization: Bearer sar-...)",
+            ));
+        }
+    }
+    match (method, route) {
+        ("GET", "/v1/models") => HeadersVerdict::Reply(200, table.models_json().to_string()),
+        ("POST", CHAT_PATH) => {
+            let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+            if declared.is_some_and(|n| n > max_body_bytes) {
+                return HeadersVerdict::fail(&RouterError::too_large(max_body_bytes));
+            }
+            if end_of_stream {
+                return HeadersVerdict::fail(&RouterError::bad_request(
+                    "invalid_json",
+                    "request body is empty; expected a JSON object",
+                ));
+            }
+            HeadersVerdict::WaitForBody
+        }
+        (_, "/v1/models" | "/health" | CHAT_PATH) => HeadersVerdict::fail(&RouterError::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{method} is not allowed on {route}"),
+        )),
+        _ => HeadersVerdict::fail(&RouterError::not_found_path(route)),
+    }
+}
+
+/// What the router decided for a chat request, kept for the response phase.
+/// `T` is how the shim holds the table (`Rc` in a wasm VM, `Arc` natively).
+pub struct Decision<T> {
+    pub table: T,
+    pub requested: String,
+    pub attempts: Vec<plan::Attempt>,
+    pub strategy: String,
+    pub scores: Vec<f64>,
+}
+
+/// A routed chat request: what to hand to Envoy.
+pub struct Routed<T> {
+    /// For the per-attempt side (filter state).
+    pub state: AttemptState,
+    /// Clusters in attempt order (the `priority_group` override).
+    pub clusters: Vec<String>,
+    /// Retries Envoy should make: one per attempt after the first.
+    pub retries: usize,
+    /// Half-open probes this request carries: (channel id, model).
+    pub probes: Vec<(String, String)>,
+    pub decision: Decision<T>,
+}
+
+/// Route a buffered chat body: parse `model`, plan the attempts, and describe the
+/// per-attempt rewrites. `path` is the client's `:path`.
+pub fn route_body<T: Deref<Target = Table>>(
+    table: T,
+    path: &str,
+    body: &[u8],
+    health: &HealthMap,
+    perf: &PerfMap,
+    now_ms: u64,
+    rotation: u64,
+) -> Result<Routed<T>, RouterError> {
+    let head = parse_chat_head(body)?;
+    let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation })?;
+    let plan::Planned { plan, probes, strategy, scores } = planned;
+    let probes = probes
+        .iter()
+        .filter_map(|&i| plan.attempts.get(i))
+        .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
+        .collect();
+    let mut rewrites = Vec::with_capacity(plan.attempts.len());
+    let mut clusters = Vec::with_capacity(plan.attempts.len());
+    for a in &plan.attempts {
+        if let Some(ch) = table.channel(a.channel) {
+            rewrites.push(AttemptRewrite::new(&ch.id, &head.model, &a.upstream_model));
+            clusters.push(ch.cluster.clone());
+        }
+    }
+    // Most channels live under `/v1`, as the client's path does: then no attempt
+    // needs its `:path` rewritten.
+    let keep_path = plan.attempts.iter().all(|a| {
+        table.channel(a.channel).is_some_and(|c| {
+            path.len() == c.path_prefix.len() + ENDPOINT.len()
+                && path.starts_with(c.path_prefix.as_str())
+                && path.ends_with(ENDPOINT)
+        })
+    });
+    let state = AttemptState {
+        body_len: body.len(),
+        model_span: head.model_span,
+        endpoint: ENDPOINT.into(),
+        keep_path,
+        requested: head.model.clone(),
+        attempts: rewrites,
+    };
+    let retries = clusters.len().saturating_sub(1);
+    Ok(Routed {
+        state,
+        clusters,
+        retries,
+        probes,
+        decision: Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores },
+    })
+}
+
+/// What to do with the final response headers.
+#[derive(Debug, PartialEq)]
+pub enum ResponseVerdict {
+    /// Let the answer through, adding these headers (debug headers; may be empty).
+    Pass(Vec<(&'static str, String)>),
+    /// Replace the answer: status, extra headers, JSON body.
+    Replace(u16, Vec<(&'static str, String)>, String),
+}
+
+/// How a request ended, for stats.
+pub struct Outcome<'a> {
+    /// Channels tried, in order; the last one gave the final answer.
+    pub channels: Vec<&'a str>,
+    pub failed: bool,
+}
+
+/// Decide on the final response: `status` (0 when there is none), whether the
+/// attempt side marked a context-length error, and Envoy's `x-envoy-attempt-count`.
+pub fn on_response_headers<T: Deref<Target = Table>>(
+    d: &Decision<T>,
+    status: u16,
+    context_exceeded: bool,
+    attempt_count: Option<usize>,
+) -> (ResponseVerdict, Outcome<'_>) {
+    let tried = attempt_count.unwrap_or(1).clamp(1, d.attempts.len().max(1));
+    // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
+    // reaches us, every attempt of the plan has failed.
+    let failed = status == 0 || status >= 500 || matches!(status, 401 | 403 | 429);
+    let channels: Vec<&str> = d.attempts[..tried.min(d.attempts.len())]
+        .iter()
+        .filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str()))
+        .collect();
+    let outcome = |failed| Outcome { channels: channels.clone(), failed };
+    // The last attempt's context-length 400, turned into a 503 so Envoy would try a
+    // larger context: no channel is left, so the client gets the 400 it means.
+    if context_exceeded && status == 503 {
+        let e = RouterError::bad_request(
+            "context_length_exceeded",
+            format!(
+                "the request does not fit the context of any channel tried for model \"{}\": {}",
+                ascii_safe(&d.requested, 200),
+                channels.join(", ")
+            ),
+        );
+        return (
+            ResponseVerdict::Replace(e.status, vec![("x-router-attempts", tried.to_string())], e.to_json()),
+            outcome(true),
+        );
+    }
+    if failed {
+        let e = RouterError::unavailable(
+            "all_channels_failed",
+            format!(
+                "all channels failed for model \"{}\": tried {} (last answer: {})",
+                ascii_safe(&d.requested, 200),
+                channels.join(", "),
+                if status == 0 { "no response".to_string() } else { status.to_string() }
+            ),
+        );
+        return (
+            ResponseVerdict::Replace(e.status, vec![("x-router-attempts", tried.to_string())], e.to_json()),
+            outcome(true),
+        );
+    }
+    let mut add = Vec::new();
+    if d.table.routing.debug_headers {
+        if let Some(last) = d.attempts.get(tried - 1) {
+            if let Some(ch) = d.table.channel(last.channel) {
+                add.push(("x-router-channel", ch.id.clone()));
+                add.push(("x-router-provider", ascii_safe(&ch.provider, 64)));
+                add.push(("x-router-model", ascii_safe(&last.upstream_model, 200)));
+            }
+        }
+        add.push(("x-router-attempts", tried.to_string()));
+        if let Some(score) = d.scores.get(tried - 1) {
+            add.push(("x-router-score", format!("{score:.4}")));
+        }
+        add.push(("x-router-strategy", ascii_safe(&d.strategy, 64)));
+    }
+    (ResponseVerdict::Pass(add), outcome(false))
+}
+
+/// One attempt's changes to the request, for the channel Envoy is about to try.
+pub struct AttemptPlan<'t> {
+    pub channel: &'t Channel,
+    /// New `:path`, when the channel's differs from the client's.
+    pub path: Option<String>,
+    /// Remove the client's `authorization` (the channel uses another key header).
+    pub remove_authorization: bool,
+    /// The channel's key header and value, if it has a key.
+    pub auth: Option<(&'t str, &'t str)>,
+    /// New `content-length`, when any attempt of the plan changes the body's length
+    /// (all attempts share one header map, so each sets its own).
+    pub content_length: Option<usize>,
+    /// The span of `model`'s value in the body and the JSON literal to put there.
+    pub splice: Option<((usize, usize), String)>,
+    /// The model this attempt asks the channel for (health and speed are per model).
+    pub model: String,
+}
+
+/// The rewrites for attempt `number` (Envoy counts from 1). Past the end of the
+/// plan the cluster specifier repeats the last group, and so does this.
+pub fn attempt_rewrite<'t>(state: &AttemptState, number: usize, table: &'t Table) -> Result<AttemptPlan<'t>, String> {
+    let index = number.saturating_sub(1).min(state.attempts.len().saturating_sub(1));
+    let rewrite = state.attempts.get(index).ok_or("the attempt plan is empty")?;
+    let (_, channel) = table
+        .channel_by_id(&rewrite.channel_id)
+        .ok_or_else(|| format!("channel {} vanished from the table", rewrite.channel_id))?;
+    let model = match &rewrite.model_literal {
+        Some(lit) => serde_json::from_str::<String>(lit).unwrap_or_default(),
+        None => state.requested.clone(),
+    };
+    Ok(AttemptPlan {
+        channel,
+        path: (!state.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
+        remove_authorization: channel.auth_header != "authorization",
+        auth: (!channel.auth_header.is_empty()).then_some((channel.auth_header.as_str(), channel.auth_value.as_str())),
+        content_length: state.attempts.iter().any(|a| a.model_literal.is_some()).then(|| state.body_len_for(rewrite)),
+        splice: rewrite.model_literal.clone().map(|lit| (state.model_span, lit)),
+        model,
+    })
+}
+
+/// `Retry-After` in milliseconds: delta seconds (an HTTP date is not parsed and
+/// falls back to the policy's default rest).
+pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
+    let secs: f64 = value?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(86_400_000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::{channel, doc};
+
+    fn table() -> Table {
+        let mut b = channel("b", 2, &["vendor/m"]);
+        b.path_prefix = "/api/v1".into();
+        b.auth_header = "x-api-key".into();
+        b.auth_value = "key-b".into();
+        let mut d = doc(vec![channel("a", 1, &["m"]), b]);
+        d.channels[1].aliases.insert("m".into(), "vendor/m".into());
+        Table::compile(d, None).unwrap()
+    }
+
+    fn no_headers(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn request_headers_answer_listings_and_errors_and_wait_for_chat_bodies() {
+        let t = table();
+        let reply = |method: &str, path: &str| on_request_headers(Some(&t), method, path, false, 100, no_headers);
+        assert!(matches!(reply("GET", "/health"), HeadersVerdict::Reply(200, _)));
+        assert!(matches!(reply("GET", "/v1/models?x=1"), HeadersVerdict::Reply(200, _)));
+        assert_eq!(reply("POST", "/v1/chat/completions"), HeadersVerdict::WaitForBody);
+        assert!(matches!(reply("GET", "/v1/chat/completions"), HeadersVerdict::Reply(405, _)));
+        assert!(matches!(reply("POST", "/v2/nothing"), HeadersVerdict::Reply(404, _)));
+        let none = on_request_headers(None, "POST", CHAT_PATH, false, 100, no_headers);
+        assert!(matches!(none, HeadersVerdict::Reply(503, ref b) if b.contains("table_not_loaded")));
+        let big = on_request_headers(Some(&t), "POST", CHAT_PATH, false, 100, |h| {
+            (h == "content-length").then(|| "101".to_string())
+        });
+        assert!(matches!(big, HeadersVerdict::Reply(413, _)));
+        let empty = on_request_headers(Some(&t), "POST", CHAT_PATH, true, 100, no_headers);
+        assert!(matches!(empty, HeadersVerdict::Reply(400, _)));
+    }
+
+    #[test]
+    fn router_tokens_are_checked_only_when_auth_is_on() {
+        let mut d = doc(vec![channel("a", 1, &["m"])]);
+        d.auth.enabled = true;
+        d.auth.tokens = vec!["sar-1".into()];
+        let t = Table::compile(d, None).unwrap();
+        let with = |auth: Option<&str>| {
+            on_request_headers(Some(&t), "GET", "/v1/models", false, 100, |h| {
+                (h == "authorization").then(|| auth.map(str::to_string)).flatten()
+            })
+        };
+        assert!(matches!(with(Some("Bearer sar-1")), HeadersVerdict::Reply(200, _)));
+        assert!(matches!(with(Some("Bearer nope")), HeadersVerdict::Reply(401, _)));
+        assert!(matches!(with(None), HeadersVerdict::Reply(401, _)));
+        // /health stays open for probes.
+        let health = on_request_headers(Some(&t), "GET", "/health", false, 100, no_headers);
+        assert!(matches!(health, HeadersVerdict::Reply(200, _)));
+    }
+
+    #[test]
+    fn a_routed_body_describes_every_attempt_and_its_rewrites() {
+        let t = table();
+        let body = br#"{"model":"m","messages":[]}"#;
+        let r = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap();
+        assert_eq!(r.clusters, vec!["channel_a", "channel_b"]);
+        assert_eq!(r.retries, 1);
+        assert!(!r.state.keep_path, "channel b lives under /api/v1");
+
+        let first = attempt_rewrite(&r.state, 1, &t).unwrap();
+        assert_eq!(first.channel.id, "a");
+        assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
+        assert!(!first.remove_authorization);
+        assert_eq!(first.auth, Some(("authorization", "Bearer key-a")));
+        assert!(first.splice.is_none());
+        assert_eq!(first.content_length, Some(body.len()), "another attempt changes the length");
+
+        let second = attempt_rewrite(&r.state, 2, &t).unwrap();
+        assert_eq!(second.channel.id, "b");
+        assert_eq!(second.path.as_deref(), Some("/api/v1/chat/completions"));
+        assert!(second.remove_authorization);
+        assert_eq!(second.auth, Some(("x-api-key", "key-b")));
+        assert_eq!(second.model, "vendor/m");
+        let ((start, end), literal) = second.splice.clone().unwrap();
+        let mut spliced = body[..start].to_vec();
+        spliced.extend_from_slice(literal.as_bytes());
+        spliced.extend_from_slice(&body[end..]);
+        assert_eq!(spliced, br#"{"model":"vendor/m","messages":[]}"#);
+        assert_eq!(second.content_length, Some(spliced.len()));
+
+        // Past the plan, Envoy's specifier repeats the last group; so does the rewrite.
+        assert_eq!(attempt_rewrite(&r.state, 7, &t).unwrap().channel.id, "b");
+        assert!(route_body(&t, CHAT_PATH, b"{}", &HealthMap::default(), &PerfMap::default(), 0, 1).is_err());
+    }
+
+    #[test]
+    fn final_responses_pass_with_debug_headers_or_become_openai_errors() {
+        let t = table();
+        let body = br#"{"model":"m"}"#;
+        let d = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap().decision;
+
+        let (v, o) = on_response_headers(&d, 200, false, Some(2));
+        assert_eq!(o.channels, vec!["a", "b"]);
+        assert!(!o.failed);
+        let ResponseVerdict::Pass(add) = v else { panic!("expected pass") };
+        assert!(add.contains(&("x-router-channel", "b".to_string())));
+        assert!(add.contains(&("x-router-attempts", "2".to_string())));
+
+        let (v, o) = on_response_headers(&d, 503, false, Some(2));
+        assert!(o.failed);
+        assert!(matches!(v, ResponseVerdict::Replace(503, _, ref b) if b.contains("all_channels_failed")));
+        let (v, _) = on_response_headers(&d, 503, true, Some(2));
+        assert!(matches!(v, ResponseVerdict::Replace(400, _, ref b) if b.contains("context_length_exceeded")));
+        // A client error is the client's answer, passed on.
+        let (v, o) = on_response_headers(&d, 400, false, None);
+        assert!(matches!(v, ResponseVerdict::Pass(_)));
+        assert_eq!(o.channels, vec!["a"]);
+    }
+
+    #[test]
+    fn retry_after_is_delta_seconds() {
+        assert_eq!(retry_after_ms(Some(" 2 ")), Some(2000));
+        assert_eq!(retry_after_ms(Some("0.5")), Some(500));
+        assert_eq!(retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after_ms(Some("-1")), None);
+        assert_eq!(retry_after_ms(None), None);
+    }
+}
