@@ -1,5 +1,6 @@
 # Smart AI Router. Two commands do everything on a fresh machine:
-#   make run    build, then run fake providers + control plane + Envoy (Ctrl-C stops all)
+#   make run    build, then run fake providers + control plane + Envoy (Ctrl-C stops all;
+#               FILTER=dynamic-module runs the native module instead of wasm)
 #   make test   lint, unit tests, end-to-end tests against a real Envoy
 SHELL := /bin/bash
 VENV  := .venv
@@ -8,10 +9,12 @@ ENVOY := $(VENV)/bin/envoy
 WASM  := target/wasm32-wasip1/release/router_filter.wasm
 SAR   := target/release/smart-router
 CONFIG ?= examples/quickstart.yaml
+FILTER ?= wasm
 PYTEST_ARGS ?=
 
 export SAR_BIN  := $(CURDIR)/$(SAR)
 export SAR_WASM := $(CURDIR)/$(WASM)
+export SAR_DYNMOD := $(CURDIR)/target/release/libsmart_router.so
 export ENVOY
 
 .PHONY: all deps build run test unit e2e lint fmt bench clean
@@ -32,11 +35,11 @@ $(VENV)/.installed: tests/requirements.txt
 deps: $(VENV)/.installed .wasm-target
 
 build: deps
-	cargo build --release -p smart-router
+	cargo build --release -p smart-router -p router-dynmod
 	cargo build --release -p router-filter --target wasm32-wasip1
 
 run: build
-	scripts/run.sh $(CONFIG)
+	FILTER=$(FILTER) scripts/run.sh $(CONFIG)
 
 lint: .wasm-target
 	cargo fmt --all -- --check
@@ -46,8 +49,11 @@ lint: .wasm-target
 unit:
 	cargo test
 
+# The whole suite runs twice: with the proxy-wasm filter (the default) and with
+# the native dynamic module (render-envoy --dynamic-module).
 e2e: build
 	$(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
+	SAR_FILTER=dynamic-module $(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
 
 test: lint unit e2e
 

@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 CONFIG=${1:-examples/quickstart.yaml}
 SAR=${SAR_BIN:-target/release/smart-router}
 WASM=${SAR_WASM:-target/wasm32-wasip1/release/router_filter.wasm}
+DYNMOD=${SAR_DYNMOD:-target/release/libsmart_router.so}
+# FILTER=dynamic-module: the native Envoy dynamic module instead of the wasm filter.
+case "${FILTER:-wasm}" in
+  wasm) FILTER_ARGS=(--wasm "$WASM") ;;
+  dynamic-module) FILTER_ARGS=(--dynamic-module "$DYNMOD") ;;
+  *) echo "FILTER must be wasm or dynamic-module" >&2; exit 2 ;;
+esac
 ENVOY_CMD=${ENVOY:-.venv/bin/envoy}
 mkdir -p build
 pids=()
@@ -27,11 +34,11 @@ if [ "$CONFIG" = examples/quickstart.yaml ]; then
   sleep 0.5
 fi
 
-"$SAR" render-envoy --config "$CONFIG" --wasm "$WASM" --out build/envoy.yaml
+"$SAR" render-envoy --config "$CONFIG" "${FILTER_ARGS[@]}" --out build/envoy.yaml
 "$SAR" serve --config "$CONFIG" &
 pids+=($!)
 sleep 1
-"$ENVOY_CMD" -c build/envoy.yaml --base-id 7601 -l warning --component-log-level wasm:info &
+"$ENVOY_CMD" -c build/envoy.yaml --base-id 7601 -l warning --component-log-level wasm:info,dynamic_modules:info &
 pids+=($!)
 echo "smart-router: API http://127.0.0.1:7601  admin http://127.0.0.1:9901  (Ctrl-C stops)" >&2
 wait -n "${pids[@]}"

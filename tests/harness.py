@@ -7,6 +7,8 @@ filter are the real binaries built by `make build`.
 Paths come from the environment (the Makefile sets them):
   SAR_BIN   control plane binary   [target/release/smart-router]
   SAR_WASM  filter                  [target/wasm32-wasip1/release/router_filter.wasm]
+  SAR_DYNMOD  native dynamic module  [target/release/libsmart_router.so]
+  SAR_FILTER  `wasm` (default) or `dynamic-module`: which one every Router uses
   ENVOY     envoy command            [.venv/bin/envoy, else envoy on PATH]
 """
 import http.client
@@ -24,6 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "tests")
 SAR_BIN = os.environ.get("SAR_BIN", os.path.join(ROOT, "target/release/smart-router"))
 SAR_WASM = os.environ.get("SAR_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/router_filter.wasm"))
+SAR_DYNMOD = os.environ.get("SAR_DYNMOD", os.path.join(ROOT, "target/release/libsmart_router.so"))
+FILTER = os.environ.get("SAR_FILTER", "wasm")
 
 
 def envoy_bin():
@@ -126,8 +130,9 @@ _base_ids = itertools.count(os.getpid() % 10000 * 10)
 class Router:
     """The product: control plane + Envoy rendered from one YAML config."""
 
-    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra=""):
+    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra="", filter=None):
         self.dir = tmp_path
+        self.filter = filter or FILTER
         self.control_plane_extra = control_plane_extra
         self.api_port = free_port()
         self.admin_port = free_port()
@@ -169,14 +174,15 @@ class Router:
 
     def render(self):
         self.envoy_config = self.dir / "envoy.yaml"
-        subprocess.run([SAR_BIN, "render-envoy", "--config", str(self.config_path), "--wasm", SAR_WASM,
+        which = ["--dynamic-module", SAR_DYNMOD] if self.filter == "dynamic-module" else ["--wasm", SAR_WASM]
+        subprocess.run([SAR_BIN, "render-envoy", "--config", str(self.config_path), *which,
                         "--out", str(self.envoy_config)], check=True)
 
     def start_envoy(self):
         self.envoy_log = open(self.dir / "envoy.log", "ab")
         self.envoy = subprocess.Popen(
             [envoy_bin(), "-c", str(self.envoy_config), "--base-id", str(next(_base_ids)),
-             "--concurrency", str(self.concurrency), "-l", "warning", "--component-log-level", "wasm:info"],
+             "--concurrency", str(self.concurrency), "-l", "warning", "--component-log-level", "wasm:info,dynamic_modules:info"],
             stdout=self.envoy_log, stderr=subprocess.STDOUT)
         wait_for(lambda: request(self.admin_port, "GET", "/ready", timeout=2).status == 200, what="envoy ready")
 

@@ -18,7 +18,7 @@ smart-router: control plane of Smart AI Router (an LLM API router built on Envoy
 
 USAGE:
     smart-router serve        --config FILE
-    smart-router render-envoy --config FILE [--wasm PATH] [--out FILE]
+    smart-router render-envoy --config FILE [--wasm PATH | --dynamic-module PATH] [--out FILE]
     smart-router check        --config FILE
     smart-router explain      --config FILE [--offline] MODEL
     smart-router --help | --version
@@ -48,6 +48,11 @@ OPTIONS:
     --config FILE  The router's YAML config (see examples/router.yaml).
     --wasm PATH    The filter built for wasm32-wasip1
                    [default: target/wasm32-wasip1/release/router_filter.wasm]
+    --dynamic-module PATH
+                   Route with the native Envoy dynamic module instead
+                   (target/release/libsmart_router.so; Linux, built for
+                   this Envoy version). Same behaviour, less CPU; the
+                   wasm filter stays the portable choice (Istio).
     --out FILE     Write to FILE instead of standard output.
     --offline      explain: skip discovery, use configured_models.
 ";
@@ -56,6 +61,7 @@ struct Args {
     command: String,
     config: Option<PathBuf>,
     wasm: String,
+    dynamic_module: Option<String>,
     out: Option<PathBuf>,
     offline: bool,
     positional: Vec<String>,
@@ -67,6 +73,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         command,
         config: None,
         wasm: "target/wasm32-wasip1/release/router_filter.wasm".into(),
+        dynamic_module: None,
         out: None,
         offline: false,
         positional: Vec::new(),
@@ -89,6 +96,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         match name.as_str() {
             "--config" | "-c" => args.config = Some(PathBuf::from(value()?)),
             "--wasm" => args.wasm = value()?,
+            "--dynamic-module" => args.dynamic_module = Some(value()?),
             "--out" | "-o" => args.out = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -141,11 +149,16 @@ fn run(args: Args) -> Result<(), String> {
             let path = config_path()?;
             let config = config::load(&path).map_err(|e| e.to_string())?;
             let secrets = serve::secrets(&config)?;
-            let wasm = std::fs::canonicalize(&args.wasm)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| args.wasm.clone());
-            let yaml =
-                render::render(&config, &render::RenderOptions { wasm_path: wasm, table_token: secrets.table_token })?;
+            let absolute =
+                |p: &str| std::fs::canonicalize(p).map(|p| p.display().to_string()).unwrap_or_else(|_| p.to_string());
+            let yaml = render::render(
+                &config,
+                &render::RenderOptions {
+                    wasm_path: absolute(&args.wasm),
+                    dynamic_module_path: args.dynamic_module.as_deref().map(absolute),
+                    table_token: secrets.table_token,
+                },
+            )?;
             match &args.out {
                 Some(out) => std::fs::write(out, yaml).map_err(|e| format!("cannot write {}: {e}", out.display())),
                 None => {

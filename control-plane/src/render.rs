@@ -11,6 +11,12 @@
 //!    route was resolved before the metadata existed, so it must be resolved again
 //!    for the first attempt to follow the plan;
 //! 4. router, with the wasm `attempt` role as an upstream filter (per attempt).
+//!
+//! With `--dynamic-module` the same decisions are made by a native Envoy dynamic
+//! module (`dynmod/`), which writes the plan into metadata itself: the chain is the
+//! module's `router` role, then the router with its `attempt` role upstream. It
+//! fetches the table over its own connection to the control plane, so the
+//! bootstrap has no wasm service either.
 
 use serde_json::{json, Value};
 
@@ -26,6 +32,8 @@ pub const VM_ID: &str = "smart_router";
 
 pub struct RenderOptions {
     pub wasm_path: String,
+    /// Use the native dynamic module at this path instead of the wasm filter.
+    pub dynamic_module_path: Option<String>,
     pub table_token: String,
 }
 
@@ -61,6 +69,24 @@ fn wasm_filter(name: &str, wasm_path: &str, configuration: Value) -> Value {
                 // Lets the filter pause in the headers callback and read the body.
                 "allow_on_headers_stop_iteration": true,
             }
+        }
+    })
+}
+
+fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) -> Value {
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "module": {"local": {"filename": module_path}},
+                // Stats appear as `sar.<counter>` (Prometheus: `sar_<counter>{label}`).
+                "metrics_namespace": "sar",
+                // The module's background thread and statics live as long as Envoy.
+                "do_not_close": true,
+            },
+            "filter_name": name,
+            "filter_config": plugin_configuration(configuration),
         }
     })
 }
@@ -143,7 +169,31 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
     });
     let too_large = format!("request body is larger than the router's limit of {max_body} bytes");
 
-    let http_filters = json!([
+    let upstream_codec = json!({
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+    });
+    let http_filters = match &opts.dynamic_module_path {
+        Some(module) => {
+            let mut router_config = router_config.clone();
+            router_config["control_plane"] = json!(config.control_plane.listen);
+            router_config["token"] = json!(opts.table_token);
+            router_config["poll_ms"] = json!(config.control_plane.table_poll_ms);
+            json!([
+                dynamic_module_filter("smart_router", module, router_config),
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                        "upstream_http_filters": [
+                            dynamic_module_filter("smart_router_attempt", module, json!({"role": "attempt"})),
+                            upstream_codec,
+                        ],
+                    },
+                },
+            ])
+        }
+        None => json!([
         wasm_filter("smart_router", &opts.wasm_path, router_config),
         {
             "name": "envoy.filters.http.header_to_metadata",
@@ -168,14 +218,12 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                 "upstream_http_filters": [
                     wasm_filter("smart_router_attempt", &opts.wasm_path, json!({"role": "attempt"})),
-                    {
-                        "name": "envoy.filters.http.upstream_codec",
-                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
-                    },
+                    upstream_codec,
                 ],
             },
         },
-    ]);
+            ]),
+    };
 
     let route = json!({
         "match": {"prefix": "/"},
@@ -240,7 +288,7 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
 
     let admin = socket(&config.server.admin)?;
     let listen = socket(&config.server.listen)?;
-    Ok(json!({
+    let mut bootstrap = json!({
         "node": {"id": "smart-router", "cluster": "smart-router"},
         "admin": {"address": admin},
         "stats_config": {"stats_tags": [
@@ -280,5 +328,83 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             }],
             "clusters": clusters,
         },
-    }))
+    });
+    if opts.dynamic_module_path.is_some() {
+        // The module fetches the table itself: no wasm service, no wasm stats tags.
+        if let Some(b) = bootstrap.as_object_mut() {
+            b.remove("bootstrap_extensions");
+            b.remove("stats_config");
+        }
+    }
+    Ok(bootstrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = "channels:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n    api_key: k\n";
+        crate::config::parse(text, "router.yaml", &|_| None).unwrap()
+    }
+
+    fn filter_names(b: &Value) -> Vec<String> {
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let mut names: Vec<String> =
+            hcm["http_filters"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect();
+        let router = hcm["http_filters"].as_array().unwrap().last().unwrap();
+        for f in router["typed_config"]["upstream_http_filters"].as_array().unwrap() {
+            names.push(format!("upstream:{}", f["name"].as_str().unwrap()));
+        }
+        names
+    }
+
+    #[test]
+    fn wasm_chain_carries_the_plan_through_header_to_metadata() {
+        let opts = RenderOptions { wasm_path: "/f.wasm".into(), dynamic_module_path: None, table_token: "t".into() };
+        let b = bootstrap(&config(), &opts).unwrap();
+        assert_eq!(
+            filter_names(&b),
+            [
+                "smart_router",
+                "envoy.filters.http.header_to_metadata",
+                "smart_router_clear",
+                "envoy.filters.http.router",
+                "upstream:smart_router_attempt",
+                "upstream:envoy.filters.http.upstream_codec"
+            ]
+        );
+        assert_eq!(b["bootstrap_extensions"][0]["name"], "envoy.bootstrap.wasm");
+    }
+
+    #[test]
+    fn dynamic_module_chain_needs_no_metadata_step_nor_wasm_service() {
+        let opts = RenderOptions {
+            wasm_path: "/f.wasm".into(),
+            dynamic_module_path: Some("/lib.so".into()),
+            table_token: "t".into(),
+        };
+        let b = bootstrap(&config(), &opts).unwrap();
+        assert_eq!(
+            filter_names(&b),
+            [
+                "smart_router",
+                "envoy.filters.http.router",
+                "upstream:smart_router_attempt",
+                "upstream:envoy.filters.http.upstream_codec"
+            ]
+        );
+        assert!(b.get("bootstrap_extensions").is_none());
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let cfg: Value =
+            serde_json::from_str(hcm["http_filters"][0]["typed_config"]["filter_config"]["value"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(cfg["role"], "router");
+        assert_eq!(cfg["control_plane"], "127.0.0.1:7602");
+        assert_eq!(cfg["token"], "t");
+        assert_eq!(
+            hcm["http_filters"][0]["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"],
+            "/lib.so"
+        );
+    }
 }

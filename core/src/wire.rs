@@ -2,9 +2,10 @@
 //!
 //! Two consumers, two encodings:
 //! - Envoy's `priority_group` cluster specifier reads the attempt order from
-//!   dynamic metadata. Wasm cannot write metadata in Envoy 1.40, so the filter sets a
-//!   request header that `header_to_metadata` decodes (`PROTOBUF_VALUE`, `BASE64`):
-//!   the header is a base64 `google.protobuf.Value` holding the `priority_groups` list.
+//!   dynamic metadata. Wasm cannot write metadata in Envoy 1.40, so the wasm filter
+//!   sets a request header that `header_to_metadata` decodes (`PROTOBUF_VALUE`,
+//!   `BASE64`): a base64 `google.protobuf.Value` holding the `priority_groups` list.
+//!   The dynamic module writes the same list as a `Struct` namespace directly.
 //! - The per-attempt upstream filter reads [`AttemptState`] from filter state: per
 //!   attempt, the channel and the exact bytes to splice in place of `model`.
 
@@ -81,9 +82,9 @@ fn value_list(items: &[Vec<u8>]) -> Vec<u8> {
     v
 }
 
-/// The `priority_groups` value for the cluster specifier: one group per attempt,
-/// each holding that attempt's cluster. Base64, ready for `header_to_metadata`.
-pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -> String {
+/// The `priority_groups` value (a `google.protobuf.Value` list) for the cluster
+/// specifier: one group per attempt, each holding that attempt's cluster.
+fn priority_groups_value<'a>(clusters: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
     let groups: Vec<Vec<u8>> = clusters
         .into_iter()
         .enumerate()
@@ -92,7 +93,23 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
             value_struct(&[("name", value_string(&format!("a{i}"))), ("clusters", value_list(&[member]))])
         })
         .collect();
-    base64_encode(&value_list(&groups))
+    value_list(&groups)
+}
+
+/// [`priority_groups_value`] in base64, ready for `header_to_metadata` (wasm path).
+pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -> String {
+    base64_encode(&priority_groups_value(clusters))
+}
+
+/// A whole metadata namespace, `google.protobuf.Struct` `{priority_groups: [...]}`,
+/// for a native filter that sets metadata directly (dynamic-module path).
+pub fn priority_groups_struct<'a>(clusters: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut entry = Vec::new();
+    put_len_field(&mut entry, 1, b"priority_groups");
+    put_len_field(&mut entry, 2, &priority_groups_value(clusters));
+    let mut s = Vec::with_capacity(entry.len() + 4);
+    put_len_field(&mut s, 1, &entry);
+    s
 }
 
 /// What the per-attempt filter needs, passed through filter state as text:
@@ -227,6 +244,20 @@ mod tests {
         assert!(member_fields.ends_with(&[0xf0, 0x3f]));
         assert_eq!(value_number(1.0), vec![0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]);
         assert_eq!(value_string("ab"), vec![0x1a, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn the_metadata_namespace_is_a_struct_with_the_same_list() {
+        // Struct{fields: {"priority_groups": <the Value the header carries>}}
+        let s = priority_groups_struct(["c", "d"]);
+        let value = priority_groups_value(["c", "d"]);
+        let mut entry = Vec::new();
+        put_len_field(&mut entry, 1, b"priority_groups");
+        put_len_field(&mut entry, 2, &value);
+        let mut expected = Vec::new();
+        put_len_field(&mut expected, 1, &entry);
+        assert_eq!(s, expected);
+        assert_eq!(base64_encode(&value), priority_groups_header(["c", "d"]));
     }
 
     #[test]
