@@ -7,6 +7,7 @@ Against one fast Rust upstream (sar-bench upstream), with a 1 KB chat request:
   router        -> Envoy + Smart AI Router (3-channel table) -> upstream
   router-38x    -> the same with a 38-channel / 3,400-model table
   router-fo     -> router failing over once per request (first channel answers 503)
+  *-dm          -> the same three with the native dynamic module instead of wasm
 For each: requests/s, p50/p99 latency at concurrency 1 and 16, and Envoy's CPU
 time per request (utime+stime from /proc). Prints a table, writes build/bench.json.
 Numbers, not assertions: tests assert behaviour, this reports cost.
@@ -56,19 +57,45 @@ def load(url, concurrency, body_file, first_event=False):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(name, url, pid, body_file, results, concurrencies=(1, 16)):
-    row = {"target": name}
-    for c in concurrencies:
-        load(url, c, body_file)  # warm-up pass (connections, VM, table)
+CONCURRENCIES = (1, 16, 64)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def measure_once(url, pid, body_file, warm_up):
+    """One pass over the concurrencies: load results plus Envoy's CPU per request."""
+    row = {}
+    for c in CONCURRENCIES:
+        if warm_up:
+            load(url, c, body_file)  # connections, VM, table
         before = cpu_seconds(pid) if pid else 0.0
         r = load(url, c, body_file)
         after = cpu_seconds(pid) if pid else 0.0
         cpu_us = (after - before) * 1e6 / r["requests"] if pid and r["requests"] else None
         row[f"c{c}"] = {**r, "proxy_cpu_us_per_req": cpu_us}
+    return row
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if v else None
+
+
+def combine(name, rounds, pid):
+    """Rounds of one target: the least CPU per request (interference from the load
+    generator and the other processes on two cores only ever adds), median latencies."""
+    row = {"target": name, "rounds": rounds}
+    for c in CONCURRENCIES:
+        key = f"c{c}"
+        cpus = [r[key]["proxy_cpu_us_per_req"] for r in rounds if r[key]["proxy_cpu_us_per_req"]]
+        row[key] = {
+            "rps": median([r[key]["rps"] for r in rounds]),
+            "p50_ms": median([r[key]["p50_ms"] for r in rounds]),
+            "p99_ms": median([r[key]["p99_ms"] for r in rounds]),
+            "errors": sum(r[key]["errors"] for r in rounds),
+            "proxy_cpu_us_per_req": min(cpus) if cpus else None,
+        }
     if pid:
         row["proxy_rss_mb"] = rss_mb(pid)
-    results.append(row)
-    print(f"  measured {name}", file=sys.stderr)
     return row
 
 
@@ -118,7 +145,6 @@ def channel(cid, port, models=None, priority=10):
 
 
 def main():
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
         body_file = str(Path(tmp) / "body.json")
         filler = "x" * 900
@@ -126,51 +152,64 @@ def main():
         up, up_port = start_upstream()
         failing, failing_port = start_upstream("--fail-status", "503")
         procs = [up, failing]
+        routers = []
         try:
-            measure("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, body_file, results)
-
+            # Every target runs at once and the rounds interleave them, so a slow
+            # minute of the machine hits all targets alike.
+            targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None)]
             bare, bare_port = bare_envoy(tmp, up_port)
             procs.append(bare)
-            measure("bare-envoy", f"http://127.0.0.1:{bare_port}/v1/chat/completions", bare.pid, body_file, results)
-            bare.terminate()
-
-            variants = {
-                "router": [channel("a", up_port, priority=1), channel("b", up_port, ["other"]), channel("c", up_port, ["other2"])],
-                "router-38x": [channel("a", up_port, priority=1)] + [
-                    channel(f"ch{i:02d}", up_port, [f"vendor{i}/model-{j}-{i}b:free" for j in range(92)])
-                    for i in range(37)],
-                "router-fo": [channel("bad", failing_port, ["bench-model"], priority=1), channel("a", up_port, priority=2)],
-            }
-            for name, chans in variants.items():
+            targets.append(("bare-envoy", f"http://127.0.0.1:{bare_port}/v1/chat/completions", bare.pid))
+            three = [channel("a", up_port, priority=1), channel("b", up_port, ["other"]),
+                     channel("c", up_port, ["other2"])]
+            big = [channel("a", up_port, priority=1)] + [
+                channel(f"ch{i:02d}", up_port, [f"vendor{i}/model-{j}-{i}b:free" for j in range(92)])
+                for i in range(37)]
+            fo = [channel("bad", failing_port, ["bench-model"], priority=1), channel("a", up_port, priority=2)]
+            # The wasm filter (portable default) and the native dynamic module, same tables.
+            variants = [(f"{name}{suffix}", chans, filt)
+                        for suffix, filt in (("", "wasm"), ("-dm", "dynamic-module"))
+                        for name, chans in (("router", three), ("router-38x", big), ("router-fo", fo))]
+            for name, chans, filt in variants:
                 d = Path(tmp) / name
                 d.mkdir()
                 # Failing over on every request needs a breaker that never opens
                 # (it would take the failing channel out after three failures).
-                extra = "  circuit_breaker: {min_failures: 1000000000}\n" if name == "router-fo" else ""
-                r = Router(d, router_config(chans, extra), concurrency=1)
-                try:
-                    assert r.chat("bench-model").status == 200
-                    measure(name, f"http://127.0.0.1:{r.api_port}/v1/chat/completions", r.envoy.pid, body_file, results)
-                finally:
-                    r.stop()
+                extra = "  circuit_breaker: {min_failures: 1000000000}\n" if name.startswith("router-fo") else ""
+                r = Router(d, router_config(chans, extra), concurrency=1, filter=filt)
+                routers.append(r)
+                assert r.chat("bench-model").status == 200, name
+                targets.append((name, f"http://127.0.0.1:{r.api_port}/v1/chat/completions", r.envoy.pid))
+            rounds = {name: [] for name, _, _ in targets}
+            for i in range(ROUNDS):
+                for name, url, pid in targets:
+                    rounds[name].append(measure_once(url, pid, body_file, warm_up=i == 0))
+                print(f"  round {i + 1}/{ROUNDS} done", file=sys.stderr)
+            results = [combine(name, rounds[name], pid) for name, _, pid in targets]
+            for r in routers:
+                r.stop()
+            routers = []
 
-            # Streaming: time to first event, bare Envoy vs router, concurrency 1.
+            # Streaming: time to first event at concurrency 1.
             stream_up, stream_port = start_upstream("--stream-events", "20", "--event-delay-ms", "5")
             procs.append(stream_up)
             Path(body_file + ".s").write_text(json.dumps({"model": "bench-model", "stream": True,
                                                           "messages": [{"role": "user", "content": filler}]}))
+            bare.terminate()
             bare, bare_port = bare_envoy(tmp, stream_port)
             procs.append(bare)
             ttfe = {"bare-envoy": load(f"http://127.0.0.1:{bare_port}/v1/chat/completions", 1, body_file + ".s", True)}
-            bare.terminate()
-            d = Path(tmp) / "stream"
-            d.mkdir()
-            r = Router(d, router_config([channel("a", stream_port, priority=1)]), concurrency=1)
-            try:
-                ttfe["router"] = load(f"http://127.0.0.1:{r.api_port}/v1/chat/completions", 1, body_file + ".s", True)
-            finally:
-                r.stop()
+            for name, filt in (("router", "wasm"), ("router-dm", "dynamic-module")):
+                d = Path(tmp) / f"stream-{name}"
+                d.mkdir()
+                r = Router(d, router_config([channel("a", stream_port, priority=1)]), concurrency=1, filter=filt)
+                try:
+                    ttfe[name] = load(f"http://127.0.0.1:{r.api_port}/v1/chat/completions", 1, body_file + ".s", True)
+                finally:
+                    r.stop()
         finally:
+            for r in routers:
+                r.stop()
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
@@ -183,12 +222,11 @@ def report(results, ttfe, resolve):
     by = {r["target"]: r for r in results}
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
-             f"{DURATION_MS} ms per measurement, 1 KB chat request, Envoy --concurrency 1",
-             "", f"{'target':<12} {'c1 p50':>8} {'c1 p99':>8} {'c1 cpu/req':>11} {'c16 rps':>9} {'c16 p50':>8} "
-                 f"{'c16 p99':>8} {'c16 cpu/req':>12} {'cpu x bare c1':>14} {'cpu x bare c16':>15} {'rss MB':>7}"]
+             f"{ROUNDS} interleaved rounds of {DURATION_MS} ms per target and concurrency, 1 KB chat request, "
+             "Envoy --concurrency 1. CPU/request: least of the rounds; latency, rps: median.",
+             "", f"{'target':<14} {'c1 p50':>8} {'c1 p99':>8} {'c16 rps':>8} {'c64 rps':>8} {'cpu/req c1':>10} "
+                 f"{'c16':>7} {'c64':>7} {'x bare c1':>9} {'c16':>5} {'c64':>5} {'rss MB':>7}"]
     for r in results:
-        c1, c16 = r["c1"], r["c16"]
-
         def ratio(c):
             b = bare.get(c, {}).get("proxy_cpu_us_per_req")
             v = r[c]["proxy_cpu_us_per_req"]
@@ -196,22 +234,33 @@ def report(results, ttfe, resolve):
 
         def cpu(c):
             v = r[c]["proxy_cpu_us_per_req"]
-            return f"{v:.0f} us" if v else "-"
+            return f"{v:.0f}us" if v else "-"
 
-        r["cpu_ratio_c1"] = ratio("c1")
-        r["cpu_ratio_c16"] = ratio("c16")
-        lines.append(f"{r['target']:<12} {c1['p50_ms']:>6.3f}ms {c1['p99_ms']:>6.3f}ms {cpu('c1'):>11} "
-                     f"{c16['rps']:>9.0f} {c16['p50_ms']:>6.3f}ms {c16['p99_ms']:>6.3f}ms {cpu('c16'):>12} "
-                     f"{ratio('c1'):>14} {ratio('c16'):>15} {r.get('proxy_rss_mb', 0):>7.1f}")
-        if c1["errors"] or c16["errors"]:
-            lines.append(f"{'':<12} errors: c1 {c1['errors']}, c16 {c16['errors']}")
+        for c in CONCURRENCIES:
+            r[f"cpu_ratio_c{c}"] = ratio(f"c{c}")
+        c1 = r["c1"]
+        lines.append(f"{r['target']:<14} {c1['p50_ms']:>6.3f}ms {c1['p99_ms']:>6.3f}ms {r['c16']['rps']:>8.0f} "
+                     f"{r['c64']['rps']:>8.0f} {cpu('c1'):>10} {cpu('c16'):>7} {cpu('c64'):>7} {ratio('c1'):>9} "
+                     f"{ratio('c16'):>5} {ratio('c64'):>5} {r.get('proxy_rss_mb', 0):>7.1f}")
+        errors = {c: r[f"c{c}"]["errors"] for c in CONCURRENCIES if r[f"c{c}"]["errors"]}
+        if errors:
+            lines.append(f"{'':<14} errors: {errors}")
     direct = by.get("direct", {}).get("c1", {}).get("p50_ms")
-    router = by.get("router", {}).get("c1", {}).get("p50_ms")
-    if direct is not None and router is not None:
-        lines.append(f"\nadded p50 at c1 over direct: router {router - direct:.3f} ms, "
-                     f"bare Envoy {bare['c1']['p50_ms'] - direct:.3f} ms")
-    lines.append(f"streaming time to first event (p50, c1): bare Envoy {ttfe['bare-envoy']['p50_ms']:.3f} ms, "
-                 f"router {ttfe['router']['p50_ms']:.3f} ms")
+    if direct is not None:
+        added = ", ".join(f"{t} {by[t]['c1']['p50_ms'] - direct:.3f} ms" for t in ("bare-envoy", "router", "router-dm")
+                          if t in by)
+        lines.append(f"\nadded p50 at c1 over direct: {added}")
+    lines.append("streaming time to first event (p50, c1): "
+                 + ", ".join(f"{t} {v['p50_ms']:.3f} ms" for t, v in ttfe.items()))
+    for t, base in (("router-38x", "router"), ("router-dm-38x", "router-dm")):
+        if t in by and base in by:
+            parts = []
+            for c in ("c1", "c16"):
+                a, b = by[t][c]["proxy_cpu_us_per_req"], by[base][c]["proxy_cpu_us_per_req"]
+                if a and b:
+                    parts.append(f"{c} {a / b:.2f}x")
+            by[t]["cpu_vs_3_channel"] = parts
+            lines.append(f"3,400-model table vs 3-channel table ({t}): " + ", ".join(parts))
     lines.append("\nmodel resolution in router-core (native, one thread):")
     for t in resolve:
         lines.append(f"  {t['table']:<34} build {t['build_ms']:7.1f} ms   resolve p50 {t['resolve_p50_us']:.2f} us"
