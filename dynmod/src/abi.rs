@@ -130,6 +130,13 @@ extern "C" {
         index: usize,
         optional_size: *mut usize,
     ) -> bool;
+    /// Appends a value (keeps existing ones): cheaper than set, which removes first.
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: EnvoyFilter,
+        header_type: HeaderType,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_set_header(
         filter: EnvoyFilter,
         header_type: HeaderType,

@@ -51,6 +51,19 @@ impl Host {
         }
     }
 
+    /// Add a header value (the wasm filter appends debug headers the same way).
+    pub fn add_header(&self, kind: HeaderType, name: &str, value: &str) -> bool {
+        // SAFETY: valid filter pointer; buffers live for the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.0,
+                kind,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        }
+    }
+
     pub fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         let mut raw: Vec<ModuleHttpHeader> = headers
             .iter()

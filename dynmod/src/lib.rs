@@ -493,7 +493,7 @@ impl RouterFilter {
             }
             ResponseVerdict::Pass(add) => {
                 for (name, value) in &add {
-                    host.set_header(RESP, name, Some(value));
+                    host.add_header(RESP, name, value);
                 }
                 status::HEADERS_CONTINUE
             }
