@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from harness import Fake, Router, wait_for
+from harness import Fake, Router, request, wait_for
 
 BREAKER = """routing:
   error_cooldown_period: 1
@@ -135,6 +135,27 @@ def test_a_stalled_channel_is_abandoned_after_first_byte_timeout(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_clients_giving_up_before_the_first_byte_do_not_eject_a_slow_channel(pair):
+    a, b, r = pair()
+    a.behave(first_byte_delay=1.5)
+    # Five clients time out while a is still thinking (the breaker would open at
+    # three failures): their attempts are reset by Envoy, which is not a.
+    for _ in range(5):
+        try:
+            request(r.api_port, "POST", "/v1/chat/completions", {"model": "m1", "messages": []}, timeout=0.3)
+        except (TimeoutError, OSError):
+            pass
+    a.behave()
+    time.sleep(0.3)  # one tick, should a worker have recorded anything
+    assert served_by(r) == ("a", "1")
+    assert 'sar_channel_ejections{channel="a"}' not in r.prometheus()
+    # A channel that really does not answer is still taken out: connection refused.
+    a.stop()
+    for _ in range(3):
+        assert served_by(r) == ("b", "2")
+    assert served_by(r) == ("b", "1"), "a is out after three refusals"
 
 
 def test_admin_channels_shows_breakers_envoy_reported(pair):

@@ -119,7 +119,9 @@ pub struct Routed<T> {
 }
 
 /// Route a buffered chat body: parse `model`, plan the attempts, and describe the
-/// per-attempt rewrites. `path` is the client's `:path`.
+/// per-attempt rewrites. `path` is the client's `:path`; `rotation` is unique per
+/// request on this worker thread (it spreads ties and identifies the request to
+/// its attempts).
 pub fn route_body<T: Deref<Target = Table>>(
     table: T,
     path: &str,
@@ -155,6 +157,7 @@ pub fn route_body<T: Deref<Target = Table>>(
         })
     });
     let state = AttemptState {
+        request_id: rotation,
         body_len: body.len(),
         model_span: head.model_span,
         endpoint: ENDPOINT.into(),
@@ -302,6 +305,53 @@ pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
     (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(86_400_000.0) as u64)
 }
 
+/// Attempts that ended without any response (refused, reset, timed out), held
+/// until their request ends. They count against the channel only if the client
+/// was still there to get an answer: a client that gives up before the first byte
+/// (a timeout on a slow provider, a load generator stopping mid-request) resets
+/// the attempt too, and that says nothing about the channel.
+///
+/// Envoy runs every filter of a request on one worker thread, so each shim keeps
+/// one ledger per thread, keyed by the request id in the attempt state. When the
+/// client leaves first, Envoy destroys the request's filters before the attempt's:
+/// the request is then remembered as abandoned and its late attempt dropped.
+#[derive(Default)]
+pub struct UnansweredLedger {
+    pending: std::collections::HashMap<u64, Vec<(String, String)>>,
+    abandoned: std::collections::HashSet<u64>,
+}
+
+impl UnansweredLedger {
+    /// Bound on requests tracked per thread (a leak guard, should a request's end
+    /// never be seen).
+    const MAX_REQUESTS: usize = 4096;
+
+    /// An attempt of request `request_id` to `channel`/`model` ended without a response.
+    pub fn add(&mut self, request_id: u64, channel: &str, model: &str) {
+        if self.abandoned.remove(&request_id) {
+            return;
+        }
+        if self.pending.len() >= Self::MAX_REQUESTS && !self.pending.contains_key(&request_id) {
+            self.pending.clear();
+        }
+        self.pending.entry(request_id).or_default().push((channel.to_string(), model.to_string()));
+    }
+
+    /// Request `request_id` has ended: its unanswered attempts (channel, model) if
+    /// the client got a response, none if it left first.
+    pub fn take(&mut self, request_id: u64, responded: bool) -> Vec<(String, String)> {
+        let taken = self.pending.remove(&request_id).unwrap_or_default();
+        if responded {
+            return taken;
+        }
+        if self.abandoned.len() >= Self::MAX_REQUESTS {
+            self.abandoned.clear();
+        }
+        self.abandoned.insert(request_id);
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +475,22 @@ mod tests {
         assert_eq!(retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
         assert_eq!(retry_after_ms(Some("-1")), None);
         assert_eq!(retry_after_ms(None), None);
+    }
+
+    #[test]
+    fn unanswered_attempts_count_only_when_the_client_got_an_answer() {
+        let mut l = UnansweredLedger::default();
+        l.add(1, "a", "m");
+        l.add(1, "b", "m");
+        assert_eq!(l.take(1, true), vec![("a".to_string(), "m".to_string()), ("b".to_string(), "m".to_string())]);
+        assert!(l.take(1, true).is_empty(), "taken once");
+        // The client left: what is there is dropped, and so is a late attempt.
+        l.add(2, "a", "m");
+        assert!(l.take(2, false).is_empty());
+        l.add(3, "a", "m");
+        assert!(l.take(3, false).is_empty());
+        l.add(3, "a", "m");
+        assert!(l.pending.is_empty(), "late attempt dropped");
+        assert!(!l.abandoned.contains(&3), "and forgotten");
     }
 }

@@ -115,7 +115,7 @@ pub fn priority_groups_struct<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// What the per-attempt filter needs, passed through filter state as text:
 ///
 /// ```text
-/// sar1 <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
+/// sar1 <request id> <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
 /// <channel_id> <model JSON literal, or "=" when the body is sent unchanged>
 /// ...one line per attempt
 /// ```
@@ -124,6 +124,9 @@ pub fn priority_groups_struct<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// needs no escaping. The literal is exactly the bytes spliced over the span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptState {
+    /// Unique per worker thread: ties each attempt to its request, whose filters all
+    /// run on that thread (see the shims' unanswered-attempt ledgers).
+    pub request_id: u64,
     pub body_len: usize,
     pub model_span: (usize, usize),
     /// Path appended to the channel's prefix, e.g. `/chat/completions`.
@@ -155,8 +158,8 @@ impl AttemptState {
         let flags = if self.keep_path { "p" } else { "-" };
         let requested = serde_json::to_string(&self.requested).unwrap_or_else(|_| "\"\"".into());
         let mut s = format!(
-            "sar1 {} {} {} {flags} {} {requested}\n",
-            self.body_len, self.model_span.0, self.model_span.1, self.endpoint
+            "sar1 {} {} {} {} {flags} {} {requested}\n",
+            self.request_id, self.body_len, self.model_span.0, self.model_span.1, self.endpoint
         );
         for a in &self.attempts {
             s.push_str(&a.channel_id);
@@ -170,10 +173,11 @@ impl AttemptState {
     pub fn decode(text: &str) -> Result<Self, RouterError> {
         let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
         let mut lines = text.lines();
-        let mut head = lines.next().ok_or_else(bad)?.splitn(7, ' ');
+        let mut head = lines.next().ok_or_else(bad)?.splitn(8, ' ');
         if head.next() != Some("sar1") {
             return Err(bad());
         }
+        let request_id = head.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(bad)?;
         let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(bad);
         let body_len = num()?;
         let span = (num()?, num()?);
@@ -192,7 +196,7 @@ impl AttemptState {
                 })
             })
             .collect::<Result<Vec<_>, RouterError>>()?;
-        Ok(Self { body_len, model_span: span, endpoint, keep_path, requested, attempts })
+        Ok(Self { request_id, body_len, model_span: span, endpoint, keep_path, requested, attempts })
     }
 
     /// Body length once attempt `i`'s model is spliced in.
@@ -263,6 +267,7 @@ mod tests {
     #[test]
     fn attempt_state_round_trips() {
         let s = AttemptState {
+            request_id: 7,
             body_len: 100,
             model_span: (9, 17),
             endpoint: "/chat/completions".into(),

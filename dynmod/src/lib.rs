@@ -26,6 +26,7 @@ mod host;
 mod log;
 mod metrics;
 mod state;
+mod unanswered;
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -170,6 +171,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             waiting_for_body: false,
             decision: None,
             path: String::new(),
+            routed: None,
+            responded: false,
         }),
         FilterConfig::Attempt => Filter::Attempt(AttemptFilter::default()),
     };
@@ -184,10 +187,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *co
         return;
     }
     let filter = Box::from_raw(filter as *mut Filter);
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        if let Filter::Attempt(a) = *filter {
-            a.finish();
-        }
+    let _ = catch_unwind(AssertUnwindSafe(move || match *filter {
+        Filter::Attempt(a) => a.finish(),
+        Filter::Router(r) => r.finish(),
     }));
 }
 
@@ -385,6 +387,10 @@ struct RouterFilter {
     waiting_for_body: bool,
     decision: Option<flow::Decision<Arc<Table>>>,
     path: String,
+    /// The routed request's id (in the attempt state) and table, and whether the
+    /// client got response headers: see `unanswered`.
+    routed: Option<(u64, Arc<Table>)>,
+    responded: bool,
 }
 
 impl RouterFilter {
@@ -470,6 +476,7 @@ impl RouterFilter {
         }
         // The route's cluster was chosen before the plan existed.
         host.refresh_cluster();
+        self.routed = Some((routed.state.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         status::BODY_CONTINUE
     }
@@ -481,6 +488,7 @@ impl RouterFilter {
         let Some(d) = self.decision.take() else {
             return status::HEADERS_CONTINUE;
         };
+        self.responded = true;
         let status: u16 = host.header_number(RESP, ":status").and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
         let context_exceeded = status == 503 && host.header_is(RESP, CONTEXT_EXCEEDED_HEADER);
         let tried = host.header_number(RESP, "x-envoy-attempt-count");
@@ -501,6 +509,22 @@ impl RouterFilter {
     }
 }
 
+impl RouterFilter {
+    /// The request is over (Envoy destroys the filter after its attempts): its
+    /// unanswered attempts count against their channels if the client was still
+    /// waiting (it got response headers), not if it left.
+    fn finish(self) {
+        let Some((id, table)) = self.routed else {
+            return;
+        };
+        let shared = state::shared();
+        for (channel, model) in unanswered::take(id, self.responded) {
+            shared.record_health(&channel, &model, classify(0), None, &table.routing.health);
+            shared.record_perf(&channel, &model, false, None);
+        }
+    }
+}
+
 /// The `attempt` role: one per upstream attempt.
 #[derive(Default)]
 struct AttemptFilter {
@@ -514,6 +538,8 @@ struct AttemptFilter {
     /// A 400 held back to see whether it is a context-length error.
     held_400: bool,
     started: Option<Instant>,
+    /// The request this attempt belongs to (see `unanswered`).
+    request_id: u64,
 }
 
 impl AttemptFilter {
@@ -556,6 +582,7 @@ impl AttemptFilter {
         self.target = Some((rw.channel.id.clone(), rw.model));
         self.splice = rw.splice;
         self.table = Some(table);
+        self.request_id = state.request_id;
         status::HEADERS_CONTINUE
     }
 
@@ -628,15 +655,14 @@ impl AttemptFilter {
     }
 
     /// The attempt is over (Envoy destroys the filter). Refused, reset or timed out
-    /// before any response: the channel is unreachable.
+    /// before any response: the router role decides, when the request ends,
+    /// whether that was the channel or the client leaving.
     fn finish(self) {
         if self.answered {
             return;
         }
-        if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
-            let shared = state::shared();
-            shared.record_health(channel, model, classify(0), None, &table.routing.health);
-            shared.record_perf(channel, model, false, None);
+        if let Some((channel, model)) = &self.target {
+            unanswered::add(self.request_id, channel, model);
         }
     }
 }

@@ -29,6 +29,7 @@ mod host;
 mod metrics;
 mod perf;
 mod shared;
+mod unanswered;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -389,11 +390,23 @@ struct RouterRequest {
     /// header map only in its own callback).
     path: String,
     num_retries: Option<usize>,
+    /// The routed request's id (in the attempt state) and table, and whether the
+    /// client got response headers: see `unanswered`.
+    routed: Option<(u64, Rc<Table>)>,
+    responded: bool,
 }
 
 impl RouterRequest {
     fn new(max_body_bytes: usize, num_retries: Option<usize>) -> Self {
-        Self { max_body_bytes, answered: false, decision: None, path: String::new(), num_retries }
+        Self {
+            max_body_bytes,
+            answered: false,
+            decision: None,
+            path: String::new(),
+            num_retries,
+            routed: None,
+            responded: false,
+        }
     }
 
     fn reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str) -> Action {
@@ -409,7 +422,19 @@ impl RouterRequest {
     }
 }
 
-impl Context for RouterRequest {}
+impl Context for RouterRequest {
+    /// The request is over: its unanswered attempts count against their channels
+    /// if the client was still waiting (it got response headers), not if it left.
+    fn on_done(&mut self) -> bool {
+        if let Some((id, table)) = self.routed.take() {
+            for (channel, model) in unanswered::take(id, self.responded) {
+                health::record(&channel, &model, classify(0), None, &table.routing.health);
+                perf::record(&channel, &model, false, None);
+            }
+        }
+        true
+    }
+}
 
 impl HttpContext for RouterRequest {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
@@ -478,6 +503,7 @@ impl HttpContext for RouterRequest {
         if self.num_retries != Some(routed.retries) {
             host::set_request_header("x-envoy-max-retries", Some(&routed.retries.to_string()));
         }
+        self.routed = Some((routed.state.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         Action::Continue
     }
@@ -489,6 +515,7 @@ impl HttpContext for RouterRequest {
         let Some(d) = self.decision.take() else {
             return Action::Continue;
         };
+        self.responded = true;
         // With debug headers on, one read and one write of the whole map cost less
         // than two reads and six adds (each host call costs a few microseconds).
         let mut all = if d.table.routing.debug_headers { Some(host::response_headers()) } else { None };
@@ -533,6 +560,8 @@ struct AttemptRequest {
     held_400: bool,
     /// When this attempt left (ms), when it is timed (see `perf::should_time`).
     started_ms: Option<u64>,
+    /// The request this attempt belongs to (see `unanswered`).
+    request_id: u64,
 }
 
 impl AttemptRequest {
@@ -560,11 +589,11 @@ impl AttemptRequest {
 impl Context for AttemptRequest {
     /// Envoy calls this once per attempt (`on_log` is not called for upstream filters).
     fn on_done(&mut self) -> bool {
-        // Refused, reset or timed out before any response: the channel is unreachable.
+        // Refused, reset or timed out before any response: the router role decides,
+        // when the request ends, whether that was the channel or the client leaving.
         if !self.answered {
-            if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
-                health::record(channel, model, classify(0), None, &table.routing.health);
-                perf::record(channel, model, false, None);
+            if let Some((channel, model)) = &self.target {
+                unanswered::add(self.request_id, channel, model);
             }
         }
         true
@@ -618,6 +647,7 @@ impl HttpContext for AttemptRequest {
         self.target = Some((rw.channel.id.clone(), rw.model));
         self.splice = rw.splice;
         self.table = Some(table.clone());
+        self.request_id = state.request_id;
         Action::Continue
     }
 
