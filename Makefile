@@ -57,8 +57,13 @@ e2e: build
 
 test: lint unit e2e
 
+# wrk (Debian) drives the load when it can be installed; otherwise bench.py falls
+# back to sar-bench's own generator (also used for time to first streamed event).
 bench: build
 	cargo build --release -p sar-bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q wrk || { apt-get update -qq && apt-get install -y -q wrk; }; } >/dev/null 2>&1; } || \
+	  echo "bench: wrk not available (needs apt-get as root); using sar-bench load"
 	$(PY) bench/bench.py
 
 fmt:

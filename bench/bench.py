@@ -8,12 +8,16 @@ Against one fast Rust upstream (sar-bench upstream), with a 1 KB chat request:
   router-38x    -> the same with a 38-channel / 3,400-model table
   router-fo     -> router failing over once per request (first channel answers 503)
   *-dm          -> the same three with the native dynamic module instead of wasm
-For each: requests/s, p50/p99 latency at concurrency 1 and 16, and Envoy's CPU
-time per request (utime+stime from /proc). Prints a table, writes build/bench.json.
+For each: p50/p99 latency at concurrency 1, requests/s at 16 and 64, and Envoy's
+CPU time per request (utime+stime from /proc) at 1, 16 and 64, measured in
+interleaved rounds; load from wrk when installed (else sar-bench load). Then
+streaming time to first event and router-core's resolution speed. Prints a
+table, writes build/bench.json.
 Numbers, not assertions: tests assert behaviour, this reports cost.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,13 +52,60 @@ def start_upstream(*extra):
     return p, int(line[1])
 
 
+WRK = shutil.which("wrk")
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+local f = assert(io.open(os.getenv("SAR_BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def wrk_ms(text):
+    """A wrk latency like `212.00us`, `1.20ms` or `1.05s`, in milliseconds."""
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * scale
+    return float(text)
+
+
+def load_wrk(url, concurrency, body_file):
+    """wrk (Debian) with one thread: requests, errors, rps and latency percentiles."""
+    script = Path(body_file).with_suffix(".lua")
+    if not script.exists():
+        script.write_text(WRK_SCRIPT)
+    out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(DURATION_MS / 1000))}s", "--latency", "-s", str(script),
+                          url], check=True, capture_output=True, text=True, env={**os.environ, "SAR_BENCH_BODY": body_file}
+                         ).stdout
+    r = {"requests": 0, "errors": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "tool": "wrk"}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("50%", "99%"):
+            r[f"p{parts[0][:-1]}_ms"] = wrk_ms(parts[1])
+        elif "requests in" in line:
+            r["requests"] = int(parts[0])
+        elif line.startswith("Requests/sec:"):
+            r["rps"] = float(parts[1])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            r["errors"] += int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            r["errors"] += sum(int(x.rstrip(",")) for x in parts[3::2])
+    return r
+
+
 def load(url, concurrency, body_file, first_event=False):
+    """Load from `concurrency` keep-alive connections for DURATION_MS. wrk when it is
+    installed (`make bench` installs it from Debian); sar-bench's own generator
+    otherwise, and always for time to first streamed event, which wrk cannot see."""
+    if WRK and not first_event:
+        return load_wrk(url, concurrency, body_file)
     args = [BENCH, "load", "--url", url, "--concurrency", str(concurrency), "--duration-ms", str(DURATION_MS),
             "--body", body_file, "--threads", "1"]
     if first_event:
         args.append("--first-event")
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return {**json.loads(out.strip().splitlines()[-1]), "tool": "sar-bench"}
 
 
 CONCURRENCIES = (1, 16, 64)
@@ -223,7 +274,8 @@ def report(results, ttfe, resolve):
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
              f"{ROUNDS} interleaved rounds of {DURATION_MS} ms per target and concurrency, 1 KB chat request, "
-             "Envoy --concurrency 1. CPU/request: least of the rounds; latency, rps: median.",
+             f"Envoy --concurrency 1, load from {'wrk' if WRK else 'sar-bench load'}. "
+             "CPU/request: least of the rounds; latency, rps: median.",
              "", f"{'target':<14} {'c1 p50':>8} {'c1 p99':>8} {'c16 rps':>8} {'c64 rps':>8} {'cpu/req c1':>10} "
                  f"{'c16':>7} {'c64':>7} {'x bare c1':>9} {'c16':>5} {'c64':>5} {'rss MB':>7}"]
     for r in results:
@@ -252,7 +304,7 @@ def report(results, ttfe, resolve):
         lines.append(f"\nadded p50 at c1 over direct: {added}")
     lines.append("streaming time to first event (p50, c1): "
                  + ", ".join(f"{t} {v['p50_ms']:.3f} ms" for t, v in ttfe.items()))
-    for t, base in (("router-38x", "router"), ("router-dm-38x", "router-dm")):
+    for t, base in (("router-38x", "router"), ("router-38x-dm", "router-dm")):
         if t in by and base in by:
             parts = []
             for c in ("c1", "c16"):
