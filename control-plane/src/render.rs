@@ -80,8 +80,6 @@ fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) ->
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
             "dynamic_module_config": {
                 "module": {"local": {"filename": module_path}},
-                // Stats appear as `sar.<counter>` (Prometheus: `sar_<counter>{label}`).
-                "metrics_namespace": "sar",
                 // The module's background thread and statics live as long as Envoy.
                 "do_not_close": true,
             },
@@ -334,6 +332,19 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
         if let Some(b) = bootstrap.as_object_mut() {
             b.remove("bootstrap_extensions");
             b.remove("stats_config");
+            // The module's counters live in Envoy's `dynamicmodulescustom` namespace;
+            // this makes Prometheus show them as the wasm filter's are
+            // (`sar_channel_attempts{channel="..."}`, no `envoy_` prefix).
+            b.insert(
+                "layered_runtime".into(),
+                json!({"layers": [
+                    {"name": "smart_router", "static_layer": {
+                        "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true,
+                    }},
+                    // Keeps admin `/runtime_modify` working, as without layered_runtime.
+                    {"name": "admin", "admin_layer": {}},
+                ]}),
+            );
         }
     }
     Ok(bootstrap)
@@ -395,6 +406,11 @@ mod tests {
             ]
         );
         assert!(b.get("bootstrap_extensions").is_none());
+        assert_eq!(
+            b["layered_runtime"]["layers"][0]["static_layer"]
+                ["envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix"],
+            true
+        );
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let cfg: Value =
             serde_json::from_str(hcm["http_filters"][0]["typed_config"]["filter_config"]["value"].as_str().unwrap())

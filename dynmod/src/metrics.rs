@@ -2,8 +2,9 @@
 //! config is created (Envoy allows it only then): `channel_attempts`,
 //! `channel_failures`, `channel_ejections` (label `channel`) and `model_requests`,
 //! `model_failures`, `model_failovers` (label `model`, as the client wrote it),
-//! under the `sar` namespace (`sar_model_requests{model="..."}` in Prometheus).
-//! They mean what the wasm filter's `sar_*` stats mean.
+//! named `sar.<counter>` in Envoy's `dynamicmodulescustom` namespace. The rendered
+//! bootstrap turns on `dynamic_modules_strip_custom_stat_prefix`, so Prometheus
+//! shows them exactly as the wasm filter's: `sar_model_requests{model="..."}`.
 //!
 //! Requests only add to a pending map. Every poll period the background thread
 //! asks Envoy (through a config scheduler) to run the flush on its main thread,
@@ -26,12 +27,12 @@ enum Counter {
 }
 
 const ALL: [(&str, &str); 6] = [
-    ("channel_attempts", "channel"),
-    ("channel_failures", "channel"),
-    ("channel_ejections", "channel"),
-    ("model_requests", "model"),
-    ("model_failures", "model"),
-    ("model_failovers", "model"),
+    ("sar.channel_attempts", "channel"),
+    ("sar.channel_failures", "channel"),
+    ("sar.channel_ejections", "channel"),
+    ("sar.model_requests", "model"),
+    ("sar.model_failures", "model"),
+    ("sar.model_failovers", "model"),
 ];
 
 /// Distinct model labels per process; the client chooses the spelling, so past
