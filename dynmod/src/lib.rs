@@ -507,12 +507,11 @@ impl RouterFilter {
             }
         }
     }
-}
 
-impl RouterFilter {
-    /// The request is over (Envoy destroys the filter after its attempts): its
-    /// unanswered attempts count against their channels if the client was still
-    /// waiting (it got response headers), not if it left.
+    /// The request is over: its unanswered attempts count against their channels
+    /// if the client was still waiting (it got response headers), not if it left.
+    /// (Envoy destroys this filter after the attempts when it answered, and before
+    /// the attempt in flight when the client left; the ledger handles both.)
     fn finish(self) {
         let Some((id, table)) = self.routed else {
             return;
