@@ -8,6 +8,7 @@ Against one fast Rust upstream (sar-bench upstream), with a 1 KB chat request:
   router-38x    -> the same with a 38-channel / 3,400-model table
   router-fo     -> router failing over once per request (first channel answers 503)
   *-dm          -> the same three with the native dynamic module instead of wasm
+  litellm       -> LiteLLM's proxy on the same upstream, when installed (optional)
 For each: p50/p99 latency at concurrency 1, requests/s at 16 and 64, and Envoy's
 CPU time per request (utime+stime from /proc) at 1, 16 and 64, measured in
 interleaved rounds; load from wrk when installed (else sar-bench load). Then
@@ -56,6 +57,8 @@ WRK = shutil.which("wrk")
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
+local auth = os.getenv("SAR_BENCH_AUTH")
+if auth and auth ~= "" then wrk.headers["authorization"] = auth end
 local f = assert(io.open(os.getenv("SAR_BENCH_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()
@@ -70,13 +73,12 @@ def wrk_ms(text):
     return float(text)
 
 
-def load_wrk(url, concurrency, body_file):
+def load_wrk(url, concurrency, body_file, auth=""):
     """wrk (Debian) with one thread: requests, errors, rps and latency percentiles."""
     script = Path(body_file).with_suffix(".lua")
-    if not script.exists():
-        script.write_text(WRK_SCRIPT)
+    script.write_text(WRK_SCRIPT)
     out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(DURATION_MS / 1000))}s", "--latency", "-s", str(script),
-                          url], check=True, capture_output=True, text=True, env={**os.environ, "SAR_BENCH_BODY": body_file}
+                          url], check=True, capture_output=True, text=True, env={**os.environ, "SAR_BENCH_BODY": body_file, "SAR_BENCH_AUTH": auth}
                          ).stdout
     r = {"requests": 0, "errors": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "tool": "wrk"}
     for line in out.splitlines():
@@ -94,14 +96,16 @@ def load_wrk(url, concurrency, body_file):
     return r
 
 
-def load(url, concurrency, body_file, first_event=False):
+def load(url, concurrency, body_file, first_event=False, auth=""):
     """Load from `concurrency` keep-alive connections for DURATION_MS. wrk when it is
     installed (`make bench` installs it from Debian); sar-bench's own generator
     otherwise, and always for time to first streamed event, which wrk cannot see."""
     if WRK and not first_event:
-        return load_wrk(url, concurrency, body_file)
+        return load_wrk(url, concurrency, body_file, auth)
     args = [BENCH, "load", "--url", url, "--concurrency", str(concurrency), "--duration-ms", str(DURATION_MS),
             "--body", body_file, "--threads", "1"]
+    if auth:
+        args += ["--header", f"authorization:{auth}"]
     if first_event:
         args.append("--first-event")
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -112,14 +116,14 @@ CONCURRENCIES = (1, 16, 64)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
-def measure_once(url, pid, body_file, warm_up):
+def measure_once(url, pid, body_file, warm_up, auth=""):
     """One pass over the concurrencies: load results plus Envoy's CPU per request."""
     row = {}
     for c in CONCURRENCIES:
         if warm_up:
-            load(url, c, body_file)  # connections, VM, table
+            load(url, c, body_file, auth=auth)  # connections, VM, table
         before = cpu_seconds(pid) if pid else 0.0
-        r = load(url, c, body_file)
+        r = load(url, c, body_file, auth=auth)
         after = cpu_seconds(pid) if pid else 0.0
         cpu_us = (after - before) * 1e6 / r["requests"] if pid and r["requests"] else None
         row[f"c{c}"] = {**r, "proxy_cpu_us_per_req": cpu_us}
@@ -148,6 +152,31 @@ def combine(name, rounds, pid):
     if pid:
         row["proxy_rss_mb"] = rss_mb(pid)
     return row
+
+
+LITELLM = os.environ.get("SAR_BENCH_LITELLM") or shutil.which("litellm")
+LITELLM_KEY = "sk-smart-router-bench"
+
+
+def start_litellm(tmp, upstream_port):
+    """LiteLLM's proxy (optional peer target: `pip install 'litellm[proxy]'`, or set
+    SAR_BENCH_LITELLM to its `litellm` command), one model on the same upstream."""
+    port = free_port()
+    cfg = Path(tmp) / "litellm.yaml"
+    cfg.write_text(f"""model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_key: bench-key
+""")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
+           "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY}
+    p = subprocess.Popen([LITELLM, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+                          "--num_workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_for(lambda: request(port, "GET", "/health/liveliness", timeout=2).status == 200, timeout=120,
+             what="litellm proxy")
+    return p, port
 
 
 def bare_envoy(tmp, upstream_port):
@@ -211,6 +240,11 @@ def main():
             bare, bare_port = bare_envoy(tmp, up_port)
             procs.append(bare)
             targets.append(("bare-envoy", f"http://127.0.0.1:{bare_port}/v1/chat/completions", bare.pid))
+            if LITELLM:
+                lite, lite_port = start_litellm(tmp, up_port)
+                procs.append(lite)
+                targets.append(("litellm", f"http://127.0.0.1:{lite_port}/v1/chat/completions", lite.pid,
+                                f"Bearer {LITELLM_KEY}"))
             three = [channel("a", up_port, priority=1), channel("b", up_port, ["other"]),
                      channel("c", up_port, ["other2"])]
             big = [channel("a", up_port, priority=1)] + [
@@ -231,12 +265,14 @@ def main():
                 routers.append(r)
                 assert r.chat("bench-model").status == 200, name
                 targets.append((name, f"http://127.0.0.1:{r.api_port}/v1/chat/completions", r.envoy.pid))
-            rounds = {name: [] for name, _, _ in targets}
+            # (name, url, pid[, authorization]): only the peer gateway needs a key.
+            targets = [t if len(t) == 4 else (*t, "") for t in targets]
+            rounds = {name: [] for name, *_ in targets}
             for i in range(ROUNDS):
-                for name, url, pid in targets:
-                    rounds[name].append(measure_once(url, pid, body_file, warm_up=i == 0))
+                for name, url, pid, auth in targets:
+                    rounds[name].append(measure_once(url, pid, body_file, warm_up=i == 0, auth=auth))
                 print(f"  round {i + 1}/{ROUNDS} done", file=sys.stderr)
-            results = [combine(name, rounds[name], pid) for name, _, pid in targets]
+            results = [combine(name, rounds[name], pid) for name, _, pid, _ in targets]
             for r in routers:
                 r.stop()
             routers = []
