@@ -240,11 +240,19 @@ def main():
             bare, bare_port = bare_envoy(tmp, up_port)
             procs.append(bare)
             targets.append(("bare-envoy", f"http://127.0.0.1:{bare_port}/v1/chat/completions", bare.pid))
+            peers = []
             if LITELLM:
+                # Measured on its own before the others start, then stopped: its
+                # background work (hundreds of times Envoy's per request) would
+                # disturb the interleaved rounds.
                 lite, lite_port = start_litellm(tmp, up_port)
                 procs.append(lite)
-                targets.append(("litellm", f"http://127.0.0.1:{lite_port}/v1/chat/completions", lite.pid,
-                                f"Bearer {LITELLM_KEY}"))
+                url = f"http://127.0.0.1:{lite_port}/v1/chat/completions"
+                runs = [measure_once(url, lite.pid, body_file, warm_up=i == 0, auth=f"Bearer {LITELLM_KEY}")
+                        for i in range(ROUNDS)]
+                peers.append(combine("litellm", runs, lite.pid))
+                lite.terminate()
+                print("  litellm done", file=sys.stderr)
             three = [channel("a", up_port, priority=1), channel("b", up_port, ["other"]),
                      channel("c", up_port, ["other2"])]
             big = [channel("a", up_port, priority=1)] + [
@@ -273,6 +281,7 @@ def main():
                     rounds[name].append(measure_once(url, pid, body_file, warm_up=i == 0, auth=auth))
                 print(f"  round {i + 1}/{ROUNDS} done", file=sys.stderr)
             results = [combine(name, rounds[name], pid) for name, _, pid, _ in targets]
+            results[2:2] = peers  # after bare Envoy
             for r in routers:
                 r.stop()
             routers = []
