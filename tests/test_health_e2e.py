@@ -152,10 +152,12 @@ def test_clients_giving_up_before_the_first_byte_do_not_eject_a_slow_channel(pai
     assert served_by(r) == ("a", "1")
     assert 'sar_channel_ejections{channel="a"}' not in r.prometheus()
     # A channel that really does not answer is still taken out: connection refused.
+    # (Each refusal is booked when its request ends, which may be just after the
+    # client has its answer: allow a request or two for that.)
     a.stop()
-    for _ in range(3):
-        assert served_by(r) == ("b", "2")
-    assert served_by(r) == ("b", "1"), "a is out after three refusals"
+    served = [served_by(r) for _ in range(6)]
+    assert served[:3] == [("b", "2")] * 3, served
+    assert served[-1] == ("b", "1"), f"a is out after its refusals: {served}"
 
 
 def test_admin_channels_shows_breakers_envoy_reported(pair):

@@ -372,6 +372,48 @@ const ALPHA: f64 = 0.2;
 /// faster one gets a neutral prior again, and with it a chance to show it recovered.
 pub const PERF_TTL_MS: u64 = 300_000;
 
+/// Attempt outcomes not yet folded into a [`PerfMap`]: requests only add here, and
+/// the shim folds the batch in about once a second.
+#[derive(Debug, Clone, Default)]
+pub struct PerfBatch {
+    /// key -> (attempts, answered, timed, summed time to first byte in ms)
+    counts: std::collections::HashMap<String, (u64, u64, u64, f64)>,
+}
+
+impl PerfBatch {
+    /// One attempt's outcome; `ttfb_ms` when it was timed and answered.
+    pub fn add(&mut self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
+        let e = self.counts.entry(crate::health::model_key(channel, model)).or_insert((0, 0, 0, 0.0));
+        e.0 += 1;
+        if answered {
+            e.1 += 1;
+            if let Some(t) = ttfb_ms {
+                e.2 += 1;
+                e.3 += t.max(0.0);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Fold the batch into `map` and expire old measurements.
+    pub fn fold_into(&self, map: &mut PerfMap, now_ms: u64) {
+        for (key, &(n, ok, timed, sum)) in &self.counts {
+            map.merge(key, n, ok, timed, sum, now_ms);
+        }
+        map.expire(now_ms);
+    }
+}
+
+/// Whether an attempt's outcome says something about speed and reliability:
+/// answers and server failures do; rate limits and key failures are the
+/// breaker's business, client errors nobody's.
+pub fn counts_for_speed(class: Option<crate::health::ErrorClass>) -> bool {
+    matches!(class, None | Some(crate::health::ErrorClass::Server))
+}
+
 impl PerfMap {
     pub fn get(&self, channel: &str, model: &str) -> Option<&Perf> {
         self.entries.get(&crate::health::model_key(channel, model))
@@ -464,5 +506,22 @@ mod perf_tests {
         assert_eq!(PerfMap::decode("junk").entries.len(), 0);
         m.expire(3 + PERF_TTL_MS);
         assert!(m.entries.is_empty());
+    }
+
+    #[test]
+    fn a_perf_batch_folds_counts_and_times_into_the_averages() {
+        let mut b = PerfBatch::default();
+        assert!(b.is_empty());
+        b.add("a", "m", true, Some(100.0));
+        b.add("a", "m", true, None);
+        b.add("a", "m", false, None);
+        let mut map = PerfMap::default();
+        b.fold_into(&mut map, 1_000);
+        let p = map.get("a", "m").unwrap();
+        assert_eq!(p.samples, 3);
+        assert!((p.success - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(p.ttfb_ms, Some(100.0));
+        assert!(counts_for_speed(None) && counts_for_speed(Some(crate::health::ErrorClass::Server)));
+        assert!(!counts_for_speed(Some(crate::health::ErrorClass::RateLimited)));
     }
 }

@@ -36,7 +36,7 @@ use std::time::Instant;
 use abi::{status, EnvoyBuffer, EnvoyFilter, EnvoyFilterConfig, HeaderType};
 use host::Host;
 use router_core::flow::{self, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
-use router_core::health::{classify, ErrorClass};
+use router_core::health::classify;
 use router_core::wire::{priority_groups_struct, AttemptState};
 use router_core::{RouterError, Table};
 use serde::Deserialize;
@@ -626,9 +626,7 @@ impl AttemptFilter {
             if status == 429 { flow::retry_after_ms(host.header(RESP, "retry-after").as_deref()) } else { None };
         let shared = state::shared();
         shared.record_health(channel, model, class, retry_after, &table.routing.health);
-        // Speed and reliability: answers and server failures. Rate limits and key
-        // failures are the breaker's business; client errors are nobody's.
-        if matches!(class, None | Some(ErrorClass::Server)) {
+        if router_core::score::counts_for_speed(class) {
             let ttfb = self.started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
             shared.record_perf(channel, model, class.is_none(), ttfb);
         }

@@ -4,13 +4,12 @@
 //! and compare-and-swap for this). One background thread talks to the control
 //! plane: it fetches the table, reports health, and folds speed samples.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use router_core::health::{model_key, ErrorClass, HealthMap, Policy, State};
-use router_core::score::PerfMap;
+use router_core::health::{ErrorClass, HealthMap, Policy, State};
+use router_core::score::{PerfBatch, PerfMap};
 use router_core::Table;
 
 use crate::{cp_client, log};
@@ -23,8 +22,7 @@ pub struct Shared {
     /// Bumped on every health change, so the reporter sends only changes.
     health_version: AtomicU64,
     perf: RwLock<PerfMap>,
-    /// key -> (attempts, answered, timed, summed time to first byte in ms)
-    pending_perf: Mutex<HashMap<String, (u64, u64, u64, f64)>>,
+    pending_perf: Mutex<PerfBatch>,
     rotation: AtomicU64,
     started: OnceLock<()>,
 }
@@ -38,7 +36,7 @@ pub fn shared() -> &'static Shared {
         health: RwLock::new(HealthMap::default()),
         health_version: AtomicU64::new(0),
         perf: RwLock::new(PerfMap::default()),
-        pending_perf: Mutex::new(HashMap::new()),
+        pending_perf: Mutex::new(PerfBatch::default()),
         rotation: AtomicU64::new(0),
         started: OnceLock::new(),
     })
@@ -208,27 +206,15 @@ impl Shared {
 
     /// One attempt's speed sample; folded into the averages about once a second.
     pub fn record_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
-        let Ok(mut p) = self.pending_perf.lock() else {
-            return;
-        };
-        let e = p.entry(model_key(channel, model)).or_insert((0, 0, 0, 0.0));
-        e.0 += 1;
-        if answered {
-            e.1 += 1;
-            if let Some(t) = ttfb_ms {
-                e.2 += 1;
-                e.3 += t.max(0.0);
-            }
+        if let Ok(mut p) = self.pending_perf.lock() {
+            p.add(channel, model, answered, ttfb_ms);
         }
     }
 
     fn flush_perf(&self, now: u64) {
         let batch = self.pending_perf.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
         if let Ok(mut map) = self.perf.write() {
-            for (key, &(n, ok, timed, sum)) in &batch {
-                map.merge(key, n, ok, timed, sum, now);
-            }
-            map.expire(now);
+            batch.fold_into(&mut map, now);
         }
     }
 }

@@ -678,10 +678,7 @@ impl HttpContext for AttemptRequest {
         let retry_after =
             if status == 429 { flow::retry_after_ms(host::response_header("retry-after").as_deref()) } else { None };
         health::record(channel, model, class, retry_after, &table.routing.health);
-        // Speed and reliability: answers and server failures. Rate limits and key
-        // failures are the breaker's business; client errors are nobody's.
-        use router_core::health::ErrorClass;
-        if matches!(class, None | Some(ErrorClass::Server)) {
+        if router_core::score::counts_for_speed(class) {
             let ttfb = self.started_ms.map(|t| host::now_ms().saturating_sub(t) as f64);
             perf::record(channel, model, class.is_none(), ttfb);
         }

@@ -4,10 +4,8 @@
 //! compare-and-swap about once a second, and every worker re-reads them on tick.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-use router_core::health::model_key;
-use router_core::score::PerfMap;
+use router_core::score::{PerfBatch, PerfMap};
 
 use crate::{host, shared};
 
@@ -15,8 +13,7 @@ const PERF_KEY: &str = "sar.perf";
 
 thread_local! {
     static LOCAL: shared::Local<PerfMap> = RefCell::new((PerfMap::default(), None));
-    /// key -> (attempts, answered, timed, summed time to first byte in ms)
-    static PENDING: RefCell<HashMap<String, (u64, u64, u64, f64)>> = RefCell::new(HashMap::new());
+    static PENDING: RefCell<PerfBatch> = RefCell::new(PerfBatch::default());
     /// Attempts this VM decided about timing, for sampling.
     static TIMING_COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static LAST_FLUSH_MS: RefCell<u64> = const { RefCell::new(0) };
@@ -41,18 +38,7 @@ pub fn should_time(channel: &str, model: &str) -> bool {
 
 /// One attempt's outcome; `ttfb_ms` when it was timed and answered.
 pub fn record(channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let e = p.entry(model_key(channel, model)).or_insert((0, 0, 0, 0.0));
-        e.0 += 1;
-        if answered {
-            e.1 += 1;
-            if let Some(t) = ttfb_ms {
-                e.2 += 1;
-                e.3 += t.max(0.0);
-            }
-        }
-    });
+    PENDING.with(|p| p.borrow_mut().add(channel, model, answered, ttfb_ms));
 }
 
 pub fn with<T>(f: impl FnOnce(&PerfMap) -> T) -> T {
@@ -84,10 +70,7 @@ fn flush() {
     }
     let now = host::now_ms();
     shared::update(PERF_KEY, &LOCAL, |map| {
-        for (key, &(n, ok, timed, sum)) in &batch {
-            map.merge(key, n, ok, timed, sum, now);
-        }
-        map.expire(now);
+        batch.fold_into(map, now);
         true
     });
 }
