@@ -298,6 +298,17 @@ pub fn attempt_rewrite<'t>(state: &AttemptState, number: usize, table: &'t Table
     })
 }
 
+/// `body` with the bytes of `span` replaced by `literal` (an attempt's `splice`);
+/// `None` when the body is shorter than the span (it is then sent unchanged).
+pub fn spliced(body: &[u8], span: (usize, usize), literal: &str) -> Option<Vec<u8>> {
+    let (before, after) = (body.get(..span.0)?, body.get(span.1..)?);
+    let mut out = Vec::with_capacity(before.len() + literal.len() + after.len());
+    out.extend_from_slice(before);
+    out.extend_from_slice(literal.as_bytes());
+    out.extend_from_slice(after);
+    Some(out)
+}
+
 /// `Retry-After` in milliseconds: delta seconds (an HTTP date is not parsed and
 /// falls back to the policy's default rest).
 pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
@@ -432,12 +443,11 @@ mod tests {
         assert!(second.remove_authorization);
         assert_eq!(second.auth, Some(("x-api-key", "key-b")));
         assert_eq!(second.model, "vendor/m");
-        let ((start, end), literal) = second.splice.clone().unwrap();
-        let mut spliced = body[..start].to_vec();
-        spliced.extend_from_slice(literal.as_bytes());
-        spliced.extend_from_slice(&body[end..]);
-        assert_eq!(spliced, br#"{"model":"vendor/m","messages":[]}"#);
-        assert_eq!(second.content_length, Some(spliced.len()));
+        let (span, literal) = second.splice.clone().unwrap();
+        let rewritten = spliced(body, span, &literal).unwrap();
+        assert_eq!(rewritten, br#"{"model":"vendor/m","messages":[]}"#);
+        assert_eq!(second.content_length, Some(rewritten.len()));
+        assert_eq!(spliced(b"{}", span, &literal), None, "a short body is left alone");
 
         // Past the plan, Envoy's specifier repeats the last group; so does the rewrite.
         assert_eq!(attempt_rewrite(&r.state, 7, &t).unwrap().channel.id, "b");

@@ -586,24 +586,19 @@ impl AttemptFilter {
     }
 
     fn on_request_body(&mut self, host: Host, end_of_stream: bool) -> u32 {
-        let Some(((start, end), literal)) = &self.splice else {
+        let Some((span, literal)) = &self.splice else {
             return status::BODY_CONTINUE;
         };
         if !end_of_stream {
             return status::BODY_STOP_AND_BUFFER;
         }
-        let body = host.whole_body(true);
-        match (body.get(..*start), body.get(*end..)) {
-            (Some(before), Some(after)) => {
-                let mut out = Vec::with_capacity(before.len() + literal.len() + after.len());
-                out.extend_from_slice(before);
-                out.extend_from_slice(literal.as_bytes());
-                out.extend_from_slice(after);
-                if !host.replace_request_body(&out) {
+        match flow::spliced(&host.whole_body(true), *span, literal) {
+            Some(body) => {
+                if !host.replace_request_body(&body) {
                     log::error("smart-router: could not rewrite the request body");
                 }
             }
-            _ => log::error("smart-router: request body shorter than expected; sending it unchanged"),
+            None => log::error("smart-router: request body shorter than expected; sending it unchanged"),
         }
         self.splice = None;
         status::BODY_CONTINUE
