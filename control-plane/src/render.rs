@@ -13,10 +13,13 @@
 //! 4. router, with the wasm `attempt` role as an upstream filter (per attempt).
 //!
 //! With `--dynamic-module` the same decisions are made by a native Envoy dynamic
-//! module (`dynmod/`), which writes the plan into metadata itself: the chain is the
-//! module's `router` role, then the router with its `attempt` role upstream. It
-//! fetches the table over its own connection to the control plane, so the
-//! bootstrap has no wasm service either.
+//! module (`dynmod/`): the chain is the module's `router` role, then the router
+//! with its `attempt` role upstream. The module writes the plan into metadata
+//! itself and picks each attempt's cluster as the route's cluster specifier
+//! (`envoy.router.cluster_specifier_plugin.dynamic_modules`), so neither
+//! `header_to_metadata`, the clear step nor `priority_group` is needed. It fetches
+//! the table over its own connection to the control plane, so the bootstrap has no
+//! wasm service either.
 
 use serde_json::{json, Value};
 
@@ -87,6 +90,31 @@ fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) ->
             "filter_config": plugin_configuration(configuration),
         }
     })
+}
+
+/// Picks each attempt's cluster from the plan in `smart_router` metadata (the same
+/// list for every retry, `refresh_cluster_on_retry` moves along it). Before a
+/// plan exists the route points at [`NO_CHANNEL_CLUSTER`].
+fn cluster_specifier(opts: &RenderOptions) -> Value {
+    match &opts.dynamic_module_path {
+        Some(module) => json!({
+            "name": "envoy.router.cluster_specifier_plugin.dynamic_modules",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier",
+                "dynamic_module_config": {"module": {"local": {"filename": module}}, "do_not_close": true},
+                "specifier_name": "smart_router",
+                "specifier_config": plugin_configuration(json!({"no_channel_cluster": NO_CHANNEL_CLUSTER})),
+            },
+        }),
+        None => json!({
+            "name": "envoy.router.cluster_specifier_plugin.priority_group",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
+                "override_metadata_namespace": METADATA_NAMESPACE,
+                "priority_groups": [{"name": "none", "clusters": [{"cluster_name": NO_CHANNEL_CLUSTER, "weight": 1}]}],
+            },
+        }),
+    }
 }
 
 fn thresholds() -> Value {
@@ -231,14 +259,7 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
         // the channel's key (and overwrites or removes `authorization`).
         "request_headers_to_remove": ["x-api-key"],
         "route": {
-            "inline_cluster_specifier_plugin": {"extension": {
-                "name": "envoy.router.cluster_specifier_plugin.priority_group",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
-                    "override_metadata_namespace": METADATA_NAMESPACE,
-                    "priority_groups": [{"name": "none", "clusters": [{"cluster_name": NO_CHANNEL_CLUSTER, "weight": 1}]}],
-                },
-            }},
+            "inline_cluster_specifier_plugin": {"extension": cluster_specifier(opts)},
             // Streams may run for minutes: no overall route timeout.
             "timeout": "0s",
             "retry_policy": {
@@ -422,5 +443,12 @@ mod tests {
             hcm["http_filters"][0]["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"],
             "/lib.so"
         );
+        let specifier = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+            ["inline_cluster_specifier_plugin"]["extension"];
+        assert_eq!(specifier["name"], "envoy.router.cluster_specifier_plugin.dynamic_modules");
+        assert_eq!(specifier["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"], "/lib.so");
+        let cfg: Value =
+            serde_json::from_str(specifier["typed_config"]["specifier_config"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(cfg["no_channel_cluster"], NO_CHANNEL_CLUSTER);
     }
 }

@@ -107,10 +107,8 @@ pub struct Decision<T> {
 
 /// A routed chat request: what to hand to Envoy.
 pub struct Routed<T> {
-    /// For the per-attempt side (filter state).
+    /// For the per-attempt side and the cluster choice (see `wire`).
     pub state: AttemptState,
-    /// Clusters in attempt order (the `priority_group` override).
-    pub clusters: Vec<String>,
     /// Retries Envoy should make: one per attempt after the first.
     pub retries: usize,
     /// Half-open probes this request carries: (channel id, model).
@@ -139,14 +137,13 @@ pub fn route_body<T: Deref<Target = Table>>(
         .filter_map(|&i| plan.attempts.get(i))
         .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
         .collect();
-    let mut rewrites = Vec::with_capacity(plan.attempts.len());
-    let mut clusters = Vec::with_capacity(plan.attempts.len());
-    for a in &plan.attempts {
-        if let Some(ch) = table.channel(a.channel) {
-            rewrites.push(AttemptRewrite::new(&ch.id, &head.model, &a.upstream_model));
-            clusters.push(ch.cluster.clone());
-        }
-    }
+    let rewrites: Vec<AttemptRewrite> = plan
+        .attempts
+        .iter()
+        .filter_map(|a| {
+            table.channel(a.channel).map(|ch| AttemptRewrite::new(&ch.id, &ch.cluster, &head.model, &a.upstream_model))
+        })
+        .collect();
     // Most channels live under `/v1`, as the client's path does: then no attempt
     // needs its `:path` rewritten.
     let keep_path = plan.attempts.iter().all(|a| {
@@ -165,10 +162,9 @@ pub fn route_body<T: Deref<Target = Table>>(
         requested: head.model.clone(),
         attempts: rewrites,
     };
-    let retries = clusters.len().saturating_sub(1);
+    let retries = state.attempts.len().saturating_sub(1);
     Ok(Routed {
         state,
-        clusters,
         retries,
         probes,
         decision: Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores },
@@ -425,7 +421,8 @@ mod tests {
         let t = table();
         let body = br#"{"model":"m","messages":[]}"#;
         let r = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap();
-        assert_eq!(r.clusters, vec!["channel_a", "channel_b"]);
+        let clusters: Vec<&str> = r.state.attempts.iter().map(|a| a.cluster.as_str()).collect();
+        assert_eq!(clusters, vec!["channel_a", "channel_b"]);
         assert_eq!(r.retries, 1);
         assert!(!r.state.keep_path, "channel b lives under /api/v1");
 

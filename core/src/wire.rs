@@ -1,13 +1,15 @@
 //! How a plan leaves the routing filter.
 //!
-//! Two consumers, two encodings:
-//! - Envoy's `priority_group` cluster specifier reads the attempt order from
-//!   dynamic metadata. Wasm cannot write metadata in Envoy 1.40, so the wasm filter
+//! The plan is one text, [`AttemptState`]: per attempt, the channel, its Envoy
+//! cluster and the exact bytes to splice in place of `model`. Who reads it:
+//! - the per-attempt upstream filter (both shims), to rewrite each attempt;
+//! - the cluster choice for each attempt. The dynamic module writes the text into
+//!   dynamic metadata, where its own cluster specifier reads the attempt's cluster
+//!   ([`attempt_cluster`]) and the attempt filter reads the rest. Wasm cannot write
+//!   metadata in Envoy 1.40: the wasm filter keeps the text in filter state and
 //!   sets a request header that `header_to_metadata` decodes (`PROTOBUF_VALUE`,
-//!   `BASE64`): a base64 `google.protobuf.Value` holding the `priority_groups` list.
-//!   The dynamic module writes the same list as a `Struct` namespace directly.
-//! - The per-attempt upstream filter reads [`AttemptState`] from filter state: per
-//!   attempt, the channel and the exact bytes to splice in place of `model`.
+//!   `BASE64`) for Envoy's `priority_group` specifier: a base64
+//!   `google.protobuf.Value` holding the `priority_groups` list.
 
 use crate::error::RouterError;
 
@@ -101,27 +103,17 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
     base64_encode(&priority_groups_value(clusters))
 }
 
-/// A whole metadata namespace, `google.protobuf.Struct` `{priority_groups: [...]}`,
-/// for a native filter that sets metadata directly (dynamic-module path).
-pub fn priority_groups_struct<'a>(clusters: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
-    let mut entry = Vec::new();
-    put_len_field(&mut entry, 1, b"priority_groups");
-    put_len_field(&mut entry, 2, &priority_groups_value(clusters));
-    let mut s = Vec::with_capacity(entry.len() + 4);
-    put_len_field(&mut s, 1, &entry);
-    s
-}
-
-/// What the per-attempt filter needs, passed through filter state as text:
+/// The plan as the per-attempt side reads it, one text:
 ///
 /// ```text
-/// sar1 <request id> <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
-/// <channel_id> <model JSON literal, or "=" when the body is sent unchanged>
+/// sar2 <request id> <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
+/// <channel_id> <cluster> <model JSON literal, or "=" when the body is sent unchanged>
 /// ...one line per attempt
 /// ```
 ///
-/// Channel ids contain no spaces and a JSON string literal no newline, so the format
-/// needs no escaping. The literal is exactly the bytes spliced over the span.
+/// Channel ids and cluster names contain no spaces and a JSON string literal no
+/// newline, so the format needs no escaping. The literal is exactly the bytes
+/// spliced over the span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptState {
     /// Unique per worker thread: ties each attempt to its request, whose filters all
@@ -142,15 +134,39 @@ pub struct AttemptState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRewrite {
     pub channel_id: String,
+    /// The channel's Envoy cluster.
+    pub cluster: String,
     /// New JSON literal for `model`; `None` keeps the body as the client sent it.
     pub model_literal: Option<String>,
 }
 
 impl AttemptRewrite {
-    pub fn new(channel_id: &str, requested: &str, upstream_model: &str) -> Self {
+    pub fn new(channel_id: &str, cluster: &str, requested: &str, upstream_model: &str) -> Self {
         let model_literal = if requested == upstream_model { None } else { serde_json::to_string(upstream_model).ok() };
-        Self { channel_id: channel_id.to_string(), model_literal }
+        Self { channel_id: channel_id.to_string(), cluster: cluster.to_string(), model_literal }
     }
+}
+
+/// First word of an encoded [`AttemptState`]; bumped when the format changes.
+const TAG: &str = "sar2";
+
+/// The cluster for attempt `attempt` (1 for the first) of an encoded
+/// [`AttemptState`], without decoding the rest: a cluster specifier calls this
+/// once per attempt. Past the end of the plan the last cluster answers again, as
+/// Envoy's `priority_group` specifier does. `None` when the text is not a plan.
+pub fn attempt_cluster(text: &str, attempt: usize) -> Option<&str> {
+    let mut lines = text.lines();
+    if !lines.next()?.starts_with(TAG) {
+        return None;
+    }
+    let mut last = None;
+    for (i, line) in lines.enumerate() {
+        last = line.split(' ').nth(1);
+        if i + 1 >= attempt {
+            break;
+        }
+    }
+    last.filter(|c| !c.is_empty())
 }
 
 impl AttemptState {
@@ -158,11 +174,13 @@ impl AttemptState {
         let flags = if self.keep_path { "p" } else { "-" };
         let requested = serde_json::to_string(&self.requested).unwrap_or_else(|_| "\"\"".into());
         let mut s = format!(
-            "sar1 {} {} {} {} {flags} {} {requested}\n",
+            "{TAG} {} {} {} {} {flags} {} {requested}\n",
             self.request_id, self.body_len, self.model_span.0, self.model_span.1, self.endpoint
         );
         for a in &self.attempts {
             s.push_str(&a.channel_id);
+            s.push(' ');
+            s.push_str(&a.cluster);
             s.push(' ');
             s.push_str(a.model_literal.as_deref().unwrap_or("="));
             s.push('\n');
@@ -174,7 +192,7 @@ impl AttemptState {
         let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
         let mut lines = text.lines();
         let mut head = lines.next().ok_or_else(bad)?.splitn(8, ' ');
-        if head.next() != Some("sar1") {
+        if head.next() != Some(TAG) {
             return Err(bad());
         }
         let request_id = head.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(bad)?;
@@ -189,9 +207,13 @@ impl AttemptState {
         }
         let attempts = lines
             .map(|line| {
-                let (id, lit) = line.split_once(' ').ok_or_else(bad)?;
+                let mut parts = line.splitn(3, ' ');
+                let (Some(id), Some(cluster), Some(lit)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(bad());
+                };
                 Ok(AttemptRewrite {
                     channel_id: id.to_string(),
+                    cluster: cluster.to_string(),
                     model_literal: if lit == "=" { None } else { Some(lit.to_string()) },
                 })
             })
@@ -251,17 +273,27 @@ mod tests {
     }
 
     #[test]
-    fn the_metadata_namespace_is_a_struct_with_the_same_list() {
-        // Struct{fields: {"priority_groups": <the Value the header carries>}}
-        let s = priority_groups_struct(["c", "d"]);
-        let value = priority_groups_value(["c", "d"]);
-        let mut entry = Vec::new();
-        put_len_field(&mut entry, 1, b"priority_groups");
-        put_len_field(&mut entry, 2, &value);
-        let mut expected = Vec::new();
-        put_len_field(&mut expected, 1, &entry);
-        assert_eq!(s, expected);
-        assert_eq!(base64_encode(&value), priority_groups_header(["c", "d"]));
+    fn each_attempt_finds_its_cluster_and_the_last_repeats() {
+        let s = AttemptState {
+            request_id: 1,
+            body_len: 10,
+            model_span: (1, 2),
+            endpoint: "/chat/completions".into(),
+            keep_path: true,
+            requested: "m".into(),
+            attempts: vec![
+                AttemptRewrite::new("a", "channel_a", "m", "m"),
+                AttemptRewrite::new("b", "channel_b", "m", "x"),
+            ],
+        };
+        let text = s.encode();
+        assert_eq!(attempt_cluster(&text, 0), Some("channel_a"));
+        assert_eq!(attempt_cluster(&text, 1), Some("channel_a"));
+        assert_eq!(attempt_cluster(&text, 2), Some("channel_b"));
+        assert_eq!(attempt_cluster(&text, 7), Some("channel_b"));
+        for bad in ["", "sar1 x\na channel_a =\n", "sar2 1 2 3 4 p /x \"m\"\n", "sar2\na\n"] {
+            assert_eq!(attempt_cluster(bad, 1), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -274,8 +306,8 @@ mod tests {
             keep_path: true,
             requested: "gpt 4o".into(),
             attempts: vec![
-                AttemptRewrite::new("a", "gpt-4o", "gpt-4o"),
-                AttemptRewrite::new("b", "gpt-4o", "ep-1 with \"quote\"\n"),
+                AttemptRewrite::new("a", "channel_a", "gpt-4o", "gpt-4o"),
+                AttemptRewrite::new("b", "channel_b", "gpt-4o", "ep-1 with \"quote\"\n"),
             ],
         };
         let d = AttemptState::decode(&s.encode()).unwrap();
@@ -293,7 +325,8 @@ mod tests {
             "sar2 1 2 3 - /x",
             "sar1 1 2",
             "sar1 1 5 3 - /x",
-            "sar1 10 1 2 - /x \"m\"\nnospace",
+            "sar2 10 1 2 - /x \"m\"\nnospace",
+            "sar2 10 1 2 - /x \"m\"\none space",
             "sar1 10 1 2 - /x",
             "sar1 10 1 2 - /x nojson",
         ] {
@@ -310,11 +343,12 @@ mod fuzz {
     fn decoders_never_panic() {
         let mut rng = crate::testrng::Rng(0x2545_f491_4f6c_dd1d);
         let mut next = move || rng.next();
-        let alphabet = b"sar1 0123456789-p/\n\"=xyz";
+        let alphabet = b"sar2 0123456789-p/\n\"=xyz";
         for _ in 0..20_000 {
             let s: String =
                 (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
             let _ = AttemptState::decode(&s);
+            let _ = attempt_cluster(&s, (next() % 4) as usize);
             let _ = crate::health::HealthMap::decode(&s);
             let _ = crate::score::PerfMap::decode(&s);
         }

@@ -118,7 +118,44 @@ pub mod status {
     pub const LOCAL_REPLY_CONTINUE: u32 = 0;
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub enum MetadataSource {
+    Dynamic = 0,
+    Route = 1,
+    Cluster = 2,
+    Host = 3,
+    HostLocality = 4,
+}
+
+/// Context Envoy passes to one cluster-specifier `select` call.
+pub type SpecifierContext = *mut c_void;
+
 extern "C" {
+    // Cluster specifier (`envoy.router.cluster_specifier_plugin.dynamic_modules`).
+    pub fn envoy_dynamic_module_callback_cluster_specifier_get_dynamic_metadata(
+        context: SpecifierContext,
+        filter_name: ModuleBuffer,
+        path: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_cluster_specifier_get_request_header_value(
+        context: SpecifierContext,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        total_count: *mut usize,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_cluster_specifier_get_attribute_int(
+        context: SpecifierContext,
+        attribute_id: u32,
+        result: *mut u64,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
+        context: SpecifierContext,
+        cluster_name: ModuleBuffer,
+    );
+
     pub fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
 
@@ -173,21 +210,17 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_received_buffered_request_body(filter: EnvoyFilter) -> bool;
     pub fn envoy_dynamic_module_callback_http_received_buffered_response_body(filter: EnvoyFilter) -> bool;
 
-    /// Replaces a whole dynamic-metadata namespace with a serialized
-    /// `google.protobuf.Struct` (binary protobuf).
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+    /// Sets one string key of a dynamic-metadata namespace.
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
         filter: EnvoyFilter,
         namespace: ModuleBuffer,
-        serialized_struct: ModuleBuffer,
-    );
-
-    pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
-        filter: EnvoyFilter,
         key: ModuleBuffer,
         value: ModuleBuffer,
-    ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+    );
+    pub fn envoy_dynamic_module_callback_http_get_metadata_string(
         filter: EnvoyFilter,
+        source: MetadataSource,
+        namespace: ModuleBuffer,
         key: ModuleBuffer,
         result: *mut EnvoyBuffer,
     ) -> bool;

@@ -2,7 +2,9 @@
 //! Envoy pointer, which Envoy guarantees valid until the filter is destroyed; the
 //! buffers Envoy returns are copied or used before the hook returns.
 
-use crate::abi::{self, BodyType, EnvoyBuffer, EnvoyFilter, HeaderType, ModuleBuffer, ModuleHttpHeader};
+use crate::abi::{
+    self, BodyType, EnvoyBuffer, EnvoyFilter, HeaderType, MetadataSource, ModuleBuffer, ModuleHttpHeader,
+};
 
 #[derive(Clone, Copy)]
 pub struct Host(pub EnvoyFilter);
@@ -159,40 +161,35 @@ impl Host {
         }
     }
 
-    pub fn set_metadata_struct(&self, namespace: &str, serialized: &[u8]) {
+    /// Set one string in a dynamic-metadata namespace of this stream (its attempts'
+    /// upstream filters read the same metadata).
+    pub fn set_metadata_string(&self, namespace: &str, key: &str, value: &str) {
         // SAFETY: valid filter pointer; buffers live for the call.
         unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
                 self.0,
                 ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(serialized),
-            )
-        }
-    }
-
-    pub fn set_filter_state(&self, key: &str, value: &[u8]) -> bool {
-        // SAFETY: valid filter pointer; buffers live for the call.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
-                self.0,
                 ModuleBuffer::of(key.as_bytes()),
-                ModuleBuffer::of(value),
+                ModuleBuffer::of(value.as_bytes()),
             )
         }
     }
 
-    pub fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+    /// A string from this stream's dynamic metadata, copied.
+    pub fn metadata_string(&self, namespace: &str, key: &str) -> Option<String> {
         let mut out = EnvoyBuffer::NULL;
         // SAFETY: valid filter pointer; the result is copied before returning.
         unsafe {
-            if !abi::envoy_dynamic_module_callback_http_get_filter_state_bytes(
+            if !abi::envoy_dynamic_module_callback_http_get_metadata_string(
                 self.0,
+                MetadataSource::Dynamic,
+                ModuleBuffer::of(namespace.as_bytes()),
                 ModuleBuffer::of(key.as_bytes()),
                 &mut out,
             ) {
                 return None;
             }
-            out.as_slice().map(<[u8]>::to_vec)
+            std::str::from_utf8(out.as_slice()?).ok().map(str::to_owned)
         }
     }
 

@@ -7,13 +7,16 @@
 //!
 //! Two roles, chosen by the filter configuration's `role`:
 //! - `router` (downstream HTTP filter): answers `/v1/models`, `/health` and errors,
-//!   buffers a chat request, plans its attempts, writes the `priority_group`
-//!   override into metadata and makes Envoy resolve the route again. On the way back
+//!   buffers a chat request, plans its attempts, writes the plan into dynamic
+//!   metadata and makes Envoy pick the route's cluster again. On the way back
 //!   it adds debug headers, counts stats, and replaces a final failure with an
 //!   OpenAI-shaped error.
 //! - `attempt` (in the router's `upstream_http_filters`, once per attempt): rewrites
 //!   the request for that attempt's channel, records the outcome for the breakers and
 //!   the speed averages, and turns a context-length 400 into a retriable 503.
+//!
+//! The module is also the route's cluster specifier (`specifier`): it sends each
+//! attempt to the cluster the plan names for it.
 //!
 //! The channel table, health and speed live in process memory shared by every
 //! worker thread (`state`); one background thread talks to the control plane.
@@ -25,6 +28,7 @@ mod cp_client;
 mod host;
 mod log;
 mod metrics;
+mod specifier;
 mod state;
 mod unanswered;
 
@@ -37,14 +41,14 @@ use abi::{status, EnvoyBuffer, EnvoyFilter, EnvoyFilterConfig, HeaderType};
 use host::Host;
 use router_core::flow::{self, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
 use router_core::health::classify;
-use router_core::wire::{priority_groups_struct, AttemptState};
+use router_core::wire::AttemptState;
 use router_core::{RouterError, Table};
 use serde::Deserialize;
 
-/// Dynamic-metadata namespace the route's `priority_group` specifier reads.
+/// Dynamic-metadata namespace and key of the plan (an encoded `AttemptState`): the
+/// router role writes it; the cluster specifier and the attempt role read it.
 const METADATA_NAMESPACE: &str = "smart_router";
-/// Filter state the router leaves for the per-attempt filter.
-const ATTEMPTS_STATE: &str = "sar_attempts";
+const ATTEMPTS_KEY: &str = "attempts";
 const JSON: (&str, &str) = ("content-type", "application/json");
 const REQ: HeaderType = HeaderType::RequestHeader;
 const RESP: HeaderType = HeaderType::ResponseHeader;
@@ -458,23 +462,14 @@ impl RouterFilter {
             }
         };
         shared.start_probes(&routed.probes, &routed.decision.table.routing.health);
-        if !host.set_filter_state(ATTEMPTS_STATE, routed.state.encode().as_bytes()) {
-            self.fail(
-                host,
-                &RouterError::new(500, "server_error", "internal_error", "could not record the attempt plan"),
-            );
-            return status::BODY_STOP_AND_BUFFER;
-        }
-        host.set_metadata_struct(
-            METADATA_NAMESPACE,
-            &priority_groups_struct(routed.clusters.iter().map(String::as_str)),
-        );
-        // Past the end of the plan the cluster specifier repeats the last group: cap
-        // the retries at the plan, unless the route's own count already does.
+        host.set_metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY, &routed.state.encode());
+        // Past the end of the plan the cluster specifier repeats the last cluster:
+        // cap the retries at the plan, unless the route's own count already does.
         if self.num_retries != Some(routed.retries) {
             host.set_header(REQ, "x-envoy-max-retries", Some(&routed.retries.to_string()));
         }
-        // The route's cluster was chosen before the plan existed.
+        // The route's cluster was chosen before the plan existed: the specifier
+        // answers again, now from the plan.
         host.refresh_cluster();
         self.routed = Some((routed.state.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
@@ -543,10 +538,10 @@ struct AttemptFilter {
 
 impl AttemptFilter {
     fn on_request_headers(&mut self, host: Host) -> u32 {
-        let Some(raw) = host.filter_state(ATTEMPTS_STATE) else {
+        let Some(raw) = host.metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY) else {
             return status::HEADERS_CONTINUE;
         };
-        let Some(state) = std::str::from_utf8(&raw).ok().and_then(|s| AttemptState::decode(s).ok()) else {
+        let Ok(state) = AttemptState::decode(&raw) else {
             log::error("smart-router: attempt state unreadable; sending the request unchanged");
             return status::HEADERS_CONTINUE;
         };

@@ -496,7 +496,7 @@ impl HttpContext for RouterRequest {
         }
         host::set_request_header(
             PLAN_HEADER,
-            Some(&priority_groups_header(routed.clusters.iter().map(String::as_str))),
+            Some(&priority_groups_header(routed.state.attempts.iter().map(|a| a.cluster.as_str()))),
         );
         // Past the end of the plan the cluster specifier repeats the last group: cap
         // the retries at the plan, unless the route's own count already does.

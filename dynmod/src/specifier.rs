@@ -1,0 +1,107 @@
+//! The `smart_router` cluster specifier: the route's
+//! `envoy.router.cluster_specifier_plugin.dynamic_modules` extension. Envoy asks it
+//! for a cluster when the route is resolved, again when the router role refreshes
+//! the cluster after planning, and again before every retry
+//! (`refresh_cluster_on_retry`). It answers from the plan the router role wrote
+//! into `smart_router` dynamic metadata and the stream's attempt count, so each
+//! attempt reaches its channel's cluster. This replaces Envoy's `priority_group`
+//! specifier, whose plan must be a nested `Struct` that costs Envoy far more to
+//! parse and merge than one string.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use router_core::wire::attempt_cluster;
+use serde::Deserialize;
+
+use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext};
+use crate::{log, ATTEMPTS_KEY, METADATA_NAMESPACE};
+
+/// `upstream.request_attempt_count` in the ABI's attribute ids. Envoy counts
+/// attempts from 1 and has already counted a retry when it refreshes the cluster
+/// for it; before the first attempt starts it reads 0.
+const ATTEMPT_COUNT_ATTRIBUTE: u32 = 53;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecifierConfig {
+    /// Where a request goes before (or without) a plan: a cluster with no hosts.
+    no_channel_cluster: String,
+}
+
+/// # Safety
+/// Envoy passes buffers valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_new(
+    _config_envoy: *mut c_void,
+    _name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    let raw = config.as_slice().unwrap_or_default();
+    match serde_json::from_slice::<SpecifierConfig>(raw) {
+        Ok(c) => Box::into_raw(Box::new(c)) as *const c_void,
+        Err(e) => {
+            log::error(&format!("smart-router: bad cluster specifier configuration: {e}"));
+            std::ptr::null()
+        }
+    }
+}
+
+/// # Safety
+/// `config` is a pointer this module returned from `config_new`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_destroy(config: *const c_void) {
+    if !config.is_null() {
+        drop(Box::from_raw(config as *mut SpecifierConfig));
+    }
+}
+
+/// # Safety
+/// `config` is a pointer this module returned from `config_new`; `context` is
+/// valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
+    config: *const c_void,
+    context: SpecifierContext,
+) -> bool {
+    let Some(config) = (config as *const SpecifierConfig).as_ref() else {
+        return false;
+    };
+    // A panic keeps Envoy's previous choice (or the no-channel cluster): one
+    // request fails instead of the process.
+    catch_unwind(AssertUnwindSafe(|| {
+        let cluster = plan(context)
+            .and_then(|text| attempt_cluster(text, attempt(context)))
+            .unwrap_or(config.no_channel_cluster.as_str());
+        abi::envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
+            context,
+            ModuleBuffer::of(cluster.as_bytes()),
+        );
+        true
+    }))
+    .unwrap_or(false)
+}
+
+/// The plan text, valid until `select` returns.
+unsafe fn plan<'a>(context: SpecifierContext) -> Option<&'a str> {
+    let mut out = EnvoyBuffer::NULL;
+    if !abi::envoy_dynamic_module_callback_cluster_specifier_get_dynamic_metadata(
+        context,
+        ModuleBuffer::of(METADATA_NAMESPACE.as_bytes()),
+        ModuleBuffer::of(ATTEMPTS_KEY.as_bytes()),
+        &mut out,
+    ) {
+        return None;
+    }
+    std::str::from_utf8(out.as_slice()?).ok()
+}
+
+/// Which attempt the cluster is for (1 for the first).
+unsafe fn attempt(context: SpecifierContext) -> usize {
+    let mut n = 0u64;
+    if !abi::envoy_dynamic_module_callback_cluster_specifier_get_attribute_int(context, ATTEMPT_COUNT_ATTRIBUTE, &mut n)
+    {
+        return 1;
+    }
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
+}
