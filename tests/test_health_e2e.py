@@ -1,5 +1,6 @@
 """Channel health through a real Envoy (SPEC F2, F3, F5): a broken channel stops
 getting traffic at once, on every worker, and comes back by itself."""
+import http.client
 import time
 
 import pytest
@@ -135,6 +136,35 @@ def test_a_stalled_channel_is_abandoned_after_first_byte_timeout(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_stream_silent_longer_than_idle_timeout_is_cut(tmp_path):
+    a = Fake("A", ["m"])
+    try:
+        cfg = ("routing:\n  first_byte_timeout: 1\n  idle_timeout: 1\nchannels:\n"
+               f"  - id: a\n    base_url: {a.base_url}\n")
+        r = Router(tmp_path, cfg)
+        try:
+            from test_routing_e2e import read_sse
+            # Gaps shorter than idle_timeout: a stream longer than it still completes.
+            a.behave(events=6, event_delay=0.4)
+            status, _, events = read_sse(r.api_port, {"model": "m", "stream": True, "messages": []})
+            assert status == 200 and len([e for _, e in events if e]) == 6
+            # A gap longer than idle_timeout: Envoy ends the stream after the first event.
+            a.behave(events=3, event_delay=2.5)
+            start = time.time()
+            received = []
+            try:
+                status, _, events = read_sse(r.api_port, {"model": "m", "stream": True, "messages": []})
+                received = [e for _, e in events if e]
+            except (http.client.IncompleteRead, ConnectionError) as e:
+                received = ["cut: %r" % e]
+            assert len(received) < 3, received
+            assert time.time() - start < 2.4
+        finally:
+            r.stop()
+    finally:
+        a.stop()
 
 
 def test_clients_giving_up_before_the_first_byte_do_not_eject_a_slow_channel(pair):

@@ -251,13 +251,10 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             ]),
     };
 
-    let route = json!({
+    let mut route = json!({
         "match": {"prefix": "/"},
         // Bodies are buffered whole (the filter reads `model`, retries resend it).
         "request_body_buffer_limit": max_body,
-        // A client's own credential never reaches a provider; the attempt filter sets
-        // the channel's key (and overwrites or removes `authorization`).
-        "request_headers_to_remove": ["x-api-key"],
         "route": {
             "inline_cluster_specifier_plugin": {"extension": cluster_specifier(opts)},
             // Streams may run for minutes: no overall route timeout.
@@ -273,11 +270,20 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                 // Until the response starts (Envoy stops this timer at the first
                 // response headers, so long streams are not cut).
                 "per_try_timeout": format!("{}s", config.routing.first_byte_timeout),
-                // Silence before or between chunks.
-                "per_try_idle_timeout": format!("{}s", config.routing.idle_timeout),
             },
+            // Silence before or between chunks. The stream's own idle timer (which
+            // Envoy runs for every stream anyway) rather than a per-try one: a
+            // per-try idle timer costs a timer per attempt, and before the first
+            // byte `per_try_timeout` (never longer) fires first and fails over.
+            "idle_timeout": format!("{}s", config.routing.idle_timeout),
         },
     });
+    if opts.dynamic_module_path.is_none() {
+        // A client's own credential never reaches a provider; the attempt filter sets
+        // the channel's key (and overwrites or removes `authorization`). The
+        // dynamic module removes `x-api-key` itself (cheaper than a route rule).
+        route["request_headers_to_remove"] = json!(["x-api-key"]);
+    }
 
     let hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

@@ -72,6 +72,10 @@ impl RouterError {
 /// Client-supplied text quoted back in a message: printable ASCII only, bounded, so
 /// an error can also be carried in a header and cannot grow without limit.
 pub fn ascii_safe(s: &str, max: usize) -> String {
+    // Debug headers call this per response; most values are plain already.
+    if s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return s.to_string();
+    }
     let mut out: String = s.chars().take(max).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
     if s.chars().count() > max {
         out.push_str("...");

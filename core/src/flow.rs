@@ -15,7 +15,7 @@ use crate::plan::{self, Live};
 use crate::request::parse_chat_head;
 use crate::score::PerfMap;
 use crate::table::Channel;
-use crate::wire::{AttemptRewrite, AttemptState};
+use crate::wire::{AttemptRewrite, AttemptState, AttemptView};
 use crate::{RouterError, Table};
 
 /// The only endpoint routed to channels; the rest are answered by the router.
@@ -246,11 +246,28 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
         }
         add.push(("x-router-attempts", tried.to_string()));
         if let Some(score) = d.scores.get(tried - 1) {
-            add.push(("x-router-score", format!("{score:.4}")));
+            add.push(("x-router-score", fixed4(*score)));
         }
         add.push(("x-router-strategy", ascii_safe(&d.strategy, 64)));
     }
     (ResponseVerdict::Pass(add), outcome(false))
+}
+
+/// `x` with four decimals, as `format!("{x:.4}")` writes a score (scores are
+/// already rounded to four decimals), without float formatting on every response.
+fn fixed4(x: f64) -> String {
+    if !x.is_finite() || x.abs() >= 1e12 || x < 0.0 {
+        return format!("{x:.4}");
+    }
+    let scaled = (x * 10_000.0).round() as u64;
+    let mut s = String::with_capacity(8);
+    crate::wire::push_decimal(&mut s, scaled / 10_000);
+    s.push('.');
+    let frac = scaled % 10_000;
+    for digit in [frac / 1000, frac / 100 % 10, frac / 10 % 10, frac % 10] {
+        s.push(char::from(b'0' + digit as u8));
+    }
+    s
 }
 
 /// One attempt's changes to the request, for the channel Envoy is about to try.
@@ -273,23 +290,23 @@ pub struct AttemptPlan<'t> {
 
 /// The rewrites for attempt `number` (Envoy counts from 1). Past the end of the
 /// plan the cluster specifier repeats the last group, and so does this.
-pub fn attempt_rewrite<'t>(state: &AttemptState, number: usize, table: &'t Table) -> Result<AttemptPlan<'t>, String> {
-    let index = number.saturating_sub(1).min(state.attempts.len().saturating_sub(1));
-    let rewrite = state.attempts.get(index).ok_or("the attempt plan is empty")?;
+pub fn attempt_rewrite<'t>(state: &AttemptView, number: usize, table: &'t Table) -> Result<AttemptPlan<'t>, String> {
+    let rewrite = state.attempt(number).ok_or("the attempt plan is empty")?;
     let (_, channel) = table
-        .channel_by_id(&rewrite.channel_id)
+        .channel_by_id(rewrite.channel_id)
         .ok_or_else(|| format!("channel {} vanished from the table", rewrite.channel_id))?;
-    let model = match &rewrite.model_literal {
-        Some(lit) => serde_json::from_str::<String>(lit).unwrap_or_default(),
-        None => state.requested.clone(),
-    };
+    let model = match rewrite.model_literal {
+        Some(lit) => crate::wire::json_string(lit),
+        None => state.requested(),
+    }
+    .ok_or("the attempt plan's model is corrupt")?;
     Ok(AttemptPlan {
         channel,
         path: (!state.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
         remove_authorization: channel.auth_header != "authorization",
         auth: (!channel.auth_header.is_empty()).then_some((channel.auth_header.as_str(), channel.auth_value.as_str())),
-        content_length: state.attempts.iter().any(|a| a.model_literal.is_some()).then(|| state.body_len_for(rewrite)),
-        splice: rewrite.model_literal.clone().map(|lit| (state.model_span, lit)),
+        content_length: state.rewrites_model.then(|| state.body_len_for(&rewrite)),
+        splice: rewrite.model_literal.map(|lit| (state.model_span, lit.to_string())),
         model,
     })
 }
@@ -398,6 +415,13 @@ mod tests {
     }
 
     #[test]
+    fn scores_print_with_four_decimals() {
+        for x in [0.0, 0.5, 0.12345, 0.99999, 1.0, 0.0001, 2.25, 123.4567, -0.5, f64::NAN] {
+            assert_eq!(fixed4(x), format!("{x:.4}"), "{x}");
+        }
+    }
+
+    #[test]
     fn router_tokens_are_checked_only_when_auth_is_on() {
         let mut d = doc(vec![channel("a", 1, &["m"])]);
         d.auth.enabled = true;
@@ -426,7 +450,9 @@ mod tests {
         assert_eq!(r.retries, 1);
         assert!(!r.state.keep_path, "channel b lives under /api/v1");
 
-        let first = attempt_rewrite(&r.state, 1, &t).unwrap();
+        let encoded = r.state.encode();
+        let view = AttemptView::parse(&encoded).unwrap();
+        let first = attempt_rewrite(&view, 1, &t).unwrap();
         assert_eq!(first.channel.id, "a");
         assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
         assert!(!first.remove_authorization);
@@ -434,7 +460,7 @@ mod tests {
         assert!(first.splice.is_none());
         assert_eq!(first.content_length, Some(body.len()), "another attempt changes the length");
 
-        let second = attempt_rewrite(&r.state, 2, &t).unwrap();
+        let second = attempt_rewrite(&view, 2, &t).unwrap();
         assert_eq!(second.channel.id, "b");
         assert_eq!(second.path.as_deref(), Some("/api/v1/chat/completions"));
         assert!(second.remove_authorization);
@@ -447,7 +473,7 @@ mod tests {
         assert_eq!(spliced(b"{}", span, &literal), None, "a short body is left alone");
 
         // Past the plan, Envoy's specifier repeats the last group; so does the rewrite.
-        assert_eq!(attempt_rewrite(&r.state, 7, &t).unwrap().channel.id, "b");
+        assert_eq!(attempt_rewrite(&view, 7, &t).unwrap().channel.id, "b");
         assert!(route_body(&t, CHAT_PATH, b"{}", &HealthMap::default(), &PerfMap::default(), 0, 1).is_err());
     }
 

@@ -269,21 +269,40 @@ pub fn model_key(channel: &str, model: &str) -> String {
     format!("{channel} {clean}")
 }
 
+/// Call `f` with [`model_key`]`(channel, model)`, built on the stack when it is
+/// short and plain (every lookup on the request path goes through here).
+pub fn with_model_key<R>(channel: &str, model: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 160];
+    let len = channel.len() + 1 + model.len();
+    let plain = model.bytes().all(|b| b.is_ascii() && !b.is_ascii_whitespace());
+    if len <= buf.len() && plain {
+        buf[..channel.len()].copy_from_slice(channel.as_bytes());
+        buf[channel.len()] = b' ';
+        buf[channel.len() + 1..len].copy_from_slice(model.as_bytes());
+        if let Ok(key) = std::str::from_utf8(&buf[..len]) {
+            return f(key);
+        }
+    }
+    f(&model_key(channel, model))
+}
+
 impl HealthMap {
     /// The stricter of the channel's and the channel+model's verdicts.
     pub fn admit(&self, channel: &str, model: &str, now: u64, key_ok_ms: u64) -> Admit {
         let mut verdict = Admit::Yes;
-        for key in [channel_key(channel), model_key(channel, model)] {
-            if let Some(h) = self.entries.get(&key) {
-                match h.admit(now, key_ok_ms) {
-                    Admit::Yes => {}
-                    Admit::Probe => {
-                        if verdict == Admit::Yes {
-                            verdict = Admit::Probe;
-                        }
+        if self.entries.is_empty() {
+            return verdict;
+        }
+        let scopes = [self.entries.get(channel), with_model_key(channel, model, |k| self.entries.get(k))];
+        for h in scopes.into_iter().flatten() {
+            match h.admit(now, key_ok_ms) {
+                Admit::Yes => {}
+                Admit::Probe => {
+                    if verdict == Admit::Yes {
+                        verdict = Admit::Probe;
                     }
-                    no => return no,
                 }
+                no => return no,
             }
         }
         verdict
@@ -349,7 +368,8 @@ impl HealthMap {
 
     /// Whether this channel/model has any entry (so a success must be recorded).
     pub fn tracks(&self, channel: &str, model: &str) -> bool {
-        self.entries.contains_key(&channel_key(channel)) || self.entries.contains_key(&model_key(channel, model))
+        !self.entries.is_empty()
+            && (self.entries.contains_key(channel) || with_model_key(channel, model, |k| self.entries.contains_key(k)))
     }
 
     pub fn encode(&self) -> String {

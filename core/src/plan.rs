@@ -45,16 +45,16 @@ pub struct Planned {
 const SCORED: usize = 64;
 
 /// The active strategy: the group's own, else the table's default (a built-in or
-/// custom one by name).
-pub fn strategy(table: &Table, group: Option<&str>) -> Strategy {
-    if let Some(s) = group.and_then(|g| table.group(g)).and_then(|g| g.strategy.clone()) {
+/// custom one by name; `cost_first` if the name is unknown).
+pub fn strategy<'t>(table: &'t Table, group: Option<&str>) -> &'t Strategy {
+    if let Some(s) = group.and_then(|g| table.group(g)).and_then(|g| g.strategy.as_ref()) {
         return s;
     }
     let name = table.routing.default_strategy.as_str();
-    score::builtin(name)
-        .or_else(|| table.routing.strategies.get(name).cloned())
-        .or_else(|| score::builtin("cost_first"))
-        .unwrap_or(Strategy { name: name.to_string(), layers: vec![] })
+    score::builtin_ref(name)
+        .or_else(|| table.routing.strategies.get(name))
+        .or_else(|| score::builtin_ref("cost_first"))
+        .unwrap_or_else(|| score::unweighted())
 }
 
 /// Everything scoring knows about a candidate.
@@ -89,19 +89,19 @@ pub struct RankedCandidate {
 /// ordered them, and those `routing.model_filters` left out. Routing and `explain`
 /// both rank through here, so explain shows what routing does.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ranking {
-    pub strategy: Strategy,
+pub struct Ranking<'t> {
+    pub strategy: &'t Strategy,
     pub candidates: Vec<RankedCandidate>,
     pub filtered_out: Vec<Candidate>,
 }
 
-pub fn rank(
-    table: &Table,
+pub fn rank<'t>(
+    table: &'t Table,
     requested: &str,
     found: crate::resolve::Resolution,
     perf: &PerfMap,
     rotation: u64,
-) -> Result<Ranking, RouterError> {
+) -> Result<Ranking<'t>, RouterError> {
     let strategy = strategy(table, found.group.as_deref());
     let mut candidates = found.candidates;
     let mut filtered_out = Vec::new();
@@ -126,7 +126,7 @@ pub fn rank(
         .into_iter()
         .zip(all_facts)
         .map(|(candidate, facts)| {
-            let score = score::score(&strategy, &facts);
+            let score = score::score(strategy, &facts);
             Some(RankedCandidate { candidate, facts, score })
         })
         .collect();
@@ -187,7 +187,7 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let probes = probes.into_iter().filter_map(|p| order.iter().position(|&i| i == p)).collect();
     let scores = order.iter().map(|&i| attempts[i].1).collect();
     let plan = Plan { attempts: order.iter().map(|&i| attempts[i].0.clone()).collect() };
-    Ok(Planned { plan, probes, strategy: ranked.strategy.name, scores })
+    Ok(Planned { plan, probes, strategy: ranked.strategy.name.clone(), scores })
 }
 
 #[cfg(test)]

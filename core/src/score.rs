@@ -29,6 +29,22 @@ pub enum Field {
 }
 
 impl Field {
+    /// The name in configs and in `explain`'s score parts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cost => "cost",
+            Self::Speed => "speed",
+            Self::Quality => "quality",
+            Self::Reliability => "reliability",
+            Self::Parameters => "parameters",
+            Self::Context => "context",
+            Self::QuotaRemaining => "quota_remaining",
+            Self::Priority => "priority",
+            Self::Free => "free",
+            Self::Local => "local",
+        }
+    }
+
     /// Config names, including the seeds' `*_score` spellings.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name.trim_end_matches("_score") {
@@ -79,6 +95,22 @@ pub const BUILTIN: &[&str] =
 /// quality 20%, reliability 20%); `free_first` and `local_first` put a dominant
 /// layer in front of `cost_first`.
 pub fn builtin(name: &str) -> Option<Strategy> {
+    builtin_ref(name).cloned()
+}
+
+/// [`builtin`] without building it: every request asks for its strategy.
+pub fn builtin_ref(name: &str) -> Option<&'static Strategy> {
+    static ALL: std::sync::OnceLock<Vec<Strategy>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| BUILTIN.iter().filter_map(|n| build_builtin(n)).collect()).iter().find(|s| s.name == name)
+}
+
+/// A strategy with no layers: every candidate scores 0.5 (ties share traffic).
+pub fn unweighted() -> &'static Strategy {
+    static NONE: std::sync::OnceLock<Strategy> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Strategy { name: "unweighted".into(), layers: vec![] })
+}
+
+fn build_builtin(name: &str) -> Option<Strategy> {
     use Field::*;
     let cost_first = [(Cost, 0.4), (Parameters, 0.25), (Context, 0.2), (Speed, 0.15)];
     let spec: Vec<(Field, f64)> = match name {
@@ -116,7 +148,8 @@ pub struct Facts {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scored {
     pub total: f64,
-    pub parts: BTreeMap<String, f64>,
+    /// Each layer's goodness by field name (for `explain`).
+    pub parts: BTreeMap<&'static str, f64>,
 }
 
 fn clamp01(x: f64) -> f64 {
@@ -202,7 +235,7 @@ pub fn score(strategy: &Strategy, f: &Facts) -> Scored {
         let g = if layer.best_first { g } else { 1.0 - g };
         sum += layer.weight * g;
         weights += layer.weight;
-        parts.insert(format!("{:?}", layer.field).to_ascii_lowercase(), (g * 1000.0).round() / 1000.0);
+        parts.insert(layer.field.name(), (g * 1000.0).round() / 1000.0);
     }
     let total = if weights > 0.0 { sum / weights } else { 0.5 };
     Scored { total: (total * 10_000.0).round() / 10_000.0, parts }
@@ -383,14 +416,22 @@ pub struct PerfBatch {
 impl PerfBatch {
     /// One attempt's outcome; `ttfb_ms` when it was timed and answered.
     pub fn add(&mut self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
-        let e = self.counts.entry(crate::health::model_key(channel, model)).or_insert((0, 0, 0, 0.0));
-        e.0 += 1;
-        if answered {
-            e.1 += 1;
-            if let Some(t) = ttfb_ms {
-                e.2 += 1;
-                e.3 += t.max(0.0);
+        let count = |e: &mut (u64, u64, u64, f64)| {
+            e.0 += 1;
+            if answered {
+                e.1 += 1;
+                if let Some(t) = ttfb_ms {
+                    e.2 += 1;
+                    e.3 += t.max(0.0);
+                }
             }
+        };
+        // Look up before inserting: the key is allocated once per batch, not per add.
+        let counted = crate::health::with_model_key(channel, model, |k| self.counts.get_mut(k).map(count).is_some());
+        if !counted {
+            let mut e = (0, 0, 0, 0.0);
+            count(&mut e);
+            self.counts.insert(crate::health::model_key(channel, model), e);
         }
     }
 
@@ -416,7 +457,10 @@ pub fn counts_for_speed(class: Option<crate::health::ErrorClass>) -> bool {
 
 impl PerfMap {
     pub fn get(&self, channel: &str, model: &str) -> Option<&Perf> {
-        self.entries.get(&crate::health::model_key(channel, model))
+        if self.entries.is_empty() {
+            return None;
+        }
+        crate::health::with_model_key(channel, model, |k| self.entries.get(k))
     }
 
     /// Fold a batch of `n` attempts (`ok` of them answered; `timed` of those timed,

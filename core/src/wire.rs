@@ -147,6 +147,136 @@ impl AttemptRewrite {
     }
 }
 
+pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `text` as a JSON string literal (quotes and escapes as serde_json writes them).
+fn push_json_string(s: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        s.push('"');
+        s.push_str(text);
+        s.push('"');
+    } else {
+        s.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    }
+}
+
+/// A JSON string literal's value; `None` when it is not one.
+pub(crate) fn json_string(literal: &str) -> Option<String> {
+    let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        return Some(inner.to_string());
+    }
+    serde_json::from_str(literal).ok()
+}
+
+fn corrupt() -> RouterError {
+    RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt")
+}
+
+/// One attempt line of an encoded [`AttemptState`], read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLine<'a> {
+    pub channel_id: &'a str,
+    pub cluster: &'a str,
+    /// New JSON literal for `model`; `None` keeps the body as the client sent it.
+    pub model_literal: Option<&'a str>,
+}
+
+/// An encoded [`AttemptState`] read in place, without copying: what each attempt's
+/// filter needs (it runs once per attempt, so it should not allocate).
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptView<'a> {
+    pub request_id: u64,
+    pub body_len: usize,
+    pub model_span: (usize, usize),
+    pub endpoint: &'a str,
+    pub keep_path: bool,
+    /// The requested model as a JSON literal.
+    requested: &'a str,
+    /// The attempt lines (checked by `parse`).
+    attempts: &'a str,
+    /// Some attempt changes `model`, so the body length differs between attempts.
+    pub rewrites_model: bool,
+}
+
+impl<'a> AttemptView<'a> {
+    pub fn parse(text: &'a str) -> Result<Self, RouterError> {
+        let (head, attempts) = text.split_once('\n').ok_or_else(corrupt)?;
+        let mut head = head.splitn(8, ' ');
+        if head.next() != Some(TAG) {
+            return Err(corrupt());
+        }
+        let request_id = head.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(corrupt)?;
+        let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(corrupt);
+        let body_len = num()?;
+        let model_span = (num()?, num()?);
+        let keep_path = head.next().ok_or_else(corrupt)?.contains('p');
+        let endpoint = head.next().ok_or_else(corrupt)?;
+        let requested = head.next().ok_or_else(corrupt)?;
+        if model_span.0 > model_span.1 || model_span.1 > body_len || !requested.starts_with('"') {
+            return Err(corrupt());
+        }
+        let mut view =
+            Self { request_id, body_len, model_span, endpoint, keep_path, requested, attempts, rewrites_model: false };
+        for line in attempts.lines() {
+            let a = parse_line(line).ok_or_else(corrupt)?;
+            view.rewrites_model |= a.model_literal.is_some();
+        }
+        Ok(view)
+    }
+
+    /// The model as the client asked for it.
+    pub fn requested(&self) -> Option<String> {
+        json_string(self.requested)
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = AttemptLine<'a>> + 'a {
+        self.attempts.lines().filter_map(parse_line)
+    }
+
+    /// Attempt `number` (1 for the first); past the end of the plan the last one
+    /// again, as the cluster choice does.
+    pub fn attempt(&self, number: usize) -> Option<AttemptLine<'a>> {
+        let mut last = None;
+        for (i, line) in self.lines().enumerate() {
+            last = Some(line);
+            if i + 1 >= number {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Body length once `line`'s model is spliced in.
+    pub fn body_len_for(&self, line: &AttemptLine) -> usize {
+        match line.model_literal {
+            Some(lit) => self.body_len - (self.model_span.1 - self.model_span.0) + lit.len(),
+            None => self.body_len,
+        }
+    }
+}
+
+fn parse_line(line: &str) -> Option<AttemptLine<'_>> {
+    let mut parts = line.splitn(3, ' ');
+    let (channel_id, cluster, literal) = (parts.next()?, parts.next()?, parts.next()?);
+    if channel_id.is_empty() || cluster.is_empty() {
+        return None;
+    }
+    Some(AttemptLine { channel_id, cluster, model_literal: (literal != "=").then_some(literal) })
+}
+
 /// First word of an encoded [`AttemptState`]; bumped when the format changes.
 const TAG: &str = "sar2";
 
@@ -155,28 +285,34 @@ const TAG: &str = "sar2";
 /// once per attempt. Past the end of the plan the last cluster answers again, as
 /// Envoy's `priority_group` specifier does. `None` when the text is not a plan.
 pub fn attempt_cluster(text: &str, attempt: usize) -> Option<&str> {
-    let mut lines = text.lines();
-    if !lines.next()?.starts_with(TAG) {
+    let (head, lines) = text.split_once('\n')?;
+    if !head.starts_with(TAG) {
         return None;
     }
     let mut last = None;
-    for (i, line) in lines.enumerate() {
-        last = line.split(' ').nth(1);
+    for (i, line) in lines.lines().enumerate() {
+        last = parse_line(line).map(|a| a.cluster);
         if i + 1 >= attempt {
             break;
         }
     }
-    last.filter(|c| !c.is_empty())
+    last
 }
 
 impl AttemptState {
     pub fn encode(&self) -> String {
-        let flags = if self.keep_path { "p" } else { "-" };
-        let requested = serde_json::to_string(&self.requested).unwrap_or_else(|_| "\"\"".into());
-        let mut s = format!(
-            "{TAG} {} {} {} {} {flags} {} {requested}\n",
-            self.request_id, self.body_len, self.model_span.0, self.model_span.1, self.endpoint
-        );
+        // Built by hand, not with `format!`: this runs once per request.
+        let mut s = String::with_capacity(96 + self.attempts.len() * 48);
+        s.push_str(TAG);
+        for n in [self.request_id, self.body_len as u64, self.model_span.0 as u64, self.model_span.1 as u64] {
+            s.push(' ');
+            push_decimal(&mut s, n);
+        }
+        s.push_str(if self.keep_path { " p " } else { " - " });
+        s.push_str(&self.endpoint);
+        s.push(' ');
+        push_json_string(&mut s, &self.requested);
+        s.push('\n');
         for a in &self.attempts {
             s.push_str(&a.channel_id);
             s.push(' ');
@@ -189,36 +325,25 @@ impl AttemptState {
     }
 
     pub fn decode(text: &str) -> Result<Self, RouterError> {
-        let bad = || RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt");
-        let mut lines = text.lines();
-        let mut head = lines.next().ok_or_else(bad)?.splitn(8, ' ');
-        if head.next() != Some(TAG) {
-            return Err(bad());
-        }
-        let request_id = head.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(bad)?;
-        let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(bad);
-        let body_len = num()?;
-        let span = (num()?, num()?);
-        let keep_path = head.next().ok_or_else(bad)?.contains('p');
-        let endpoint = head.next().ok_or_else(bad)?.to_string();
-        let requested: String = serde_json::from_str(head.next().ok_or_else(bad)?).map_err(|_| bad())?;
-        if span.0 > span.1 || span.1 > body_len {
-            return Err(bad());
-        }
-        let attempts = lines
-            .map(|line| {
-                let mut parts = line.splitn(3, ' ');
-                let (Some(id), Some(cluster), Some(lit)) = (parts.next(), parts.next(), parts.next()) else {
-                    return Err(bad());
-                };
-                Ok(AttemptRewrite {
-                    channel_id: id.to_string(),
-                    cluster: cluster.to_string(),
-                    model_literal: if lit == "=" { None } else { Some(lit.to_string()) },
-                })
+        let v = AttemptView::parse(text)?;
+        let requested = v.requested().ok_or_else(corrupt)?;
+        let attempts = v
+            .lines()
+            .map(|a| AttemptRewrite {
+                channel_id: a.channel_id.to_string(),
+                cluster: a.cluster.to_string(),
+                model_literal: a.model_literal.map(str::to_string),
             })
-            .collect::<Result<Vec<_>, RouterError>>()?;
-        Ok(Self { request_id, body_len, model_span: span, endpoint, keep_path, requested, attempts })
+            .collect();
+        Ok(Self {
+            request_id: v.request_id,
+            body_len: v.body_len,
+            model_span: v.model_span,
+            endpoint: v.endpoint.to_string(),
+            keep_path: v.keep_path,
+            requested,
+            attempts,
+        })
     }
 
     /// Body length once attempt `i`'s model is spliced in.
@@ -316,6 +441,23 @@ mod tests {
         assert_eq!(d.attempts[1].model_literal.as_deref(), Some(r#""ep-1 with \"quote\"\n""#));
         assert_eq!(d.body_len_for(&d.attempts[0]), 100);
         assert_eq!(d.body_len_for(&d.attempts[1]), 100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len());
+    }
+
+    #[test]
+    fn literals_and_numbers_match_serde_json() {
+        for text in ["", "plain-model", "with space", "quote\"d", "back\\slash", "new\nline", "ünïcode", "\u{1}"] {
+            let mut s = String::new();
+            push_json_string(&mut s, text);
+            assert_eq!(s, serde_json::to_string(text).unwrap());
+            assert_eq!(json_string(&s).as_deref(), Some(text));
+        }
+        for n in [0u64, 7, 10, 1_234_567, u64::MAX] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        assert_eq!(json_string("nojson"), None);
+        assert_eq!(json_string("\"unterminated"), None);
     }
 
     #[test]

@@ -128,6 +128,11 @@ pub enum MetadataSource {
     HostLocality = 4,
 }
 
+/// `upstream.request_attempt_count` among the ABI's attribute ids: how many
+/// attempts the router has started (1 for the first; a retry is counted before
+/// its cluster is chosen).
+pub const ATTEMPT_COUNT_ATTRIBUTE: u32 = 53;
+
 /// Context Envoy passes to one cluster-specifier `select` call.
 pub type SpecifierContext = *mut c_void;
 
@@ -223,6 +228,12 @@ extern "C" {
         namespace: ModuleBuffer,
         key: ModuleBuffer,
         result: *mut EnvoyBuffer,
+    ) -> bool;
+
+    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+        filter: EnvoyFilter,
+        attribute_id: u32,
+        result: *mut u64,
     ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyFilter);

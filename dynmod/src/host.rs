@@ -193,6 +193,13 @@ impl Host {
         }
     }
 
+    /// An integer attribute of the stream (`abi::*_ATTRIBUTE`).
+    pub fn attribute_int(&self, id: u32) -> Option<u64> {
+        let mut out = 0u64;
+        // SAFETY: valid filter pointer; `out` is written by Envoy.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(self.0, id, &mut out) }.then_some(out)
+    }
+
     /// Make Envoy pick the cluster again (the route itself stays): the
     /// `priority_group` specifier then reads the plan from metadata.
     pub fn refresh_cluster(&self) {

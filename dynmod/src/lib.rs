@@ -41,7 +41,7 @@ use abi::{status, EnvoyBuffer, EnvoyFilter, EnvoyFilterConfig, HeaderType};
 use host::Host;
 use router_core::flow::{self, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
 use router_core::health::classify;
-use router_core::wire::AttemptState;
+use router_core::wire::AttemptView;
 use router_core::{RouterError, Table};
 use serde::Deserialize;
 
@@ -419,6 +419,13 @@ impl RouterFilter {
         }) {
             HeadersVerdict::Reply(status, body) => self.reply(host, status, &[], &body),
             HeadersVerdict::WaitForBody => {
+                // A client's own credential never reaches a provider: the attempt
+                // role overwrites or removes `authorization`, and `x-api-key` goes
+                // here (the wasm chain has a route rule for it).
+                // (A lookup costs Envoy far less than a removal that finds nothing.)
+                if host.header_is(REQ, "x-api-key") {
+                    host.set_header(REQ, "x-api-key", None);
+                }
                 self.path = path;
                 self.waiting_for_body = true;
                 status::HEADERS_STOP_ITERATION
@@ -486,7 +493,10 @@ impl RouterFilter {
         self.responded = true;
         let status: u16 = host.header_number(RESP, ":status").and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
         let context_exceeded = status == 503 && host.header_is(RESP, CONTEXT_EXCEEDED_HEADER);
-        let tried = host.header_number(RESP, "x-envoy-attempt-count");
+        // The stream's attempt count: no header lookup (0 when Envoy answered before
+        // any attempt).
+        let tried =
+            host.attribute_int(abi::ATTEMPT_COUNT_ATTRIBUTE).and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0);
         let (verdict, outcome) = flow::on_response_headers(&d, status, context_exceeded, tried);
         metrics::record(&d.requested, &outcome.channels, outcome.failed);
         match verdict {
@@ -541,15 +551,16 @@ impl AttemptFilter {
         let Some(raw) = host.metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY) else {
             return status::HEADERS_CONTINUE;
         };
-        let Ok(state) = AttemptState::decode(&raw) else {
+        let Ok(state) = AttemptView::parse(&raw) else {
             log::error("smart-router: attempt state unreadable; sending the request unchanged");
             return status::HEADERS_CONTINUE;
         };
         let Some(table) = state::shared().table() else {
             return status::HEADERS_CONTINUE;
         };
-        // Envoy numbers attempts from 1 (include_request_attempt_count).
-        let n = host.header_number(REQ, "x-envoy-attempt-count").unwrap_or(1);
+        // Envoy numbers attempts from 1.
+        let n =
+            host.attribute_int(abi::ATTEMPT_COUNT_ATTRIBUTE).and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1);
         let rw = match flow::attempt_rewrite(&state, n, &table) {
             Ok(rw) => rw,
             Err(e) => {

@@ -48,12 +48,25 @@ struct Flusher {
 }
 
 static FLUSHER: Mutex<Option<Flusher>> = Mutex::new(None);
-static PENDING: Mutex<Option<HashMap<(u8, String), u64>>> = Mutex::new(None);
+/// Pending counts by label value, one slot per [`Counter`] (a channel's and a
+/// model's counters never share a slot, so one map holds both).
+type Pending = HashMap<String, [u64; 6]>;
+
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
 static MODEL_LABELS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-fn bump(pending: &mut HashMap<(u8, String), u64>, counter: Counter, who: &str, by: u64) {
-    if by > 0 {
-        *pending.entry((counter as u8, who.to_string())).or_insert(0) += by;
+fn bump(pending: &mut Pending, counter: Counter, who: &str, by: u64) {
+    if by == 0 {
+        return;
+    }
+    // Look up before inserting: a label's key is allocated once per flush period.
+    match pending.get_mut(who) {
+        Some(counts) => counts[counter as usize] += by,
+        None => {
+            let mut counts = [0; 6];
+            counts[counter as usize] = by;
+            pending.insert(who.to_string(), counts);
+        }
     }
 }
 
@@ -104,19 +117,19 @@ pub fn forget(config: EnvoyFilterConfig) {
     }
 }
 
-fn model_label(model: &str) -> String {
+fn model_label(model: &str) -> &str {
     let Ok(mut labels) = MODEL_LABELS.lock() else {
-        return "other".into();
+        return "other";
     };
     let labels = labels.get_or_insert_with(HashSet::new);
     if labels.contains(model) {
-        return model.to_string();
+        return model;
     }
     if labels.len() >= MAX_MODEL_LABELS {
-        return "other".into();
+        return "other";
     }
     labels.insert(model.to_string());
-    model.to_string()
+    model
 }
 
 /// One finished request: the channels tried in order (the last one answered) and
@@ -134,10 +147,10 @@ pub fn record(model: &str, channels_tried: &[&str], failed: bool) {
             bump(pending, Counter::ChannelFailures, ch, 1);
         }
     }
-    bump(pending, Counter::ModelRequests, &model, 1);
-    bump(pending, Counter::ModelFailovers, &model, n.saturating_sub(1) as u64);
+    bump(pending, Counter::ModelRequests, model, 1);
+    bump(pending, Counter::ModelFailovers, model, n.saturating_sub(1) as u64);
     if failed {
-        bump(pending, Counter::ModelFailures, &model, 1);
+        bump(pending, Counter::ModelFailures, model, 1);
     }
 }
 
@@ -171,17 +184,19 @@ pub fn flush(config: EnvoyFilterConfig) {
         return;
     };
     let pending = PENDING.lock().map(|mut p| p.take().unwrap_or_default()).unwrap_or_default();
-    for ((counter, label), by) in pending {
-        let mut values = [ModuleBuffer::of(label.as_bytes())];
-        // SAFETY: on Envoy's main thread with the config that defined the ids.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                config,
-                f.ids[usize::from(counter)],
-                values.as_mut_ptr(),
-                1,
-                by,
-            );
+    for (label, counts) in pending {
+        for (id, by) in f.ids.iter().zip(counts).filter(|(_, by)| *by > 0) {
+            let mut values = [ModuleBuffer::of(label.as_bytes())];
+            // SAFETY: on Envoy's main thread with the config that defined the ids.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                    config,
+                    *id,
+                    values.as_mut_ptr(),
+                    1,
+                    by,
+                );
+            }
         }
     }
 }

@@ -14,13 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use router_core::wire::attempt_cluster;
 use serde::Deserialize;
 
-use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext};
+use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
 use crate::{log, ATTEMPTS_KEY, METADATA_NAMESPACE};
-
-/// `upstream.request_attempt_count` in the ABI's attribute ids. Envoy counts
-/// attempts from 1 and has already counted a retry when it refreshes the cluster
-/// for it; before the first attempt starts it reads 0.
-const ATTEMPT_COUNT_ATTRIBUTE: u32 = 53;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,7 +91,8 @@ unsafe fn plan<'a>(context: SpecifierContext) -> Option<&'a str> {
     std::str::from_utf8(out.as_slice()?).ok()
 }
 
-/// Which attempt the cluster is for (1 for the first).
+/// Which attempt the cluster is for (1 for the first; the count reads 0 before the
+/// first attempt starts).
 unsafe fn attempt(context: SpecifierContext) -> usize {
     let mut n = 0u64;
     if !abi::envoy_dynamic_module_callback_cluster_specifier_get_attribute_int(context, ATTEMPT_COUNT_ATTRIBUTE, &mut n)

@@ -41,7 +41,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use router_core::error::ascii_safe;
 use router_core::flow::{self, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
 use router_core::health::classify;
-use router_core::wire::{priority_groups_header, AttemptState};
+use router_core::wire::{priority_groups_header, AttemptView};
 use router_core::{RouterError, Table};
 use serde::Deserialize;
 
@@ -605,14 +605,14 @@ impl HttpContext for AttemptRequest {
         let Some(raw) = host::filter_state(ATTEMPTS_STATE) else {
             return Action::Continue;
         };
-        let state =
-            match std::str::from_utf8(&raw).map_err(|_| ()).and_then(|s| AttemptState::decode(s).map_err(|_| ())) {
-                Ok(s) => s,
-                Err(()) => {
-                    host::log(LogLevel::Error, "smart-router: attempt state unreadable; sending the request unchanged");
-                    return Action::Continue;
-                }
-            };
+        let state = match std::str::from_utf8(&raw).map_err(|_| ()).and_then(|s| AttemptView::parse(s).map_err(|_| ()))
+        {
+            Ok(s) => s,
+            Err(()) => {
+                host::log(LogLevel::Error, "smart-router: attempt state unreadable; sending the request unchanged");
+                return Action::Continue;
+            }
+        };
         if current_table().is_none() {
             refresh_table();
         }
