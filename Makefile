@@ -59,11 +59,13 @@ test: lint unit e2e
 
 # wrk (Debian) drives the load when it can be installed; otherwise bench.py falls
 # back to sar-bench's own generator (also used for time to first streamed event).
+# valgrind (Debian) counts instructions per request (bench/instructions.py);
+# without it that section is skipped. BENCH_CALLGRIND=0 skips it too.
 bench: build
 	cargo build --release -p sar-bench
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { apt-get install -y -q wrk || { apt-get update -qq && apt-get install -y -q wrk; }; } >/dev/null 2>&1; } || \
-	  echo "bench: wrk not available (needs apt-get as root); using sar-bench load"
+	@for tool in wrk valgrind; do command -v $$tool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q $$tool || { apt-get update -qq && apt-get install -y -q $$tool; }; } >/dev/null 2>&1; } || \
+	  echo "bench: $$tool not available (needs apt-get as root)"; done
 	$(PY) bench/bench.py
 
 fmt:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+import instructions  # noqa: E402  (bench/instructions.py)
 from harness import Router, envoy_bin, free_port, request, wait_for  # noqa: E402
 
 BENCH = os.environ.get("SAR_BENCH_BIN", str(ROOT / "target/release/sar-bench"))
@@ -73,11 +74,12 @@ def wrk_ms(text):
     return float(text)
 
 
-def load_wrk(url, concurrency, body_file, auth=""):
+def load_wrk(url, concurrency, body_file, auth="", duration_ms=None):
     """wrk (Debian) with one thread: requests, errors, rps and latency percentiles."""
     script = Path(body_file).with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
-    out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(DURATION_MS / 1000))}s", "--latency", "-s", str(script),
+    seconds = max(1, round((duration_ms or DURATION_MS) / 1000))
+    out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
                           url], check=True, capture_output=True, text=True, env={**os.environ, "SAR_BENCH_BODY": body_file, "SAR_BENCH_AUTH": auth}
                          ).stdout
     r = {"requests": 0, "errors": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "tool": "wrk"}
@@ -96,13 +98,14 @@ def load_wrk(url, concurrency, body_file, auth=""):
     return r
 
 
-def load(url, concurrency, body_file, first_event=False, auth=""):
+def load(url, concurrency, body_file, first_event=False, auth="", duration_ms=None):
     """Load from `concurrency` keep-alive connections for DURATION_MS. wrk when it is
     installed (`make bench` installs it from Debian); sar-bench's own generator
     otherwise, and always for time to first streamed event, which wrk cannot see."""
     if WRK and not first_event:
-        return load_wrk(url, concurrency, body_file, auth)
-    args = [BENCH, "load", "--url", url, "--concurrency", str(concurrency), "--duration-ms", str(DURATION_MS),
+        return load_wrk(url, concurrency, body_file, auth, duration_ms)
+    args = [BENCH, "load", "--url", url, "--concurrency", str(concurrency), "--duration-ms",
+            str(duration_ms or DURATION_MS),
             "--body", body_file, "--threads", "1"]
     if auth:
         args += ["--header", f"authorization:{auth}"]
@@ -179,10 +182,9 @@ def start_litellm(tmp, upstream_port):
     return p, port
 
 
-def bare_envoy(tmp, upstream_port):
-    port, admin = free_port(), free_port()
-    cfg = Path(tmp) / "bare.yaml"
-    cfg.write_text(f"""
+def bare_config(port, admin, upstream_port):
+    """Bare Envoy: the router's listener and one cluster for the same upstream, no filters."""
+    return f"""
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
 static_resources:
   listeners:
@@ -206,7 +208,13 @@ static_resources:
     type: STATIC
     connect_timeout: 1s
     load_assignment: {{cluster_name: up, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}}}]}}]}}
-""")
+"""
+
+
+def bare_envoy(tmp, upstream_port):
+    port, admin = free_port(), free_port()
+    cfg = Path(tmp) / "bare.yaml"
+    cfg.write_text(bare_config(port, admin, upstream_port))
     p = subprocess.Popen([envoy_bin(), "-c", str(cfg), "--base-id", str(port), "--concurrency", "1", "-l", "error"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: request(admin, "GET", "/ready", timeout=2).status == 200, what="bare envoy")
@@ -303,6 +311,16 @@ def main():
                     ttfe[name] = load(f"http://127.0.0.1:{r.api_port}/v1/chat/completions", 1, body_file + ".s", True)
                 finally:
                     r.stop()
+
+            # Instructions per request under callgrind (deterministic; see instructions.py).
+            counted = []
+            if os.environ.get("BENCH_CALLGRIND", "1") != "0":
+                counted = instructions.run(
+                    tmp, up_port, bare_config,
+                    [("router-dm", router_config(three), "dynamic-module"),
+                     ("router-38x-dm", router_config(big), "dynamic-module"),
+                     ("router", router_config(three), "wasm")],
+                    lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
         finally:
             for r in routers:
                 r.stop()
@@ -311,10 +329,10 @@ def main():
                     p.terminate()
 
     resolve = json.loads(subprocess.run([BENCH, "resolve"], check=True, capture_output=True, text=True).stdout)
-    report(results, ttfe, resolve)
+    report(results, ttfe, resolve, counted)
 
 
-def report(results, ttfe, resolve):
+def report(results, ttfe, resolve, counted):
     by = {r["target"]: r for r in results}
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
@@ -358,6 +376,13 @@ def report(results, ttfe, resolve):
                     parts.append(f"{c} {a / b:.2f}x")
             by[t]["cpu_vs_3_channel"] = parts
             lines.append(f"3,400-model table vs 3-channel table ({t}): " + ", ".join(parts))
+    if counted:
+        base = next((c["instructions_per_request"] for c in counted if c["target"] == "bare-envoy"), None)
+        lines.append("\ninstructions per request at c16 (callgrind, Envoy user space, deterministic):")
+        for c in counted:
+            n = c["instructions_per_request"]
+            x = f"{n / base:.2f}x bare" if n and base else "-"
+            lines.append(f"  {c['target']:<14} {n or 0:>9,} {x:>11}")
     lines.append("\nmodel resolution in router-core (native, one thread):")
     for t in resolve:
         lines.append(f"  {t['table']:<34} build {t['build_ms']:7.1f} ms   resolve p50 {t['resolve_p50_us']:.2f} us"
@@ -366,7 +391,8 @@ def report(results, ttfe, resolve):
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(), "results": results,
-                               "time_to_first_event": ttfe, "resolve": resolve}, indent=2))
+                               "time_to_first_event": ttfe, "resolve": resolve,
+                               "instructions_per_request_c16": counted}, indent=2))
     print(f"\nwrote {out}")
 
 
