@@ -265,6 +265,24 @@ def test_all_channels_failed_is_503_listing_channels_and_no_key_leaks(fakes, rou
     assert_no_keys(r.logs())
 
 
+def test_retries_stop_at_the_end_of_the_plan(fakes, router):
+    # Only A and B serve "solo"; C serves something else. The route allows 3
+    # retries, but past the plan's end the cluster choice repeats its last channel:
+    # Envoy must stop after B rather than try B again.
+    a = fakes("A", ["solo"], KEYS["a"])
+    b = fakes("B", ["solo"], KEYS["b"])
+    c = fakes("C", ["other"], KEYS["c"])
+    cfg = "channels:\n" + "".join(
+        channel_yaml(cid, f, priority=i + 1, key=KEYS[cid]) for i, (cid, f) in enumerate(zip("abc", (a, b, c))))
+    r = router(cfg)
+    a.behave(status=500)
+    b.behave(status=500)
+    resp = r.chat("solo")
+    assert resp.status == 503 and resp.json()["error"]["code"] == "all_channels_failed"
+    assert resp.headers["x-router-attempts"] == "2"
+    assert (len(a.requests()), len(b.requests()), len(c.requests())) == (1, 1, 0)
+
+
 def test_models_health_and_stats(fakes, router):
     a, b, c, r = three_channels(fakes, router, models=("m", "n"))
     health = r.get("/health").json()

@@ -95,17 +95,30 @@ fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) ->
 /// Picks each attempt's cluster from the plan in `smart_router` metadata (the same
 /// list for every retry, `refresh_cluster_on_retry` moves along it). Before a
 /// plan exists the route points at [`NO_CHANNEL_CLUSTER`].
-fn cluster_specifier(opts: &RenderOptions) -> Value {
+///
+/// Past the end of a plan the specifier repeats its last cluster, so Envoy must
+/// make no more retries than the plan has attempts after the first. The wasm
+/// filter says so with `x-envoy-max-retries`; the module's specifier instead picks
+/// one of the route-action overrides `retries_0`..`retries_<max>` declared here
+/// (the same retry policy with that `num_retries`), which costs Envoy less than
+/// parsing a header on every request.
+fn cluster_specifier(config: &Config, opts: &RenderOptions) -> Value {
     match &opts.dynamic_module_path {
-        Some(module) => json!({
-            "name": "envoy.router.cluster_specifier_plugin.dynamic_modules",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier",
-                "dynamic_module_config": {"module": {"local": {"filename": module}}, "do_not_close": true},
-                "specifier_name": "smart_router",
-                "specifier_config": plugin_configuration(json!({"no_channel_cluster": NO_CHANNEL_CLUSTER})),
-            },
-        }),
+        Some(module) => {
+            let overrides: serde_json::Map<String, Value> = (0..=config.routing.max_retry_attempts)
+                .map(|n| (format!("retries_{n}"), json!({"retry_policy": retry_policy(config, n)})))
+                .collect();
+            json!({
+                "name": "envoy.router.cluster_specifier_plugin.dynamic_modules",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier",
+                    "dynamic_module_config": {"module": {"local": {"filename": module}}, "do_not_close": true},
+                    "specifier_name": "smart_router",
+                    "specifier_config": plugin_configuration(json!({"no_channel_cluster": NO_CHANNEL_CLUSTER})),
+                    "route_action_overrides": overrides,
+                },
+            })
+        }
         None => json!({
             "name": "envoy.router.cluster_specifier_plugin.priority_group",
             "typed_config": {
@@ -115,6 +128,21 @@ fn cluster_specifier(opts: &RenderOptions) -> Value {
             },
         }),
     }
+}
+
+fn retry_policy(config: &Config, num_retries: u32) -> Value {
+    json!({
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [401, 403, 429],
+        "num_retries": num_retries,
+        // Each retry goes to the next channel: re-run the cluster specifier.
+        "refresh_cluster_on_retry": true,
+        // The next attempt is another provider; waiting buys nothing.
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+        // Until the response starts (Envoy stops this timer at the first
+        // response headers, so long streams are not cut).
+        "per_try_timeout": format!("{}s", config.routing.first_byte_timeout),
+    })
 }
 
 fn thresholds() -> Value {
@@ -256,21 +284,10 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
         // Bodies are buffered whole (the filter reads `model`, retries resend it).
         "request_body_buffer_limit": max_body,
         "route": {
-            "inline_cluster_specifier_plugin": {"extension": cluster_specifier(opts)},
+            "inline_cluster_specifier_plugin": {"extension": cluster_specifier(config, opts)},
             // Streams may run for minutes: no overall route timeout.
             "timeout": "0s",
-            "retry_policy": {
-                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-                "retriable_status_codes": [401, 403, 429],
-                "num_retries": config.routing.max_retry_attempts,
-                // Each retry goes to the next channel: re-run the cluster specifier.
-                "refresh_cluster_on_retry": true,
-                // The next attempt is another provider; waiting buys nothing.
-                "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
-                // Until the response starts (Envoy stops this timer at the first
-                // response headers, so long streams are not cut).
-                "per_try_timeout": format!("{}s", config.routing.first_byte_timeout),
-            },
+            "retry_policy": retry_policy(config, config.routing.max_retry_attempts),
             // Silence before or between chunks. The stream's own idle timer (which
             // Envoy runs for every stream anyway) rather than a per-try one: a
             // per-try idle timer costs a timer per attempt, and before the first
@@ -456,5 +473,9 @@ mod tests {
         let cfg: Value =
             serde_json::from_str(specifier["typed_config"]["specifier_config"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(cfg["no_channel_cluster"], NO_CHANNEL_CLUSTER);
+        let overrides = specifier["typed_config"]["route_action_overrides"].as_object().unwrap();
+        assert_eq!(overrides.len(), 4, "retries_0..retries_3 for max_retry_attempts 3");
+        assert_eq!(overrides["retries_0"]["retry_policy"]["num_retries"], 0);
+        assert_eq!(overrides["retries_3"]["retry_policy"]["refresh_cluster_on_retry"], true);
     }
 }

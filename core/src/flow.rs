@@ -7,6 +7,7 @@
 //! body is buffered, then [`on_response_headers`]. The per-attempt (upstream) side
 //! runs [`attempt_rewrite`] for each attempt Envoy makes.
 
+use std::borrow::Cow;
 use std::ops::Deref;
 
 use crate::error::ascii_safe;
@@ -173,9 +174,10 @@ pub fn route_body<T: Deref<Target = Table>>(
 
 /// What to do with the final response headers.
 #[derive(Debug, PartialEq)]
-pub enum ResponseVerdict {
-    /// Let the answer through, adding these headers (debug headers; may be empty).
-    Pass(Vec<(&'static str, String)>),
+pub enum ResponseVerdict<'a> {
+    /// Let the answer through, adding these headers (debug headers; may be empty;
+    /// values borrowed from the decision where they need no cleaning).
+    Pass(Vec<(&'static str, Cow<'a, str>)>),
     /// Replace the answer: status, extra headers, JSON body.
     Replace(u16, Vec<(&'static str, String)>, String),
 }
@@ -194,7 +196,7 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
     status: u16,
     context_exceeded: bool,
     attempt_count: Option<usize>,
-) -> (ResponseVerdict, Outcome<'_>) {
+) -> (ResponseVerdict<'_>, Outcome<'_>) {
     let tried = attempt_count.unwrap_or(1).clamp(1, d.attempts.len().max(1));
     // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
     // reaches us, every attempt of the plan has failed.
@@ -203,7 +205,6 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
         .iter()
         .filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str()))
         .collect();
-    let outcome = |failed| Outcome { channels: channels.clone(), failed };
     // The last attempt's context-length 400, turned into a 503 so Envoy would try a
     // larger context: no channel is left, so the client gets the 400 it means.
     if context_exceeded && status == 503 {
@@ -217,7 +218,7 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
         );
         return (
             ResponseVerdict::Replace(e.status, vec![("x-router-attempts", tried.to_string())], e.to_json()),
-            outcome(true),
+            Outcome { channels, failed: true },
         );
     }
     if failed {
@@ -232,25 +233,35 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
         );
         return (
             ResponseVerdict::Replace(e.status, vec![("x-router-attempts", tried.to_string())], e.to_json()),
-            outcome(true),
+            Outcome { channels, failed: true },
         );
     }
     let mut add = Vec::new();
     if d.table.routing.debug_headers {
+        add.reserve(6);
         if let Some(last) = d.attempts.get(tried - 1) {
             if let Some(ch) = d.table.channel(last.channel) {
-                add.push(("x-router-channel", ch.id.clone()));
-                add.push(("x-router-provider", ascii_safe(&ch.provider, 64)));
-                add.push(("x-router-model", ascii_safe(&last.upstream_model, 200)));
+                add.push(("x-router-channel", Cow::Borrowed(ch.id.as_str())));
+                add.push(("x-router-provider", ascii_clean(&ch.provider, 64)));
+                add.push(("x-router-model", ascii_clean(&last.upstream_model, 200)));
             }
         }
-        add.push(("x-router-attempts", tried.to_string()));
+        add.push(("x-router-attempts", Cow::Owned(tried.to_string())));
         if let Some(score) = d.scores.get(tried - 1) {
-            add.push(("x-router-score", fixed4(*score)));
+            add.push(("x-router-score", Cow::Owned(fixed4(*score))));
         }
-        add.push(("x-router-strategy", ascii_safe(&d.strategy, 64)));
+        add.push(("x-router-strategy", ascii_clean(&d.strategy, 64)));
     }
-    (ResponseVerdict::Pass(add), outcome(false))
+    (ResponseVerdict::Pass(add), Outcome { channels, failed: false })
+}
+
+/// [`ascii_safe`] without a copy when `s` is already plain.
+fn ascii_clean(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(ascii_safe(s, max))
+    }
 }
 
 /// `x` with four decimals, as `format!("{x:.4}")` writes a score (scores are
@@ -487,8 +498,8 @@ mod tests {
         assert_eq!(o.channels, vec!["a", "b"]);
         assert!(!o.failed);
         let ResponseVerdict::Pass(add) = v else { panic!("expected pass") };
-        assert!(add.contains(&("x-router-channel", "b".to_string())));
-        assert!(add.contains(&("x-router-attempts", "2".to_string())));
+        assert!(add.contains(&("x-router-channel", Cow::Borrowed("b"))));
+        assert!(add.contains(&("x-router-attempts", Cow::Borrowed("2"))));
 
         let (v, o) = on_response_headers(&d, 503, false, Some(2));
         assert!(o.failed);

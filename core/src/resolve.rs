@@ -95,7 +95,12 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
         }
         Query::Name(name) => {
             // A user group may have any name (`my_custom`): it wins over models.
-            if let Some(group) = table.group(&name.to_ascii_lowercase()) {
+            let group = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                table.group(&name.to_ascii_lowercase())
+            } else {
+                table.group(name)
+            };
+            if let Some(group) = group {
                 group_query(table, group, mode, &mut r)?;
                 return Ok(r);
             }
@@ -171,7 +176,7 @@ fn name_query(table: &Table, name: &str, mode: Mode, r: &mut Resolution) {
     // Only a name that is its own core name widens to its variants: asking for
     // `qwen/qwen3-235b-a22b:free` must not reach the paid variant.
     let core = core_name(name);
-    if core == name.trim().to_ascii_lowercase() {
+    if name.trim().bytes().map(|b| b.to_ascii_lowercase()).eq(core.bytes()) {
         let variants = table.entries_for_core(&core);
         if variants.iter().any(|&n| table.entry(n).is_some_and(|e| e.id != name)) {
             r.stages.push(Stage::CoreName);

@@ -260,11 +260,11 @@ pub fn order(ranked: &[Ranked], rotation: u64) -> Vec<usize> {
     let bucket = |r: &Ranked| (r.score / TIE).round() as i64;
     idx.sort_by(|&a, &b| bucket(&ranked[b]).cmp(&bucket(&ranked[a])).then(ranked[a].priority.cmp(&ranked[b].priority)));
     let Some(&best) = idx.first() else { return idx };
-    let tied: Vec<usize> = idx
+    let tied_len = idx
         .iter()
-        .copied()
-        .take_while(|&i| ranked[best].score - ranked[i].score <= TIE && ranked[i].priority == ranked[best].priority)
-        .collect();
+        .take_while(|&&i| ranked[best].score - ranked[i].score <= TIE && ranked[i].priority == ranked[best].priority)
+        .count();
+    let tied = &idx[..tied_len];
     if tied.len() > 1 {
         let total: u64 = tied.iter().map(|&i| u64::from(ranked[i].weight.max(1))).sum();
         let mut pick = rotation % total.max(1);
@@ -278,7 +278,7 @@ pub fn order(ranked: &[Ranked], rotation: u64) -> Vec<usize> {
             pick -= w;
         }
         // Rotate the tied block so the chosen one leads and the others follow.
-        idx[..tied.len()].rotate_left(chosen);
+        idx[..tied_len].rotate_left(chosen);
     }
     idx
 }

@@ -299,6 +299,14 @@ pub fn attempt_cluster(text: &str, attempt: usize) -> Option<&str> {
     last
 }
 
+/// How many attempts an encoded [`AttemptState`] plans (0 when it is not a plan).
+pub fn attempt_count(text: &str) -> usize {
+    match text.split_once('\n') {
+        Some((head, lines)) if head.starts_with(TAG) => lines.lines().filter(|l| parse_line(l).is_some()).count(),
+        _ => 0,
+    }
+}
+
 impl AttemptState {
     pub fn encode(&self) -> String {
         // Built by hand, not with `format!`: this runs once per request.
@@ -416,6 +424,8 @@ mod tests {
         assert_eq!(attempt_cluster(&text, 1), Some("channel_a"));
         assert_eq!(attempt_cluster(&text, 2), Some("channel_b"));
         assert_eq!(attempt_cluster(&text, 7), Some("channel_b"));
+        assert_eq!(attempt_count(&text), 2);
+        assert_eq!(attempt_count("sar2 x"), 0);
         for bad in ["", "sar1 x\na channel_a =\n", "sar2 1 2 3 4 p /x \"m\"\n", "sar2\na\n"] {
             assert_eq!(attempt_cluster(bad, 1), None, "{bad:?}");
         }
@@ -491,6 +501,7 @@ mod fuzz {
                 (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
             let _ = AttemptState::decode(&s);
             let _ = attempt_cluster(&s, (next() % 4) as usize);
+            let _ = attempt_count(&s);
             let _ = crate::health::HealthMap::decode(&s);
             let _ = crate::score::PerfMap::decode(&s);
         }

@@ -160,6 +160,11 @@ extern "C" {
         context: SpecifierContext,
         cluster_name: ModuleBuffer,
     );
+    /// Selects a route-action override declared in the specifier's configuration.
+    pub fn envoy_dynamic_module_callback_cluster_specifier_set_route_action_override(
+        context: SpecifierContext,
+        name: ModuleBuffer,
+    ) -> bool;
 
     pub fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;

@@ -65,8 +65,10 @@ enum FilterConfigDoc {
         clusters: Vec<String>,
         #[serde(default = "default_max_body")]
         max_body_bytes: usize,
-        #[serde(default)]
-        num_retries: Option<usize>,
+        /// The route's retry count (the wasm filter reads it; the module caps
+        /// retries through its cluster specifier's route-action overrides).
+        #[serde(default, rename = "num_retries")]
+        _num_retries: Option<usize>,
     },
     Attempt {},
 }
@@ -80,7 +82,7 @@ fn default_max_body() -> usize {
 }
 
 enum FilterConfig {
-    Router { max_body_bytes: usize, num_retries: Option<usize>, config_envoy: usize },
+    Router { max_body_bytes: usize, config_envoy: usize },
     Attempt,
 }
 
@@ -109,13 +111,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             }
         };
         Some(match doc {
-            FilterConfigDoc::Router { control_plane, token, poll_ms, clusters, max_body_bytes, num_retries } => {
+            FilterConfigDoc::Router { control_plane, token, poll_ms, clusters, max_body_bytes, .. } => {
                 let shared = state::shared();
                 shared.set_known_clusters(clusters);
                 shared.start(state::ControlPlane { address: control_plane, token, poll_ms });
                 // Stats can be defined only now (Envoy freezes creation afterwards).
                 metrics::define(config_envoy);
-                FilterConfig::Router { max_body_bytes, num_retries, config_envoy: config_envoy as usize }
+                FilterConfig::Router { max_body_bytes, config_envoy: config_envoy as usize }
             }
             FilterConfigDoc::Attempt {} => FilterConfig::Attempt,
         })
@@ -168,9 +170,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         return std::ptr::null();
     };
     let filter = match config {
-        FilterConfig::Router { max_body_bytes, num_retries, .. } => Filter::Router(RouterFilter {
+        FilterConfig::Router { max_body_bytes, .. } => Filter::Router(RouterFilter {
             max_body_bytes: *max_body_bytes,
-            num_retries: *num_retries,
             answered: false,
             waiting_for_body: false,
             decision: None,
@@ -385,7 +386,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
 /// The `router` role: one per downstream request.
 struct RouterFilter {
     max_body_bytes: usize,
-    num_retries: Option<usize>,
     /// Answered locally: the rest of the exchange has nothing to do.
     answered: bool,
     waiting_for_body: bool,
@@ -470,11 +470,7 @@ impl RouterFilter {
         };
         shared.start_probes(&routed.probes, &routed.decision.table.routing.health);
         host.set_metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY, &routed.state.encode());
-        // Past the end of the plan the cluster specifier repeats the last cluster:
-        // cap the retries at the plan, unless the route's own count already does.
-        if self.num_retries != Some(routed.retries) {
-            host.set_header(REQ, "x-envoy-max-retries", Some(&routed.retries.to_string()));
-        }
+        // (The cluster specifier also caps Envoy's retries at the plan.)
         // The route's cluster was chosen before the plan existed: the specifier
         // answers again, now from the plan.
         host.refresh_cluster();

@@ -7,11 +7,15 @@
 //! attempt reaches its channel's cluster. This replaces Envoy's `priority_group`
 //! specifier, whose plan must be a nested `Struct` that costs Envoy far more to
 //! parse and merge than one string.
+//!
+//! It also caps Envoy's retries at the plan (past its end the last cluster would
+//! be tried again) by selecting the route-action override `retries_<n>` that
+//! `render-envoy` declares for every possible plan length.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use router_core::wire::attempt_cluster;
+use router_core::wire::{attempt_cluster, attempt_count};
 use serde::Deserialize;
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
@@ -65,16 +69,58 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
     // A panic keeps Envoy's previous choice (or the no-channel cluster): one
     // request fails instead of the process.
     catch_unwind(AssertUnwindSafe(|| {
-        let cluster = plan(context)
-            .and_then(|text| attempt_cluster(text, attempt(context)))
-            .unwrap_or(config.no_channel_cluster.as_str());
+        let text = plan(context);
+        let cluster =
+            text.and_then(|t| attempt_cluster(t, attempt(context))).unwrap_or(config.no_channel_cluster.as_str());
         abi::envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
             context,
             ModuleBuffer::of(cluster.as_bytes()),
         );
+        // A selection replaces the previous one whole: state the retry cap each time.
+        if let Some(attempts) = text.map(attempt_count).filter(|&n| n > 0) {
+            let mut name = [0u8; 32];
+            let name = retries_override(&mut name, attempts - 1);
+            if !abi::envoy_dynamic_module_callback_cluster_specifier_set_route_action_override(
+                context,
+                ModuleBuffer::of(name.as_bytes()),
+            ) {
+                warn_once(name);
+            }
+        }
         true
     }))
     .unwrap_or(false)
+}
+
+/// `retries_<n>` written into `buf` (no allocation on the request path).
+fn retries_override(buf: &mut [u8; 32], n: usize) -> &str {
+    let prefix = b"retries_";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let len = prefix.len() + digits.len() - i;
+    buf[prefix.len()..len].copy_from_slice(&digits[i..]);
+    std::str::from_utf8(&buf[..len]).unwrap_or("retries_0")
+}
+
+/// The plan has more attempts than `render-envoy` declared overrides for (the
+/// Envoy config is older than the table): Envoy keeps the route's own count.
+fn warn_once(name: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn(&format!(
+            "smart-router: the route has no route-action override {name}; re-render the Envoy config (retries stay at the route's count)"
+        ));
+    }
 }
 
 /// The plan text, valid until `select` returns.

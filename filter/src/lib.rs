@@ -537,7 +537,7 @@ impl HttpContext for RouterRequest {
             }
             ResponseVerdict::Pass(add) => {
                 if let Some(map) = all.as_mut() {
-                    map.extend(add.into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())));
+                    map.extend(add.into_iter().map(|(k, v)| (k.to_string(), v.into_owned().into_bytes())));
                     host::set_response_headers(map);
                 }
                 Action::Continue
