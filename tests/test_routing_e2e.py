@@ -75,6 +75,9 @@ def test_physical_model_reaches_the_channel_with_its_key_path_and_name(fakes, ro
     assert seen["headers"]["host"] == f"127.0.0.1:{b.port}"
     assert seen["model"] == "qwen/qwen3-30b-a3b:free"
     assert "x-api-key" not in seen["headers"]
+    if r.filter == "dynamic-module":
+        # The module reads Envoy's attempt count itself; providers do not see it.
+        assert "x-envoy-attempt-count" not in seen["headers"]
     assert a.requests() == []
 
     resp = r.chat("gpt-4o-mini")

@@ -311,9 +311,10 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             "virtual_hosts": [{
                 "name": "smart_router",
                 "domains": ["*"],
-                // Per-attempt filter reads x-envoy-attempt-count; the response filter
-                // reads it to know which channel answered.
-                "include_request_attempt_count": true,
+                // The wasm attempt filter reads x-envoy-attempt-count from the request
+                // (the module reads Envoy's attempt count instead, so providers do not
+                // see the header); the response carries it to the wasm router role.
+                "include_request_attempt_count": opts.dynamic_module_path.is_none(),
                 "include_attempt_count_in_response": true,
                 "routes": [route],
             }],
@@ -477,5 +478,6 @@ mod tests {
         assert_eq!(overrides.len(), 4, "retries_0..retries_3 for max_retry_attempts 3");
         assert_eq!(overrides["retries_0"]["retry_policy"]["num_retries"], 0);
         assert_eq!(overrides["retries_3"]["retry_policy"]["refresh_cluster_on_retry"], true);
+        assert_eq!(hcm["route_config"]["virtual_hosts"][0]["include_request_attempt_count"], false);
     }
 }
