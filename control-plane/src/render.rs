@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::config::{parse_base_url, Config};
 use crate::table::cluster_name;
+use router_core::wire::RETRIES_OVERRIDE_PREFIX;
 
 pub const METADATA_NAMESPACE: &str = "smart_router";
 pub const CONTROL_PLANE_CLUSTER: &str = "smart_router_control_plane";
@@ -106,7 +107,7 @@ fn cluster_specifier(config: &Config, opts: &RenderOptions) -> Value {
     match &opts.dynamic_module_path {
         Some(module) => {
             let overrides: serde_json::Map<String, Value> = (0..=config.routing.max_retry_attempts)
-                .map(|n| (format!("retries_{n}"), json!({"retry_policy": retry_policy(config, n)})))
+                .map(|n| (format!("{RETRIES_OVERRIDE_PREFIX}{n}"), json!({"retry_policy": retry_policy(config, n)})))
                 .collect();
             json!({
                 "name": "envoy.router.cluster_specifier_plugin.dynamic_modules",

@@ -147,19 +147,27 @@ impl AttemptRewrite {
     }
 }
 
-pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `n` in decimal, written into `buf` (no allocation).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
+
+pub(crate) fn push_decimal(s: &mut String, n: u64) {
+    s.push_str(decimal(n, &mut [0u8; 20]));
+}
+
+/// Route-action overrides `render-envoy` declares on the module's cluster
+/// specifier, one per retry count: `retries_0`, `retries_1`, ...
+pub const RETRIES_OVERRIDE_PREFIX: &str = "retries_";
 
 /// `text` as a JSON string literal (quotes and escapes as serde_json writes them).
 fn push_json_string(s: &mut String, text: &str) {

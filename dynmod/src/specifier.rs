@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use router_core::wire::{attempt_cluster, attempt_count};
+use router_core::wire::{attempt_cluster, attempt_count, decimal, RETRIES_OVERRIDE_PREFIX};
 use serde::Deserialize;
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
@@ -94,22 +94,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
 
 /// `retries_<n>` written into `buf` (no allocation on the request path).
 fn retries_override(buf: &mut [u8; 32], n: usize) -> &str {
-    let prefix = b"retries_";
-    buf[..prefix.len()].copy_from_slice(prefix);
+    let prefix = RETRIES_OVERRIDE_PREFIX.as_bytes();
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let len = prefix.len() + digits.len() - i;
-    buf[prefix.len()..len].copy_from_slice(&digits[i..]);
-    std::str::from_utf8(&buf[..len]).unwrap_or("retries_0")
+    let digits = decimal(n as u64, &mut digits).as_bytes();
+    let len = prefix.len() + digits.len();
+    buf[..prefix.len()].copy_from_slice(prefix);
+    buf[prefix.len()..len].copy_from_slice(digits);
+    std::str::from_utf8(&buf[..len]).unwrap_or(RETRIES_OVERRIDE_PREFIX)
 }
 
 /// The plan has more attempts than `render-envoy` declared overrides for (the
