@@ -257,14 +257,7 @@ impl<'a> AttemptView<'a> {
     /// Attempt `number` (1 for the first); past the end of the plan the last one
     /// again, as the cluster choice does.
     pub fn attempt(&self, number: usize) -> Option<AttemptLine<'a>> {
-        let mut last = None;
-        for (i, line) in self.lines().enumerate() {
-            last = Some(line);
-            if i + 1 >= number {
-                break;
-            }
-        }
-        last
+        nth_attempt(self.lines(), number)
     }
 
     /// Body length once `line`'s model is spliced in.
@@ -288,31 +281,31 @@ fn parse_line(line: &str) -> Option<AttemptLine<'_>> {
 /// First word of an encoded [`AttemptState`]; bumped when the format changes.
 const TAG: &str = "sar2";
 
-/// The cluster for attempt `attempt` (1 for the first) of an encoded
-/// [`AttemptState`], without decoding the rest: a cluster specifier calls this
-/// once per attempt. Past the end of the plan the last cluster answers again, as
-/// Envoy's `priority_group` specifier does. `None` when the text is not a plan.
-pub fn attempt_cluster(text: &str, attempt: usize) -> Option<&str> {
-    let (head, lines) = text.split_once('\n')?;
-    if !head.starts_with(TAG) {
-        return None;
-    }
+/// Attempt `number` (1 for the first) among `lines`, or the last one past the end.
+fn nth_attempt<'a>(lines: impl Iterator<Item = AttemptLine<'a>>, number: usize) -> Option<AttemptLine<'a>> {
     let mut last = None;
-    for (i, line) in lines.lines().enumerate() {
-        last = parse_line(line).map(|a| a.cluster);
-        if i + 1 >= attempt {
+    for (i, line) in lines.enumerate() {
+        last = Some(line);
+        if i + 1 >= number {
             break;
         }
     }
     last
 }
 
-/// How many attempts an encoded [`AttemptState`] plans (0 when it is not a plan).
-pub fn attempt_count(text: &str) -> usize {
-    match text.split_once('\n') {
-        Some((head, lines)) if head.starts_with(TAG) => lines.lines().filter(|l| parse_line(l).is_some()).count(),
-        _ => 0,
+/// For a cluster specifier, without decoding the rest of an encoded
+/// [`AttemptState`]: the cluster for attempt `attempt` (1 for the first; past the
+/// end of the plan the last cluster answers again, as Envoy's `priority_group`
+/// specifier does) and how many attempts the plan has. `None` when the text is
+/// not a plan.
+pub fn attempt_cluster(text: &str, attempt: usize) -> Option<(&str, usize)> {
+    let (head, lines) = text.split_once('\n')?;
+    if !head.starts_with(TAG) {
+        return None;
     }
+    let lines = || lines.lines().filter_map(parse_line);
+    let chosen = nth_attempt(lines(), attempt)?;
+    Some((chosen.cluster, lines().count()))
 }
 
 impl AttemptState {
@@ -428,12 +421,10 @@ mod tests {
             ],
         };
         let text = s.encode();
-        assert_eq!(attempt_cluster(&text, 0), Some("channel_a"));
-        assert_eq!(attempt_cluster(&text, 1), Some("channel_a"));
-        assert_eq!(attempt_cluster(&text, 2), Some("channel_b"));
-        assert_eq!(attempt_cluster(&text, 7), Some("channel_b"));
-        assert_eq!(attempt_count(&text), 2);
-        assert_eq!(attempt_count("sar2 x"), 0);
+        assert_eq!(attempt_cluster(&text, 0), Some(("channel_a", 2)));
+        assert_eq!(attempt_cluster(&text, 1), Some(("channel_a", 2)));
+        assert_eq!(attempt_cluster(&text, 2), Some(("channel_b", 2)));
+        assert_eq!(attempt_cluster(&text, 7), Some(("channel_b", 2)));
         for bad in ["", "sar1 x\na channel_a =\n", "sar2 1 2 3 4 p /x \"m\"\n", "sar2\na\n"] {
             assert_eq!(attempt_cluster(bad, 1), None, "{bad:?}");
         }
@@ -509,7 +500,6 @@ mod fuzz {
                 (0..(next() % 80)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
             let _ = AttemptState::decode(&s);
             let _ = attempt_cluster(&s, (next() % 4) as usize);
-            let _ = attempt_count(&s);
             let _ = crate::health::HealthMap::decode(&s);
             let _ = crate::score::PerfMap::decode(&s);
         }

@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use router_core::wire::{attempt_cluster, attempt_count, decimal, RETRIES_OVERRIDE_PREFIX};
+use router_core::wire::{attempt_cluster, decimal, RETRIES_OVERRIDE_PREFIX};
 use serde::Deserialize;
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
@@ -69,15 +69,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
     // A panic keeps Envoy's previous choice (or the no-channel cluster): one
     // request fails instead of the process.
     catch_unwind(AssertUnwindSafe(|| {
-        let text = plan(context);
-        let cluster =
-            text.and_then(|t| attempt_cluster(t, attempt(context))).unwrap_or(config.no_channel_cluster.as_str());
+        let choice = plan(context).and_then(|text| attempt_cluster(text, attempt(context)));
+        let cluster = choice.map_or(config.no_channel_cluster.as_str(), |(cluster, _)| cluster);
         abi::envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
             context,
             ModuleBuffer::of(cluster.as_bytes()),
         );
         // A selection replaces the previous one whole: state the retry cap each time.
-        if let Some(attempts) = text.map(attempt_count).filter(|&n| n > 0) {
+        if let Some((_, attempts)) = choice {
             let mut name = [0u8; 32];
             let name = retries_override(&mut name, attempts - 1);
             if !abi::envoy_dynamic_module_callback_cluster_specifier_set_route_action_override(
