@@ -16,7 +16,7 @@ use crate::plan::{self, Live};
 use crate::request::parse_chat_head;
 use crate::score::PerfMap;
 use crate::table::Channel;
-use crate::wire::{AttemptRewrite, AttemptState, AttemptView};
+use crate::wire::{encode_plan, model_literal, AttemptView, PlanHead};
 use crate::{RouterError, Table};
 
 /// The only endpoint routed to channels; the rest are answered by the router.
@@ -43,13 +43,13 @@ impl HeadersVerdict {
 
 /// Decide on the request headers. `header` reads a request header; it is called
 /// only for headers the decision needs (each read costs a host call in wasm).
-pub fn on_request_headers(
+pub fn on_request_headers<S: AsRef<str>>(
     table: Option<&Table>,
     method: &str,
     path: &str,
     end_of_stream: bool,
     max_body_bytes: usize,
-    mut header: impl FnMut(&str) -> Option<String>,
+    mut header: impl FnMut(&str) -> Option<S>,
 ) -> HeadersVerdict {
     let route = path.split('?').next().unwrap_or_default();
     let Some(table) = table else {
@@ -63,9 +63,9 @@ pub fn on_request_headers(
     }
     if table.auth.enabled {
         let presented = header("authorization")
-            .map(|v| v.strip_prefix("Bearer ").map(str::to_string).unwrap_or(v))
-            .or_else(|| header("x-api-key"));
-        if !presented.is_some_and(|p| table.auth.tokens.iter().any(|t| t == p.trim())) {
+            .map(|v| v.as_ref().strip_prefix("Bearer ").unwrap_or(v.as_ref()).trim().to_string())
+            .or_else(|| header("x-api-key").map(|v| v.as_ref().trim().to_string()));
+        if !presented.is_some_and(|p| table.auth.tokens.contains(&p)) {
             return HeadersVerdict::fail(&RouterError::unauthorized(
                 "missing or invalid router API token (Authorization: Bearer sar-...)",
             ));
@@ -74,7 +74,7 @@ pub fn on_request_headers(
     match (method, route) {
         ("GET", "/v1/models") => HeadersVerdict::Reply(200, table.models_json().to_string()),
         ("POST", CHAT_PATH) => {
-            let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+            let declared = header("content-length").and_then(|v| v.as_ref().trim().parse::<usize>().ok());
             if declared.is_some_and(|n| n > max_body_bytes) {
                 return HeadersVerdict::fail(&RouterError::too_large(max_body_bytes));
             }
@@ -106,10 +106,20 @@ pub struct Decision<T> {
     pub scores: Vec<f64>,
 }
 
+impl<T: Deref<Target = Table>> Decision<T> {
+    /// Each attempt's Envoy cluster, in plan order (as in the plan text).
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        self.attempts.iter().filter_map(|a| self.table.channel(a.channel).map(|c| c.cluster.as_str()))
+    }
+}
+
 /// A routed chat request: what to hand to Envoy.
 pub struct Routed<T> {
-    /// For the per-attempt side and the cluster choice (see `wire`).
-    pub state: AttemptState,
+    /// The plan as one text (an encoded `wire::AttemptState`), for the
+    /// per-attempt side and the cluster choice.
+    pub plan_text: String,
+    /// Ties the attempts to their request (see the shims' unanswered ledgers).
+    pub request_id: u64,
     /// Retries Envoy should make: one per attempt after the first.
     pub retries: usize,
     /// Half-open probes this request carries: (channel id, model).
@@ -138,13 +148,6 @@ pub fn route_body<T: Deref<Target = Table>>(
         .filter_map(|&i| plan.attempts.get(i))
         .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
         .collect();
-    let rewrites: Vec<AttemptRewrite> = plan
-        .attempts
-        .iter()
-        .filter_map(|a| {
-            table.channel(a.channel).map(|ch| AttemptRewrite::new(&ch.id, &ch.cluster, &head.model, &a.upstream_model))
-        })
-        .collect();
     // Most channels live under `/v1`, as the client's path does: then no attempt
     // needs its `:path` rewritten.
     let keep_path = plan.attempts.iter().all(|a| {
@@ -154,18 +157,25 @@ pub fn route_body<T: Deref<Target = Table>>(
                 && path.ends_with(ENDPOINT)
         })
     });
-    let state = AttemptState {
+    let head_line = PlanHead {
         request_id: rotation,
         body_len: body.len(),
         model_span: head.model_span,
-        endpoint: ENDPOINT.into(),
+        endpoint: ENDPOINT,
         keep_path,
-        requested: head.model.clone(),
-        attempts: rewrites,
+        requested: &head.model,
     };
-    let retries = state.attempts.len().saturating_sub(1);
+    let plan_text = encode_plan(
+        &head_line,
+        plan.attempts.iter().filter_map(|a| {
+            let literal = model_literal(&head.model, &a.upstream_model);
+            table.channel(a.channel).map(|ch| (ch.id.as_str(), ch.cluster.as_str(), literal))
+        }),
+    );
+    let retries = plan.attempts.iter().filter(|a| table.channel(a.channel).is_some()).count().saturating_sub(1);
     Ok(Routed {
-        state,
+        plan_text,
+        request_id: rotation,
         retries,
         probes,
         decision: Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores },
@@ -333,6 +343,11 @@ pub fn spliced(body: &[u8], span: (usize, usize), literal: &str) -> Option<Vec<u
     Some(out)
 }
 
+/// A `:status` header's code; 0 when absent or not a number (treated as no answer).
+pub fn status_code(value: Option<&str>) -> u16 {
+    value.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// `Retry-After` in milliseconds: delta seconds (an HTTP date is not parsed and
 /// falls back to the policy's default rest).
 pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
@@ -456,13 +471,16 @@ mod tests {
         let t = table();
         let body = br#"{"model":"m","messages":[]}"#;
         let r = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap();
-        let clusters: Vec<&str> = r.state.attempts.iter().map(|a| a.cluster.as_str()).collect();
+        let state = crate::wire::AttemptState::decode(&r.plan_text).unwrap();
+        let clusters: Vec<&str> = state.attempts.iter().map(|a| a.cluster.as_str()).collect();
         assert_eq!(clusters, vec!["channel_a", "channel_b"]);
         assert_eq!(r.retries, 1);
-        assert!(!r.state.keep_path, "channel b lives under /api/v1");
+        assert_eq!(r.request_id, 1);
+        assert!(!state.keep_path, "channel b lives under /api/v1");
+        assert_eq!(state.attempts[1].model_literal.as_deref(), Some("\"vendor/m\""));
+        assert_eq!(state.encode(), r.plan_text, "the owned state encodes the same text");
 
-        let encoded = r.state.encode();
-        let view = AttemptView::parse(&encoded).unwrap();
+        let view = AttemptView::parse(&r.plan_text).unwrap();
         let first = attempt_rewrite(&view, 1, &t).unwrap();
         assert_eq!(first.channel.id, "a");
         assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));

@@ -7,6 +7,7 @@
 //! the same treatment. Every function is total: any string, including empty, very long
 //! or non-ASCII ones, gives an answer and never panics.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Characters that always separate tags.
@@ -135,16 +136,30 @@ pub fn strip_date_suffix(name: &str) -> Option<&str> {
 /// Surrounding whitespace is trimmed first. The result may be empty (e.g. for "openai/"),
 /// and callers should not match on an empty core name.
 pub fn core_name(name: &str) -> String {
-    let lower = name.trim().to_lowercase();
+    core_name_ref(name).into_owned()
+}
+
+/// [`core_name`], borrowed from `name` when it is already lower case (the usual
+/// case on the request path: no allocation).
+pub fn core_name_ref(name: &str) -> Cow<'_, str> {
+    let trimmed = name.trim();
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(core_of_lower(&trimmed.to_lowercase()).to_string())
+    } else {
+        Cow::Borrowed(core_of_lower(trimmed))
+    }
+}
+
+fn core_of_lower(lower: &str) -> &str {
     let after_vendor = match lower.rfind('/') {
         Some(i) => lower.get(i + 1..).unwrap_or(""),
-        None => lower.as_str(),
+        None => lower,
     };
     let without_variant = match after_vendor.find(':') {
         Some(i) => after_vendor.get(..i).unwrap_or(""),
         None => after_vendor,
     };
-    strip_date_suffix(without_variant).unwrap_or(without_variant).to_string()
+    strip_date_suffix(without_variant).unwrap_or(without_variant)
 }
 
 /// Tags that on their own mark a non-chat model. They are matched as whole tags because

@@ -95,12 +95,20 @@ pub struct Ranking<'t> {
     pub filtered_out: Vec<Candidate>,
 }
 
+impl AsMut<Facts> for RankedCandidate {
+    fn as_mut(&mut self) -> &mut Facts {
+        &mut self.facts
+    }
+}
+
+/// `explain` adds each score's parts (routing needs only the totals).
 pub fn rank<'t>(
     table: &'t Table,
     requested: &str,
     found: crate::resolve::Resolution,
     perf: &PerfMap,
     rotation: u64,
+    explain: bool,
 ) -> Result<Ranking<'t>, RouterError> {
     let strategy = strategy(table, found.group.as_deref());
     let mut candidates = found.candidates;
@@ -120,23 +128,27 @@ pub fn rank<'t>(
         candidates = keep;
         filtered_out = drop;
     }
-    let mut all_facts: Vec<Facts> = candidates.iter().map(|c| facts(table, c, perf)).collect();
-    score::fill_priors(&mut all_facts);
-    let mut scored: Vec<Option<RankedCandidate>> = candidates
+    let mut scored: Vec<RankedCandidate> = candidates
         .into_iter()
-        .zip(all_facts)
-        .map(|(candidate, facts)| {
-            let score = score::score(strategy, &facts);
-            Some(RankedCandidate { candidate, facts, score })
+        .map(|candidate| {
+            let facts = facts(table, &candidate, perf);
+            RankedCandidate { candidate, facts, score: Scored::default() }
         })
         .collect();
-    let ranks: Vec<Ranked> = scored
-        .iter()
-        .flatten()
-        .map(|r| Ranked { score: r.score.total, priority: r.facts.priority, weight: r.facts.weight })
-        .collect();
-    let candidates = score::order(&ranks, rotation).into_iter().filter_map(|i| scored[i].take()).collect();
-    Ok(Ranking { strategy, candidates, filtered_out })
+    score::fill_priors(&mut scored);
+    for r in &mut scored {
+        r.score = score::score_with(strategy, &r.facts, explain);
+    }
+    // One candidate (a model only one channel serves) needs no ordering.
+    if scored.len() > 1 {
+        let ranks: Vec<Ranked> = scored
+            .iter()
+            .map(|r| Ranked { score: r.score.total, priority: r.facts.priority, weight: r.facts.weight })
+            .collect();
+        let mut slots: Vec<Option<RankedCandidate>> = scored.drain(..).map(Some).collect();
+        scored.extend(score::order(&ranks, rotation).into_iter().filter_map(|i| slots.get_mut(i)?.take()));
+    }
+    Ok(Ranking { strategy, candidates: scored, filtered_out })
 }
 
 /// Resolve the requested name (see [`crate::resolve`]) in preference order, with
@@ -152,15 +164,18 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let ranked = rank(table, requested, found, live.perf, live.rotation)?;
-    let mut attempts: Vec<(Attempt, f64, bool)> = Vec::new();
-    let mut probes = Vec::new();
+    let ranked = rank(table, requested, found, live.perf, live.rotation, false)?;
+    // Admitted candidates in rank order; a channel the control plane found down
+    // goes after every healthy one, as a last resort. Each is (attempt, score,
+    // is a half-open probe).
+    let mut healthy: Vec<(Attempt, f64, bool)> = Vec::with_capacity(ranked.candidates.len().min(budget));
+    let mut down: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut out: Vec<String> = Vec::new();
-    for RankedCandidate { candidate: c, score: s, .. } in &ranked.candidates {
+    for RankedCandidate { candidate: c, score: s, .. } in ranked.candidates {
         let Some(ch) = table.channel(c.channel) else { continue };
-        match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
-            Admit::Yes => {}
-            Admit::Probe => probes.push(attempts.len()),
+        let probe = match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
+            Admit::Yes => false,
+            Admit::Probe => true,
             Admit::No(reason, until) => {
                 let when = if until == u64::MAX || reason == crate::health::Reason::KeyInvalid {
                     "until its key validates".to_string()
@@ -170,23 +185,25 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
                 out.push(format!("{} ({}, {when})", ch.id, reason.describe()));
                 continue;
             }
+        };
+        let attempt = Attempt { channel: c.channel, upstream_model: c.upstream_model };
+        if ch.healthy {
+            healthy.push((attempt, s.total, probe));
+        } else {
+            down.push((attempt, s.total, probe));
         }
-        let attempt = Attempt { channel: c.channel, upstream_model: c.upstream_model.clone() };
-        attempts.push((attempt, s.total, ch.healthy));
     }
-    if attempts.is_empty() {
+    if healthy.is_empty() && down.is_empty() {
         return Err(RouterError::unavailable(
             "all_channels_unavailable",
             format!("every channel for model \"{}\" is out: {}", ascii_safe(requested, 200), out.join(", ")),
         ));
     }
-    // A channel the control plane found down is a last resort (stable sort).
-    let mut order: Vec<usize> = (0..attempts.len()).collect();
-    order.sort_by_key(|&i| !attempts[i].2);
-    order.truncate(budget);
-    let probes = probes.into_iter().filter_map(|p| order.iter().position(|&i| i == p)).collect();
-    let scores = order.iter().map(|&i| attempts[i].1).collect();
-    let plan = Plan { attempts: order.iter().map(|&i| attempts[i].0.clone()).collect() };
+    healthy.append(&mut down);
+    healthy.truncate(budget);
+    let probes = healthy.iter().enumerate().filter(|(_, a)| a.2).map(|(i, _)| i).collect();
+    let scores = healthy.iter().map(|a| a.1).collect();
+    let plan = Plan { attempts: healthy.into_iter().map(|a| a.0).collect() };
     Ok(Planned { plan, probes, strategy: ranked.strategy.name.clone(), scores })
 }
 

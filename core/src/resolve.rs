@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use crate::error::{ascii_safe, RouterError};
-use crate::names::core_name;
+use crate::names::{core_name, core_name_ref};
 use crate::query::{name_as_tags, parse, Query};
 use crate::table::{Candidate, Table};
 
@@ -68,17 +68,24 @@ impl Mode {
 
 pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution, RouterError> {
     let query = parse(requested).map_err(|e| RouterError::bad_request("invalid_model_query", e.0))?;
+    // The query moves into the answer once it has been searched (no copy).
     let mut r = Resolution {
-        query: query.clone(),
+        query: Query::Name(String::new()),
         group: None,
         stages: Vec::new(),
         candidates: Vec::new(),
         excluded: Vec::new(),
     };
-    match &query {
+    search(table, requested, &query, mode, &mut r)?;
+    r.query = query;
+    Ok(r)
+}
+
+fn search(table: &Table, requested: &str, query: &Query, mode: Mode, r: &mut Resolution) -> Result<(), RouterError> {
+    match query {
         Query::Tags { include, exclude } => {
             r.stages.push(Stage::Tags);
-            tag_query(table, include, exclude, mode, &mut r).map_err(|why| {
+            tag_query(table, include, exclude, mode, r).map_err(|why| {
                 RouterError::model_not_found(format!("no model matches \"{}\": {why}", ascii_safe(requested, 200)))
             })?;
         }
@@ -91,7 +98,7 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
                     known.join(", ")
                 )));
             };
-            group_query(table, group, mode, &mut r)?;
+            group_query(table, group, mode, r)?;
         }
         Query::Name(name) => {
             // A user group may have any name (`my_custom`): it wins over models.
@@ -101,10 +108,9 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
                 table.group(name)
             };
             if let Some(group) = group {
-                group_query(table, group, mode, &mut r)?;
-                return Ok(r);
+                return group_query(table, group, mode, r);
             }
-            name_query(table, name, mode, &mut r);
+            name_query(table, name, mode, r);
             if r.candidates.is_empty() {
                 let Query::Tags { include, exclude } = name_as_tags(name) else {
                     return Err(not_served(requested, "it has no tags to search by"));
@@ -114,12 +120,12 @@ pub fn resolve(table: &Table, requested: &str, mode: Mode) -> Result<Resolution,
                 }
                 r.stages.push(Stage::NameAsTags);
                 let shown = format!("tag:{}", include.join(","));
-                tag_query(table, &include, &exclude, mode, &mut r)
+                tag_query(table, &include, &exclude, mode, r)
                     .map_err(|why| not_served(requested, &format!("read as {shown}: {why}")))?;
             }
         }
     }
-    Ok(r)
+    Ok(())
 }
 
 fn group_query(table: &Table, group: &crate::table::Group, mode: Mode, r: &mut Resolution) -> Result<(), RouterError> {
@@ -175,7 +181,7 @@ fn name_query(table: &Table, name: &str, mode: Mode, r: &mut Resolution) {
     }
     // Only a name that is its own core name widens to its variants: asking for
     // `qwen/qwen3-235b-a22b:free` must not reach the paid variant.
-    let core = core_name(name);
+    let core = core_name_ref(name);
     if name.trim().bytes().map(|b| b.to_ascii_lowercase()).eq(core.bytes()) {
         let variants = table.entries_for_core(&core);
         if variants.iter().any(|&n| table.entry(n).is_some_and(|e| e.id != name)) {
@@ -292,15 +298,16 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                 .map(|x| serde_json::json!({"channel": x.channel, "model": x.model, "reason": x.reason}))
                 .collect();
             // The order routing uses (without live health and speed data).
-            let ranking = match crate::plan::rank(table, requested, r.clone(), &crate::score::PerfMap::default(), 0) {
-                Ok(ranking) => ranking,
-                Err(e) => {
-                    return serde_json::json!({
-                        "model": requested,
-                        "error": {"status": e.status, "code": e.code, "message": e.message},
-                    })
-                }
-            };
+            let ranking =
+                match crate::plan::rank(table, requested, r.clone(), &crate::score::PerfMap::default(), 0, true) {
+                    Ok(ranking) => ranking,
+                    Err(e) => {
+                        return serde_json::json!({
+                            "model": requested,
+                            "error": {"status": e.status, "code": e.code, "message": e.message},
+                        })
+                    }
+                };
             for c in &ranking.filtered_out {
                 if let Some(ch) = table.channel(c.channel) {
                     excluded.push(serde_json::json!({

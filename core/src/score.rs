@@ -144,8 +144,14 @@ pub struct Facts {
     pub weight: u32,
 }
 
+impl AsMut<Facts> for Facts {
+    fn as_mut(&mut self) -> &mut Facts {
+        self
+    }
+}
+
 /// Each field's goodness, in the order of [`Field`]'s use in a strategy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Scored {
     pub total: f64,
     /// Each layer's goodness by field name (for `explain`).
@@ -217,17 +223,32 @@ pub fn goodness(field: Field, f: &Facts) -> f64 {
 /// A candidate never measured is assumed to be like the measured ones among the
 /// same candidates (their mean), not better or worse: a new channel neither jumps
 /// ahead of proven ones nor is buried behind them (S4's neutral prior).
-pub fn fill_priors(facts: &mut [Facts]) {
-    let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
-    let ttfb = mean(facts.iter().filter_map(|f| f.ttfb_ms).collect());
-    let success = mean(facts.iter().filter_map(|f| f.success).collect());
-    for f in facts {
+pub fn fill_priors<T: AsMut<Facts>>(items: &mut [T]) {
+    // Sums, not collected lists: this runs on every request.
+    let (mut ttfb, mut success) = ((0.0, 0usize), (0.0, 0usize));
+    for f in items.iter_mut().map(AsMut::as_mut) {
+        if let Some(x) = f.ttfb_ms {
+            ttfb = (ttfb.0 + x, ttfb.1 + 1);
+        }
+        if let Some(x) = f.success {
+            success = (success.0 + x, success.1 + 1);
+        }
+    }
+    let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+    let (ttfb, success) = (mean(ttfb), mean(success));
+    for f in items.iter_mut().map(AsMut::as_mut) {
         f.ttfb_ms = f.ttfb_ms.or(ttfb);
         f.success = f.success.or(success);
     }
 }
 
 pub fn score(strategy: &Strategy, f: &Facts) -> Scored {
+    score_with(strategy, f, true)
+}
+
+/// [`score`]; the per-layer parts only when `with_parts` (explain shows them,
+/// routing needs only the total).
+pub fn score_with(strategy: &Strategy, f: &Facts, with_parts: bool) -> Scored {
     let mut parts = BTreeMap::new();
     let (mut sum, mut weights) = (0.0, 0.0);
     for layer in &strategy.layers {
@@ -235,7 +256,9 @@ pub fn score(strategy: &Strategy, f: &Facts) -> Scored {
         let g = if layer.best_first { g } else { 1.0 - g };
         sum += layer.weight * g;
         weights += layer.weight;
-        parts.insert(layer.field.name(), (g * 1000.0).round() / 1000.0);
+        if with_parts {
+            parts.insert(layer.field.name(), (g * 1000.0).round() / 1000.0);
+        }
     }
     let total = if weights > 0.0 { sum / weights } else { 0.5 };
     Scored { total: (total * 10_000.0).round() / 10_000.0, parts }

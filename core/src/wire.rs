@@ -142,8 +142,21 @@ pub struct AttemptRewrite {
 
 impl AttemptRewrite {
     pub fn new(channel_id: &str, cluster: &str, requested: &str, upstream_model: &str) -> Self {
-        let model_literal = if requested == upstream_model { None } else { serde_json::to_string(upstream_model).ok() };
-        Self { channel_id: channel_id.to_string(), cluster: cluster.to_string(), model_literal }
+        Self {
+            channel_id: channel_id.to_string(),
+            cluster: cluster.to_string(),
+            model_literal: model_literal(requested, upstream_model),
+        }
+    }
+}
+
+/// The JSON literal spliced over `model` for a channel that knows the requested
+/// model as `upstream_model`; `None` when the body goes unchanged.
+pub fn model_literal(requested: &str, upstream_model: &str) -> Option<String> {
+    if requested == upstream_model {
+        None
+    } else {
+        serde_json::to_string(upstream_model).ok()
     }
 }
 
@@ -189,6 +202,72 @@ pub(crate) fn json_string(literal: &str) -> Option<String> {
     serde_json::from_str(literal).ok()
 }
 
+/// The first line of an encoded [`AttemptState`], borrowed: what
+/// [`encode_plan`] writes without building the owned state first.
+pub struct PlanHead<'a> {
+    pub request_id: u64,
+    pub body_len: usize,
+    pub model_span: (usize, usize),
+    pub endpoint: &'a str,
+    pub keep_path: bool,
+    /// The requested model (plain text; written as a JSON literal).
+    pub requested: &'a str,
+}
+
+/// The plan text: `head`, then one line per attempt (channel id, cluster, and the
+/// model's JSON literal or `None` for "unchanged"). Built by hand, not with
+/// `format!`: this runs once per request.
+pub fn encode_plan<'a, L: AsRef<str>>(
+    head: &PlanHead,
+    attempts: impl Iterator<Item = (&'a str, &'a str, Option<L>)>,
+) -> String {
+    let mut s = String::with_capacity(128 + head.requested.len());
+    s.push_str(TAG);
+    for n in [head.request_id, head.body_len as u64, head.model_span.0 as u64, head.model_span.1 as u64] {
+        s.push(' ');
+        push_decimal(&mut s, n);
+    }
+    s.push_str(if head.keep_path { " p " } else { " - " });
+    s.push_str(head.endpoint);
+    s.push(' ');
+    push_json_string(&mut s, head.requested);
+    s.push('\n');
+    for (channel_id, cluster, model_literal) in attempts {
+        s.push_str(channel_id);
+        s.push(' ');
+        s.push_str(cluster);
+        s.push(' ');
+        s.push_str(model_literal.as_ref().map_or("=", AsRef::as_ref));
+        s.push('\n');
+    }
+    s
+}
+
+/// `s` split at the first `sep` (an ASCII byte, so both halves are valid UTF-8),
+/// without the separator. A byte loop: the plan's words are short, and this runs
+/// on every attempt and cluster choice.
+fn split_at_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// The plan's attempt lines (`\n`-terminated; the last may lack it).
+fn plan_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match split_at_byte(rest, b'\n') {
+            Some((line, tail)) => {
+                rest = tail;
+                Some(line)
+            }
+            None => Some(std::mem::take(&mut rest)),
+        }
+    })
+}
+
 fn corrupt() -> RouterError {
     RouterError::new(500, "server_error", "internal_error", "router attempt state is corrupt")
 }
@@ -221,7 +300,7 @@ pub struct AttemptView<'a> {
 
 impl<'a> AttemptView<'a> {
     pub fn parse(text: &'a str) -> Result<Self, RouterError> {
-        let (head, attempts) = text.split_once('\n').ok_or_else(corrupt)?;
+        let (head, attempts) = split_at_byte(text, b'\n').ok_or_else(corrupt)?;
         let mut head = head.splitn(8, ' ');
         if head.next() != Some(TAG) {
             return Err(corrupt());
@@ -238,7 +317,7 @@ impl<'a> AttemptView<'a> {
         }
         let mut view =
             Self { request_id, body_len, model_span, endpoint, keep_path, requested, attempts, rewrites_model: false };
-        for line in attempts.lines() {
+        for line in plan_lines(attempts) {
             let a = parse_line(line).ok_or_else(corrupt)?;
             view.rewrites_model |= a.model_literal.is_some();
         }
@@ -251,7 +330,7 @@ impl<'a> AttemptView<'a> {
     }
 
     pub fn lines(&self) -> impl Iterator<Item = AttemptLine<'a>> + 'a {
-        self.attempts.lines().filter_map(parse_line)
+        plan_lines(self.attempts).filter_map(parse_line)
     }
 
     /// Attempt `number` (1 for the first); past the end of the plan the last one
@@ -270,8 +349,8 @@ impl<'a> AttemptView<'a> {
 }
 
 fn parse_line(line: &str) -> Option<AttemptLine<'_>> {
-    let mut parts = line.splitn(3, ' ');
-    let (channel_id, cluster, literal) = (parts.next()?, parts.next()?, parts.next()?);
+    let (channel_id, rest) = split_at_byte(line, b' ')?;
+    let (cluster, literal) = split_at_byte(rest, b' ')?;
     if channel_id.is_empty() || cluster.is_empty() {
         return None;
     }
@@ -299,38 +378,29 @@ fn nth_attempt<'a>(lines: impl Iterator<Item = AttemptLine<'a>>, number: usize) 
 /// specifier does) and how many attempts the plan has. `None` when the text is
 /// not a plan.
 pub fn attempt_cluster(text: &str, attempt: usize) -> Option<(&str, usize)> {
-    let (head, lines) = text.split_once('\n')?;
+    let (head, lines) = split_at_byte(text, b'\n')?;
     if !head.starts_with(TAG) {
         return None;
     }
-    let lines = || lines.lines().filter_map(parse_line);
+    let lines = || plan_lines(lines).filter_map(parse_line);
     let chosen = nth_attempt(lines(), attempt)?;
     Some((chosen.cluster, lines().count()))
 }
 
 impl AttemptState {
     pub fn encode(&self) -> String {
-        // Built by hand, not with `format!`: this runs once per request.
-        let mut s = String::with_capacity(96 + self.attempts.len() * 48);
-        s.push_str(TAG);
-        for n in [self.request_id, self.body_len as u64, self.model_span.0 as u64, self.model_span.1 as u64] {
-            s.push(' ');
-            push_decimal(&mut s, n);
-        }
-        s.push_str(if self.keep_path { " p " } else { " - " });
-        s.push_str(&self.endpoint);
-        s.push(' ');
-        push_json_string(&mut s, &self.requested);
-        s.push('\n');
-        for a in &self.attempts {
-            s.push_str(&a.channel_id);
-            s.push(' ');
-            s.push_str(&a.cluster);
-            s.push(' ');
-            s.push_str(a.model_literal.as_deref().unwrap_or("="));
-            s.push('\n');
-        }
-        s
+        let head = PlanHead {
+            request_id: self.request_id,
+            body_len: self.body_len,
+            model_span: self.model_span,
+            endpoint: &self.endpoint,
+            keep_path: self.keep_path,
+            requested: &self.requested,
+        };
+        encode_plan(
+            &head,
+            self.attempts.iter().map(|a| (a.channel_id.as_str(), a.cluster.as_str(), a.model_literal.as_deref())),
+        )
     }
 
     pub fn decode(text: &str) -> Result<Self, RouterError> {

@@ -43,6 +43,11 @@ pub struct ModuleBuffer {
     pub length: usize,
 }
 
+impl EnvoyHttpHeader {
+    pub const NULL: Self =
+        Self { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
+}
+
 impl ModuleBuffer {
     pub const NULL: Self = Self { ptr: std::ptr::null(), length: 0 };
 
@@ -178,6 +183,12 @@ extern "C" {
         optional_size: *mut usize,
     ) -> bool;
     /// Appends a value (keeps existing ones): cheaper than set, which removes first.
+    pub fn envoy_dynamic_module_callback_http_get_headers_size(filter: EnvoyFilter, kind: HeaderType) -> usize;
+    pub fn envoy_dynamic_module_callback_http_get_headers(
+        filter: EnvoyFilter,
+        kind: HeaderType,
+        result_headers: *mut EnvoyHttpHeader,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_add_header(
         filter: EnvoyFilter,
         header_type: HeaderType,

@@ -3,45 +3,49 @@
 //! buffers Envoy returns are copied or used before the hook returns.
 
 use crate::abi::{
-    self, BodyType, EnvoyBuffer, EnvoyFilter, HeaderType, MetadataSource, ModuleBuffer, ModuleHttpHeader,
+    self, BodyType, EnvoyBuffer, EnvoyFilter, EnvoyHttpHeader, HeaderType, MetadataSource, ModuleBuffer,
+    ModuleHttpHeader,
 };
 
 #[derive(Clone, Copy)]
 pub struct Host(pub EnvoyFilter);
 
 impl Host {
-    fn header_ref(&self, kind: HeaderType, name: &str) -> Option<&[u8]> {
+    /// Every header of one map, fetched in two calls. Cheaper than a lookup per
+    /// name once a hook reads more than one: Envoy builds a lower-cased key for
+    /// every lookup. The entries point into Envoy's map, so the list must be
+    /// dropped before this hook sets or removes any header.
+    pub fn headers(&self, kind: HeaderType) -> HeaderList {
+        // SAFETY: valid filter pointer; the array is sized as Envoy says.
+        unsafe {
+            let n = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, kind);
+            let mut entries = vec![EnvoyHttpHeader::NULL; n];
+            if n > 0 && !abi::envoy_dynamic_module_callback_http_get_headers(self.0, kind, entries.as_mut_ptr()) {
+                entries.clear();
+            }
+            HeaderList { entries }
+        }
+    }
+
+    /// One header's first value (lossy UTF-8), looked up by name: cheaper than
+    /// [`Host::headers`] for a single name.
+    pub fn header(&self, kind: HeaderType, name: &str) -> Option<String> {
         let mut out = EnvoyBuffer::NULL;
-        // SAFETY: valid filter pointer (see module docs); `out` is written by Envoy.
-        let found = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_header(
+        // SAFETY: valid filter pointer (see module docs); `out` is written by Envoy
+        // and copied before returning.
+        unsafe {
+            if !abi::envoy_dynamic_module_callback_http_get_header(
                 self.0,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
                 &mut out,
                 0,
                 std::ptr::null_mut(),
-            )
-        };
-        // SAFETY: Envoy's buffer is valid until the end of this hook; callers use or
-        // copy it before returning and before setting a header.
-        if found {
-            unsafe { out.as_slice() }
-        } else {
-            None
+            ) {
+                return None;
+            }
+            out.as_slice().map(|v| String::from_utf8_lossy(v).into_owned())
         }
-    }
-
-    pub fn header(&self, kind: HeaderType, name: &str) -> Option<String> {
-        self.header_ref(kind, name).map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    pub fn header_is(&self, kind: HeaderType, name: &str) -> bool {
-        self.header_ref(kind, name).is_some()
-    }
-
-    pub fn header_number(&self, kind: HeaderType, name: &str) -> Option<usize> {
-        std::str::from_utf8(self.header_ref(kind, name)?).ok()?.trim().parse().ok()
     }
 
     /// Set (or with `None` remove) a header.
@@ -175,10 +179,11 @@ impl Host {
         }
     }
 
-    /// A string from this stream's dynamic metadata, copied.
-    pub fn metadata_string(&self, namespace: &str, key: &str) -> Option<String> {
+    /// A string from this stream's dynamic metadata, borrowed from Envoy: valid
+    /// until the hook returns or the module sets metadata.
+    pub fn metadata_str<'h>(&self, namespace: &str, key: &str) -> Option<&'h str> {
         let mut out = EnvoyBuffer::NULL;
-        // SAFETY: valid filter pointer; the result is copied before returning.
+        // SAFETY: valid filter pointer; callers use the result within the hook.
         unsafe {
             if !abi::envoy_dynamic_module_callback_http_get_metadata_string(
                 self.0,
@@ -189,7 +194,7 @@ impl Host {
             ) {
                 return None;
             }
-            std::str::from_utf8(out.as_slice()?).ok().map(str::to_owned)
+            std::str::from_utf8(out.as_slice()?).ok()
         }
     }
 
@@ -205,5 +210,36 @@ impl Host {
     pub fn refresh_cluster(&self) {
         // SAFETY: valid filter pointer.
         unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cluster_cache(self.0) }
+    }
+}
+
+/// Headers read with [`Host::headers`]; valid until the hook returns or sets a
+/// header.
+pub struct HeaderList {
+    entries: Vec<EnvoyHttpHeader>,
+}
+
+impl HeaderList {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.entries.iter().find_map(|h| {
+            // SAFETY: Envoy's buffers stay valid while the list may be used (see
+            // `Host::headers`); a null pointer is never read.
+            let key = unsafe { EnvoyBuffer { ptr: h.key_ptr, length: h.key_length }.as_slice() }?;
+            if key != name.as_bytes() {
+                return None;
+            }
+            // SAFETY: as above.
+            Some(unsafe { EnvoyBuffer { ptr: h.value_ptr, length: h.value_length }.as_slice() }.unwrap_or_default())
+        })
+    }
+
+    /// The first value of `name` (lower case, as Envoy stores names); `None` when
+    /// absent or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.raw(name)?).ok()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.raw(name).is_some()
     }
 }

@@ -411,19 +411,26 @@ impl RouterFilter {
     }
 
     fn on_request_headers(&mut self, host: Host, end_of_stream: bool) -> u32 {
-        let path = host.header(REQ, ":path").unwrap_or_default();
-        let method = host.header(REQ, ":method").unwrap_or_default();
+        // One read of the whole map: this hook needs up to five headers.
+        let headers = host.headers(REQ);
+        let path = headers.get(":path").unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
         let table = state::shared().table();
-        match flow::on_request_headers(table.as_deref(), &method, &path, end_of_stream, self.max_body_bytes, |name| {
-            host.header(REQ, name)
-        }) {
+        let verdict =
+            flow::on_request_headers(table.as_deref(), method, path, end_of_stream, self.max_body_bytes, |name| {
+                headers.get(name)
+            });
+        let (path, has_api_key) = (path.to_string(), headers.has("x-api-key"));
+        // (The list points into Envoy's map: gone before any header changes.)
+        drop(headers);
+        match verdict {
             HeadersVerdict::Reply(status, body) => self.reply(host, status, &[], &body),
             HeadersVerdict::WaitForBody => {
                 // A client's own credential never reaches a provider: the attempt
                 // role overwrites or removes `authorization`, and `x-api-key` goes
                 // here (the wasm chain has a route rule for it).
                 // (A lookup costs Envoy far less than a removal that finds nothing.)
-                if host.header_is(REQ, "x-api-key") {
+                if has_api_key {
                     host.set_header(REQ, "x-api-key", None);
                 }
                 self.path = path;
@@ -469,12 +476,12 @@ impl RouterFilter {
             }
         };
         shared.start_probes(&routed.probes, &routed.decision.table.routing.health);
-        host.set_metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY, &routed.state.encode());
+        host.set_metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY, &routed.plan_text);
         // (The cluster specifier also caps Envoy's retries at the plan.)
         // The route's cluster was chosen before the plan existed: the specifier
         // answers again, now from the plan.
         host.refresh_cluster();
-        self.routed = Some((routed.state.request_id, routed.decision.table.clone()));
+        self.routed = Some((routed.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         status::BODY_CONTINUE
     }
@@ -487,8 +494,8 @@ impl RouterFilter {
             return status::HEADERS_CONTINUE;
         };
         self.responded = true;
-        let status: u16 = host.header_number(RESP, ":status").and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
-        let context_exceeded = status == 503 && host.header_is(RESP, CONTEXT_EXCEEDED_HEADER);
+        let status = flow::status_code(host.header(RESP, ":status").as_deref());
+        let context_exceeded = status == 503 && host.header(RESP, CONTEXT_EXCEEDED_HEADER).is_some();
         // The stream's attempt count: no header lookup (0 when Envoy answered before
         // any attempt).
         let tried =
@@ -544,10 +551,10 @@ struct AttemptFilter {
 
 impl AttemptFilter {
     fn on_request_headers(&mut self, host: Host) -> u32 {
-        let Some(raw) = host.metadata_string(METADATA_NAMESPACE, ATTEMPTS_KEY) else {
+        let Some(raw) = host.metadata_str(METADATA_NAMESPACE, ATTEMPTS_KEY) else {
             return status::HEADERS_CONTINUE;
         };
-        let Ok(state) = AttemptView::parse(&raw) else {
+        let Ok(state) = AttemptView::parse(raw) else {
             log::error("smart-router: attempt state unreadable; sending the request unchanged");
             return status::HEADERS_CONTINUE;
         };
@@ -611,7 +618,7 @@ impl AttemptFilter {
         let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
             return status::HEADERS_CONTINUE;
         };
-        let status: u16 = host.header_number(RESP, ":status").and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+        let status = flow::status_code(host.header(RESP, ":status").as_deref());
         if status == 400 && !end_of_stream {
             // Envoy does not retry a 400; a context-length 400 should go to a channel
             // with a larger context. Hold the headers until the body tells which.

@@ -486,7 +486,7 @@ impl HttpContext for RouterRequest {
             Err(e) => return self.fail(&e),
         };
         health::start_probes(&routed.probes, &routed.decision.table.routing.health);
-        if !host::set_filter_state(ATTEMPTS_STATE, routed.state.encode().as_bytes()) {
+        if !host::set_filter_state(ATTEMPTS_STATE, routed.plan_text.as_bytes()) {
             return self.fail(&RouterError::new(
                 500,
                 "server_error",
@@ -494,16 +494,13 @@ impl HttpContext for RouterRequest {
                 "could not record the attempt plan",
             ));
         }
-        host::set_request_header(
-            PLAN_HEADER,
-            Some(&priority_groups_header(routed.state.attempts.iter().map(|a| a.cluster.as_str()))),
-        );
+        host::set_request_header(PLAN_HEADER, Some(&priority_groups_header(routed.decision.clusters())));
         // Past the end of the plan the cluster specifier repeats the last group: cap
         // the retries at the plan, unless the route's own count already does.
         if self.num_retries != Some(routed.retries) {
             host::set_request_header("x-envoy-max-retries", Some(&routed.retries.to_string()));
         }
-        self.routed = Some((routed.state.request_id, routed.decision.table.clone()));
+        self.routed = Some((routed.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         Action::Continue
     }
@@ -525,7 +522,7 @@ impl HttpContext for RouterRequest {
                 None => host::response_header(name),
             }
         };
-        let status: u16 = header(&all, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = flow::status_code(header(&all, ":status").as_deref());
         let context_exceeded = status == 503 && header(&all, CONTEXT_EXCEEDED_HEADER).is_some();
         let tried = header(&all, "x-envoy-attempt-count").and_then(|s| s.parse::<usize>().ok());
         let (verdict, outcome) = flow::on_response_headers(&d, status, context_exceeded, tried);
@@ -667,7 +664,7 @@ impl HttpContext for AttemptRequest {
         let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
             return Action::Continue;
         };
-        let status: u16 = host::response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = flow::status_code(host::response_header(":status").as_deref());
         if status == 400 && !end_of_stream {
             // Envoy does not retry a 400; a context-length 400 should go to a channel
             // with a larger context. Hold the headers until the body tells which.
