@@ -301,17 +301,23 @@ pub struct AttemptView<'a> {
 impl<'a> AttemptView<'a> {
     pub fn parse(text: &'a str) -> Result<Self, RouterError> {
         let (head, attempts) = split_at_byte(text, b'\n').ok_or_else(corrupt)?;
-        let mut head = head.splitn(8, ' ');
-        if head.next() != Some(TAG) {
+        // Seven words; the last (the requested model's JSON literal) may hold spaces.
+        let mut rest = head;
+        let mut word = || {
+            let (w, tail) = split_at_byte(rest, b' ').ok_or_else(corrupt)?;
+            rest = tail;
+            Ok::<&str, RouterError>(w)
+        };
+        if word()? != TAG {
             return Err(corrupt());
         }
-        let request_id = head.next().and_then(|n| n.parse::<u64>().ok()).ok_or_else(corrupt)?;
-        let mut num = || head.next().and_then(|n| n.parse::<usize>().ok()).ok_or_else(corrupt);
-        let body_len = num()?;
-        let model_span = (num()?, num()?);
-        let keep_path = head.next().ok_or_else(corrupt)?.contains('p');
-        let endpoint = head.next().ok_or_else(corrupt)?;
-        let requested = head.next().ok_or_else(corrupt)?;
+        let request_id = word()?.parse::<u64>().map_err(|_| corrupt())?;
+        let body_len = word()?.parse::<usize>().map_err(|_| corrupt())?;
+        let model_span =
+            (word()?.parse::<usize>().map_err(|_| corrupt())?, word()?.parse::<usize>().map_err(|_| corrupt())?);
+        let keep_path = word()?.contains('p');
+        let endpoint = word()?;
+        let requested = rest;
         if model_span.0 > model_span.1 || model_span.1 > body_len || !requested.starts_with('"') {
             return Err(corrupt());
         }

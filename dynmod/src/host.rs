@@ -27,12 +27,13 @@ impl Host {
         }
     }
 
-    /// One header's first value (lossy UTF-8), looked up by name: cheaper than
-    /// [`Host::headers`] for a single name.
-    pub fn header(&self, kind: HeaderType, name: &str) -> Option<String> {
+    /// `read` applied to one header's first value (UTF-8; `None` when absent or
+    /// not UTF-8), looked up by name: cheaper than [`Host::headers`] for a single
+    /// name, and nothing is copied.
+    pub fn header_with<T>(&self, kind: HeaderType, name: &str, read: impl FnOnce(&str) -> T) -> Option<T> {
         let mut out = EnvoyBuffer::NULL;
         // SAFETY: valid filter pointer (see module docs); `out` is written by Envoy
-        // and copied before returning.
+        // and used before returning.
         unsafe {
             if !abi::envoy_dynamic_module_callback_http_get_header(
                 self.0,
@@ -44,7 +45,7 @@ impl Host {
             ) {
                 return None;
             }
-            out.as_slice().map(|v| String::from_utf8_lossy(v).into_owned())
+            std::str::from_utf8(out.as_slice()?).ok().map(read)
         }
     }
 

@@ -494,8 +494,8 @@ impl RouterFilter {
             return status::HEADERS_CONTINUE;
         };
         self.responded = true;
-        let status = flow::status_code(host.header(RESP, ":status").as_deref());
-        let context_exceeded = status == 503 && host.header(RESP, CONTEXT_EXCEEDED_HEADER).is_some();
+        let status = host.header_with(RESP, ":status", |s| flow::status_code(Some(s))).unwrap_or(0);
+        let context_exceeded = status == 503 && host.header_with(RESP, CONTEXT_EXCEEDED_HEADER, |_| ()).is_some();
         // The stream's attempt count: no header lookup (0 when Envoy answered before
         // any attempt).
         let tried =
@@ -618,7 +618,7 @@ impl AttemptFilter {
         let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
             return status::HEADERS_CONTINUE;
         };
-        let status = flow::status_code(host.header(RESP, ":status").as_deref());
+        let status = host.header_with(RESP, ":status", |s| flow::status_code(Some(s))).unwrap_or(0);
         if status == 400 && !end_of_stream {
             // Envoy does not retry a 400; a context-length 400 should go to a channel
             // with a larger context. Hold the headers until the body tells which.
@@ -626,8 +626,11 @@ impl AttemptFilter {
             return status::HEADERS_STOP_ITERATION;
         }
         let class = classify(status);
-        let retry_after =
-            if status == 429 { flow::retry_after_ms(host.header(RESP, "retry-after").as_deref()) } else { None };
+        let retry_after = if status == 429 {
+            host.header_with(RESP, "retry-after", |v| flow::retry_after_ms(Some(v))).flatten()
+        } else {
+            None
+        };
         let shared = state::shared();
         shared.record_health(channel, model, class, retry_after, &table.routing.health);
         if router_core::score::counts_for_speed(class) {
