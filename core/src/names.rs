@@ -430,6 +430,13 @@ mod tests {
     }
 
     #[test]
+    fn core_name_borrows_a_lower_case_name() {
+        assert!(matches!(core_name_ref(" openai/gpt-4o-mini:free "), Cow::Borrowed("gpt-4o-mini")));
+        assert!(matches!(core_name_ref("GPT-4o"), Cow::Owned(ref s) if s == "gpt-4o"));
+        assert!(matches!(core_name_ref("模型/Ω-2024-08-06"), Cow::Owned(ref s) if s == "ω"));
+    }
+
+    #[test]
     fn non_chat_models() {
         for name in [
             "text-embedding-3-small",
