@@ -40,6 +40,33 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+# The proxy under test gets a core of its own; the load generator, the upstreams
+# and the control planes share the others. On two shared cores the proxy otherwise
+# competes with wrk and the upstream for caches and time slices, and its CPU per
+# request moved 10-20% between runs. BENCH_PIN=0 turns this off.
+CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+PIN = os.environ.get("BENCH_PIN", "1") != "0" and len(CPUS) >= 2
+PROXY_CPUS = set(CPUS[-1:])
+LOAD_CPUS = set(CPUS[:-1])
+
+
+def pin(pid, cpus):
+    """Every thread of process `pid` onto `cpus` (threads it starts later inherit it)."""
+    if not PIN or not pid:
+        return
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+    except OSError:
+        pass  # a thread that just ended
+
+
+def on_load_cpus():
+    """preexec_fn for a load generator."""
+    if PIN:
+        os.sched_setaffinity(0, LOAD_CPUS)
+
+
 def rss_mb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -48,7 +75,8 @@ def rss_mb(pid):
 
 
 def start_upstream(*extra):
-    p = subprocess.Popen([BENCH, "upstream", "--port", "0", "--threads", "1", *extra], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([BENCH, "upstream", "--port", "0", "--threads", "1", *extra], stdout=subprocess.PIPE, text=True,
+                         preexec_fn=on_load_cpus)
     line = p.stdout.readline().split()
     assert line and line[0] == "LISTENING", "bench upstream did not start"
     return p, int(line[1])
@@ -80,8 +108,8 @@ def load_wrk(url, concurrency, body_file, auth="", duration_ms=None):
     script.write_text(WRK_SCRIPT)
     seconds = max(1, round((duration_ms or DURATION_MS) / 1000))
     out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          url], check=True, capture_output=True, text=True, env={**os.environ, "SAR_BENCH_BODY": body_file, "SAR_BENCH_AUTH": auth}
-                         ).stdout
+                          url], check=True, capture_output=True, text=True, preexec_fn=on_load_cpus,
+                         env={**os.environ, "SAR_BENCH_BODY": body_file, "SAR_BENCH_AUTH": auth}).stdout
     r = {"requests": 0, "errors": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "tool": "wrk"}
     for line in out.splitlines():
         parts = line.split()
@@ -111,7 +139,7 @@ def load(url, concurrency, body_file, first_event=False, auth="", duration_ms=No
         args += ["--header", f"authorization:{auth}"]
     if first_event:
         args.append("--first-event")
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(args, check=True, capture_output=True, text=True, preexec_fn=on_load_cpus).stdout
     return {**json.loads(out.strip().splitlines()[-1]), "tool": "sar-bench"}
 
 
@@ -131,6 +159,37 @@ def measure_once(url, pid, body_file, warm_up, auth=""):
         cpu_us = (after - before) * 1e6 / r["requests"] if pid and r["requests"] else None
         row[f"c{c}"] = {**r, "proxy_cpu_us_per_req": cpu_us}
     return row
+
+
+PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
+PAIR_MS = int(os.environ.get("BENCH_PAIR_MS", "2000"))
+
+
+def cpu_per_request(url, pid, body_file, concurrency, auth=""):
+    before = cpu_seconds(pid)
+    r = load(url, concurrency, body_file, auth=auth, duration_ms=PAIR_MS)
+    return (cpu_seconds(pid) - before) * 1e6 / r["requests"] if r["requests"] else None
+
+
+def paired_ratios(base, others, body_file, concurrency=16):
+    """CPU per request against bare Envoy, measured as PAIRS back-to-back pairs
+    (bare then router, the next pair router then bare): each ratio compares two
+    measurements a few seconds apart, so the machine's slow swings in speed (this
+    VM's direct rps moved 35k-100k between runs) cancel. Median and range."""
+    _, base_url, base_pid, _ = base
+    out = {}
+    for name, url, pid, auth in others:
+        ratios = []
+        for i in range(PAIRS):
+            order = [(base_url, base_pid, ""), (url, pid, auth)]
+            if i % 2:
+                order.reverse()
+            cpu = {u: cpu_per_request(u, p_, body_file, concurrency, a) for u, p_, a in order}
+            if cpu[base_url] and cpu[url]:
+                ratios.append(cpu[url] / cpu[base_url])
+        if ratios:
+            out[name] = {"median": median(ratios), "min": min(ratios), "max": max(ratios), "pairs": ratios}
+    return out
 
 
 def median(values):
@@ -247,6 +306,7 @@ def main():
             targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None)]
             bare, bare_port = bare_envoy(tmp, up_port)
             procs.append(bare)
+            pin(bare.pid, PROXY_CPUS)
             targets.append(("bare-envoy", f"http://127.0.0.1:{bare_port}/v1/chat/completions", bare.pid))
             peers = []
             if LITELLM:
@@ -255,6 +315,7 @@ def main():
                 # disturb the interleaved rounds.
                 lite, lite_port = start_litellm(tmp, up_port)
                 procs.append(lite)
+                pin(lite.pid, PROXY_CPUS)
                 url = f"http://127.0.0.1:{lite_port}/v1/chat/completions"
                 runs = [measure_once(url, lite.pid, body_file, warm_up=i == 0, auth=f"Bearer {LITELLM_KEY}")
                         for i in range(ROUNDS)]
@@ -279,6 +340,8 @@ def main():
                 extra = "  circuit_breaker: {min_failures: 1000000000}\n" if name.startswith("router-fo") else ""
                 r = Router(d, router_config(chans, extra), concurrency=1, filter=filt)
                 routers.append(r)
+                pin(r.envoy.pid, PROXY_CPUS)
+                pin(r.cp.pid, LOAD_CPUS)
                 assert r.chat("bench-model").status == 200, name
                 targets.append((name, f"http://127.0.0.1:{r.api_port}/v1/chat/completions", r.envoy.pid))
             # (name, url, pid[, authorization]): only the peer gateway needs a key.
@@ -290,6 +353,11 @@ def main():
                 print(f"  round {i + 1}/{ROUNDS} done", file=sys.stderr)
             results = [combine(name, rounds[name], pid) for name, _, pid, _ in targets]
             results[2:2] = peers  # after bare Envoy
+            by_name = {t[0]: t for t in targets}
+            paired = paired_ratios(by_name["bare-envoy"],
+                                   [by_name[n] for n in ("router-dm", "router-38x-dm", "router") if n in by_name],
+                                   body_file) if PAIRS > 0 else {}
+            print("  paired c16 ratios done", file=sys.stderr)
             for r in routers:
                 r.stop()
             routers = []
@@ -302,11 +370,13 @@ def main():
             bare.terminate()
             bare, bare_port = bare_envoy(tmp, stream_port)
             procs.append(bare)
+            pin(bare.pid, PROXY_CPUS)
             ttfe = {"bare-envoy": load(f"http://127.0.0.1:{bare_port}/v1/chat/completions", 1, body_file + ".s", True)}
             for name, filt in (("router", "wasm"), ("router-dm", "dynamic-module")):
                 d = Path(tmp) / f"stream-{name}"
                 d.mkdir()
                 r = Router(d, router_config([channel("a", stream_port, priority=1)]), concurrency=1, filter=filt)
+                pin(r.envoy.pid, PROXY_CPUS)
                 try:
                     ttfe[name] = load(f"http://127.0.0.1:{r.api_port}/v1/chat/completions", 1, body_file + ".s", True)
                 finally:
@@ -329,15 +399,17 @@ def main():
                     p.terminate()
 
     resolve = json.loads(subprocess.run([BENCH, "resolve"], check=True, capture_output=True, text=True).stdout)
-    report(results, ttfe, resolve, counted)
+    report(results, ttfe, resolve, counted, paired)
 
 
-def report(results, ttfe, resolve, counted):
+def report(results, ttfe, resolve, counted, paired):
     by = {r["target"]: r for r in results}
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
              f"{ROUNDS} interleaved rounds of {DURATION_MS} ms per target and concurrency, 1 KB chat request, "
-             f"Envoy --concurrency 1, load from {'wrk' if WRK else 'sar-bench load'}. "
+             f"Envoy --concurrency 1, load from {'wrk' if WRK else 'sar-bench load'}"
+             + (f"; proxy pinned to CPU {sorted(PROXY_CPUS)}, load and upstream to {sorted(LOAD_CPUS)}. " if PIN else ". ")
+             + 
              "CPU/request: least of the rounds; latency, rps: median.",
              "", f"{'target':<14} {'c1 p50':>8} {'c1 p99':>8} {'c16 rps':>8} {'c64 rps':>8} {'cpu/req c1':>10} "
                  f"{'c16':>7} {'c64':>7} {'x bare c1':>9} {'c16':>5} {'c64':>5} {'rss MB':>7}"]
@@ -376,6 +448,11 @@ def report(results, ttfe, resolve, counted):
                     parts.append(f"{c} {a / b:.2f}x")
             by[t]["cpu_vs_3_channel"] = parts
             lines.append(f"3,400-model table vs 3-channel table ({t}): " + ", ".join(parts))
+    if paired:
+        lines.append(f"\nCPU per request vs bare Envoy at c16, {PAIRS} back-to-back pairs of {PAIR_MS} ms "
+                     "(median of the pairs' ratios, range):")
+        for name, v in paired.items():
+            lines.append(f"  {name:<14} {v['median']:.2f}x  ({v['min']:.2f}-{v['max']:.2f})")
     if counted:
         base = next((c["instructions_per_request"] for c in counted if c["target"] == "bare-envoy"), None)
         lines.append("\ninstructions per request at c16 (callgrind, Envoy user space, deterministic):")
@@ -391,7 +468,7 @@ def report(results, ttfe, resolve, counted):
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(), "results": results,
-                               "time_to_first_event": ttfe, "resolve": resolve,
+                               "time_to_first_event": ttfe, "resolve": resolve, "paired_cpu_ratio_c16": paired,
                                "instructions_per_request_c16": counted}, indent=2))
     print(f"\nwrote {out}")
 
