@@ -12,7 +12,6 @@ Paths come from the environment (the Makefile sets them):
   ENVOY     envoy command            [.venv/bin/envoy, else envoy on PATH]
 """
 import http.client
-import itertools
 import json
 import os
 import shutil
@@ -43,10 +42,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+class ProcessExited(AssertionError):
+    """A process the harness waits on exited before it became ready."""
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition", process=None, log=None):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+            raise ProcessExited(f"{what}: process exited with {process.returncode} before it was ready\n{tail}")
         try:
             last = predicate()
             if last:
@@ -124,9 +130,6 @@ class Fake:
                 self.proc.kill()
 
 
-_base_ids = itertools.count(os.getpid() % 10000 * 10)
-
-
 class Router:
     """The product: control plane + Envoy rendered from one YAML config."""
 
@@ -134,17 +137,28 @@ class Router:
         self.dir = tmp_path
         self.filter = filter or FILTER
         self.control_plane_extra = control_plane_extra
-        self.api_port = free_port()
-        self.admin_port = free_port()
-        self.cp_port = free_port()
         self.config_path = tmp_path / "router.yaml"
-        self.write_config(config_text)
         self.envoy = None
         self.cp = None
         self.concurrency = concurrency
-        self.start_control_plane()
-        self.render()
-        self.start_envoy()
+        # The ports are picked free and then handed to processes, so another
+        # process can take one in between (Envoy's own upstream connections use
+        # the same ephemeral range). A process that exits before it is ready is
+        # started again on fresh ports; its log says why it exited.
+        for attempt in range(3):
+            self.api_port = free_port()
+            self.admin_port = free_port()
+            self.cp_port = free_port()
+            self.write_config(config_text)
+            try:
+                self.start_control_plane()
+                self.render()
+                self.start_envoy()
+                break
+            except ProcessExited as e:
+                self.stop()
+                if attempt == 2 or "in use" not in str(e):
+                    raise
         if wait_table:
             self.wait_table()
 
@@ -165,7 +179,7 @@ class Router:
         self.cp = subprocess.Popen([SAR_BIN, "serve", "--config", str(self.config_path)],
                                    stdout=self.cp_log, stderr=subprocess.STDOUT)
         wait_for(lambda: request(self.cp_port, "GET", "/healthz", timeout=2).status == 200,
-                 what="control plane /healthz")
+                 what="control plane /healthz", process=self.cp, log=self.dir / "control-plane.log")
 
     def stop_control_plane(self):
         if self.cp and self.cp.poll() is None:
@@ -181,10 +195,13 @@ class Router:
     def start_envoy(self):
         self.envoy_log = open(self.dir / "envoy.log", "ab")
         self.envoy = subprocess.Popen(
-            [envoy_bin(), "-c", str(self.envoy_config), "--base-id", str(next(_base_ids)),
+            # No hot restart: tests run many Envoys at once, and hot restart
+            # makes each claim a shared-memory base id (a clash exits Envoy).
+            [envoy_bin(), "-c", str(self.envoy_config), "--disable-hot-restart",
              "--concurrency", str(self.concurrency), "-l", "warning", "--component-log-level", "wasm:info,dynamic_modules:info"],
             stdout=self.envoy_log, stderr=subprocess.STDOUT)
-        wait_for(lambda: request(self.admin_port, "GET", "/ready", timeout=2).status == 200, what="envoy ready")
+        wait_for(lambda: request(self.admin_port, "GET", "/ready", timeout=2).status == 200, what="envoy ready",
+                 process=self.envoy, log=self.dir / "envoy.log")
 
     def wait_table(self, timeout=20):
         return wait_for(lambda: self.get("/health").status == 200 and self.get("/health").json(),
