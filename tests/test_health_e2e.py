@@ -261,3 +261,25 @@ def test_context_length_error_moves_to_the_larger_context_model(tmp_path):
     finally:
         small.stop()
         big.stop()
+
+
+def test_a_single_channel_stalled_before_the_first_byte_times_out(tmp_path):
+    # A one-attempt plan runs without Envoy retry state; its first-byte timer
+    # must still end the wait.
+    a = Fake("A", ["m"])
+    try:
+        cfg = ("routing:\n  first_byte_timeout: 1\n  idle_timeout: 5\nchannels:\n"
+               f"  - id: a\n    base_url: {a.base_url}\n")
+        r = Router(tmp_path, cfg)
+        try:
+            a.behave(first_byte_delay=4)
+            start = time.time()
+            resp = r.chat("m")
+            took = time.time() - start
+            assert 0.9 < took < 3.0, took
+            assert resp.status in (503, 504), resp
+            assert "error" in resp.json(), resp
+        finally:
+            r.stop()
+    finally:
+        a.stop()

