@@ -274,7 +274,9 @@ def bare_envoy(tmp, upstream_port):
     port, admin = free_port(), free_port()
     cfg = Path(tmp) / "bare.yaml"
     cfg.write_text(bare_config(port, admin, upstream_port))
-    p = subprocess.Popen([envoy_bin(), "-c", str(cfg), "--base-id", str(port), "--concurrency", "1", "-l", "error"],
+    # Started as the harness starts the routers' Envoys (no hot restart), so the
+    # two differ only by the router.
+    p = subprocess.Popen([envoy_bin(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1", "-l", "error"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: request(admin, "GET", "/ready", timeout=2).status == 200, what="bare envoy")
     return p, port
@@ -409,8 +411,7 @@ def report(results, ttfe, resolve, counted, paired):
              f"{ROUNDS} interleaved rounds of {DURATION_MS} ms per target and concurrency, 1 KB chat request, "
              f"Envoy --concurrency 1, load from {'wrk' if WRK else 'sar-bench load'}"
              + (f"; proxy pinned to CPU {sorted(PROXY_CPUS)}, load and upstream to {sorted(LOAD_CPUS)}. " if PIN else ". ")
-             + 
-             "CPU/request: least of the rounds; latency, rps: median.",
+             + "CPU/request: least of the rounds; latency, rps: median.",
              "", f"{'target':<14} {'c1 p50':>8} {'c1 p99':>8} {'c16 rps':>8} {'c64 rps':>8} {'cpu/req c1':>10} "
                  f"{'c16':>7} {'c64':>7} {'x bare c1':>9} {'c16':>5} {'c64':>5} {'rss MB':>7}"]
     for r in results:

