@@ -8,6 +8,7 @@
 //! runs [`attempt_rewrite`] for each attempt Envoy makes.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::ops::Deref;
 
 use crate::error::ascii_safe;
@@ -102,7 +103,7 @@ pub struct Decision<T> {
     pub table: T,
     pub requested: String,
     pub attempts: Vec<plan::Attempt>,
-    pub strategy: String,
+    pub strategy: Cow<'static, str>,
     pub scores: Vec<f64>,
 }
 
@@ -185,9 +186,9 @@ pub fn route_body<T: Deref<Target = Table>>(
 /// What to do with the final response headers.
 #[derive(Debug, PartialEq)]
 pub enum ResponseVerdict<'a> {
-    /// Let the answer through, adding these headers (debug headers; may be empty;
-    /// values borrowed from the decision where they need no cleaning).
-    Pass(Vec<(&'static str, Cow<'a, str>)>),
+    /// Let the answer through, adding the debug headers when the table asks for
+    /// them.
+    Pass(Option<DebugHeaders<'a>>),
     /// Replace the answer: status, extra headers, JSON body.
     Replace(u16, Vec<(&'static str, String)>, String),
 }
@@ -246,23 +247,45 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
             Outcome { channels, failed: true },
         );
     }
-    let mut add = Vec::new();
-    if d.table.routing.debug_headers {
-        add.reserve(6);
-        if let Some(last) = d.attempts.get(tried - 1) {
-            if let Some(ch) = d.table.channel(last.channel) {
-                add.push(("x-router-channel", Cow::Borrowed(ch.id.as_str())));
-                add.push(("x-router-provider", ascii_clean(&ch.provider, 64)));
-                add.push(("x-router-model", ascii_clean(&last.upstream_model, 200)));
-            }
+    let debug = d.table.routing.debug_headers.then(|| DebugHeaders {
+        channel: d.attempts.get(tried - 1).and_then(|last| {
+            let ch = d.table.channel(last.channel)?;
+            Some((ch.id.as_str(), ascii_clean(&ch.provider, 64), ascii_clean(&last.upstream_model, 200)))
+        }),
+        attempts: tried,
+        score: d.scores.get(tried - 1).copied(),
+        strategy: ascii_clean(&d.strategy, 64),
+    });
+    (ResponseVerdict::Pass(debug), Outcome { channels, failed: false })
+}
+
+/// The `x-router-*` headers of a routed answer (R6), as data; [`DebugHeaders::each`]
+/// writes them out. Values are borrowed from the decision where they need no
+/// cleaning, and numbers are formatted on the stack: this runs on every answer.
+#[derive(Debug, PartialEq)]
+pub struct DebugHeaders<'a> {
+    /// The channel that answered: its id, provider and the model it was asked for.
+    pub channel: Option<(&'a str, Cow<'a, str>, Cow<'a, str>)>,
+    pub attempts: usize,
+    pub score: Option<f64>,
+    pub strategy: Cow<'a, str>,
+}
+
+impl DebugHeaders<'_> {
+    /// Call `add` with each header's name and value, in a fixed order.
+    pub fn each(&self, mut add: impl FnMut(&'static str, &str)) {
+        if let Some((id, provider, model)) = &self.channel {
+            add("x-router-channel", id);
+            add("x-router-provider", provider);
+            add("x-router-model", model);
         }
-        add.push(("x-router-attempts", Cow::Owned(tried.to_string())));
-        if let Some(score) = d.scores.get(tried - 1) {
-            add.push(("x-router-score", Cow::Owned(fixed4(*score))));
+        let mut digits = [0u8; 20];
+        add("x-router-attempts", crate::wire::decimal(self.attempts as u64, &mut digits));
+        if let Some(score) = self.score {
+            add("x-router-score", &fixed4(score));
         }
-        add.push(("x-router-strategy", ascii_clean(&d.strategy, 64)));
+        add("x-router-strategy", &self.strategy);
     }
-    (ResponseVerdict::Pass(add), Outcome { channels, failed: false })
 }
 
 /// [`ascii_safe`] without a copy when `s` is already plain.
@@ -275,25 +298,60 @@ fn ascii_clean(s: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// `x` with four decimals, as `format!("{x:.4}")` writes a score (scores are
-/// already rounded to four decimals), without float formatting on every response.
-fn fixed4(x: f64) -> String {
+/// already rounded to four decimals), without float formatting or an allocation
+/// on every response.
+fn fixed4(x: f64) -> StackText {
+    let mut out = StackText::default();
     if !x.is_finite() || x.abs() >= 1e12 || x < 0.0 {
-        return format!("{x:.4}");
+        let _ = write!(out, "{x:.4}");
+        return out;
     }
     let scaled = (x * 10_000.0).round() as u64;
-    let mut s = String::with_capacity(8);
-    crate::wire::push_decimal(&mut s, scaled / 10_000);
-    s.push('.');
+    let mut digits = [0u8; 20];
+    let _ = out.write_str(crate::wire::decimal(scaled / 10_000, &mut digits));
     let frac = scaled % 10_000;
+    let _ = out.write_str(".");
     for digit in [frac / 1000, frac / 100 % 10, frac / 10 % 10, frac % 10] {
-        s.push(char::from(b'0' + digit as u8));
+        let _ = out.write_char(char::from(b'0' + digit as u8));
     }
-    s
+    out
+}
+
+/// A short text kept on the stack (a formatted number); what does not fit is
+/// cut off at a character boundary.
+#[derive(Default)]
+struct StackText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl std::ops::Deref for StackText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(self.bytes.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            let mut utf8 = [0u8; 4];
+            let c = c.encode_utf8(&mut utf8).as_bytes();
+            let Some(to) = self.bytes.get_mut(self.len..self.len + c.len()) else {
+                return Err(std::fmt::Error);
+            };
+            to.copy_from_slice(c);
+            self.len += c.len();
+        }
+        Ok(())
+    }
 }
 
 /// One attempt's changes to the request, for the channel Envoy is about to try.
 pub struct AttemptPlan<'t> {
     pub channel: &'t Channel,
+    /// The channel's handle in the table (`Table::channel`).
+    pub channel_handle: u32,
     /// New `:path`, when the channel's differs from the client's.
     pub path: Option<String>,
     /// Remove the client's `authorization` (the channel uses another key header).
@@ -313,7 +371,7 @@ pub struct AttemptPlan<'t> {
 /// plan the cluster specifier repeats the last group, and so does this.
 pub fn attempt_rewrite<'t>(state: &AttemptView, number: usize, table: &'t Table) -> Result<AttemptPlan<'t>, String> {
     let rewrite = state.attempt(number).ok_or("the attempt plan is empty")?;
-    let (_, channel) = table
+    let (channel_handle, channel) = table
         .channel_by_id(rewrite.channel_id)
         .ok_or_else(|| format!("channel {} vanished from the table", rewrite.channel_id))?;
     let model = match rewrite.model_literal {
@@ -323,6 +381,7 @@ pub fn attempt_rewrite<'t>(state: &AttemptView, number: usize, table: &'t Table)
     .ok_or("the attempt plan's model is corrupt")?;
     Ok(AttemptPlan {
         channel,
+        channel_handle,
         path: (!state.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
         remove_authorization: channel.auth_header != "authorization",
         auth: (!channel.auth_header.is_empty()).then_some((channel.auth_header.as_str(), channel.auth_value.as_str())),
@@ -442,8 +501,8 @@ mod tests {
 
     #[test]
     fn scores_print_with_four_decimals() {
-        for x in [0.0, 0.5, 0.12345, 0.99999, 1.0, 0.0001, 2.25, 123.4567, -0.5, f64::NAN] {
-            assert_eq!(fixed4(x), format!("{x:.4}"), "{x}");
+        for x in [0.0, 0.5, 0.12345, 0.99999, 1.0, 0.0001, 2.25, 123.4567, -0.5, f64::NAN, 1e300, -1e300] {
+            assert_eq!(&*fixed4(x), format!("{x:.4}").get(..32).unwrap_or(&format!("{x:.4}")), "{x}");
         }
     }
 
@@ -515,9 +574,12 @@ mod tests {
         let (v, o) = on_response_headers(&d, 200, false, Some(2));
         assert_eq!(o.channels, vec!["a", "b"]);
         assert!(!o.failed);
-        let ResponseVerdict::Pass(add) = v else { panic!("expected pass") };
-        assert!(add.contains(&("x-router-channel", Cow::Borrowed("b"))));
-        assert!(add.contains(&("x-router-attempts", Cow::Borrowed("2"))));
+        let ResponseVerdict::Pass(Some(debug)) = v else { panic!("expected pass") };
+        let mut add = Vec::new();
+        debug.each(|k, v| add.push((k, v.to_string())));
+        assert!(add.contains(&("x-router-channel", "b".to_string())));
+        assert!(add.contains(&("x-router-attempts", "2".to_string())));
+        assert_eq!(add.len(), 6, "{add:?}");
 
         let (v, o) = on_response_headers(&d, 503, false, Some(2));
         assert!(o.failed);

@@ -1,5 +1,7 @@
 //! From the `model` a client asked for to an ordered plan of attempts.
 
+use std::borrow::Cow;
+
 use crate::error::{ascii_safe, RouterError};
 use crate::health::{Admit, HealthMap};
 use crate::resolve::{resolve as resolve_query, Mode, Stage};
@@ -36,7 +38,8 @@ pub struct Planned {
     pub plan: Plan,
     /// Attempts that are half-open probes (the caller marks them).
     pub probes: Vec<usize>,
-    pub strategy: String,
+    /// The strategy's name (a built-in's is borrowed: this is made per request).
+    pub strategy: Cow<'static, str>,
     /// Each attempt's score.
     pub scores: Vec<f64>,
 }
@@ -204,7 +207,11 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let probes = healthy.iter().enumerate().filter(|(_, a)| a.2).map(|(i, _)| i).collect();
     let scores = healthy.iter().map(|a| a.1).collect();
     let plan = Plan { attempts: healthy.into_iter().map(|a| a.0).collect() };
-    Ok(Planned { plan, probes, strategy: ranked.strategy.name.clone(), scores })
+    let strategy = match score::builtin_ref(&ranked.strategy.name) {
+        Some(builtin) => Cow::Borrowed(builtin.name.as_str()),
+        None => Cow::Owned(ranked.strategy.name.clone()),
+    };
+    Ok(Planned { plan, probes, strategy, scores })
 }
 
 #[cfg(test)]

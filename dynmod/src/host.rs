@@ -19,11 +19,17 @@ impl Host {
         // SAFETY: valid filter pointer; the array is sized as Envoy says.
         unsafe {
             let n = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, kind);
-            let mut entries = vec![EnvoyHttpHeader::NULL; n];
+            let mut list = HeaderList { on_stack: [EnvoyHttpHeader::NULL; 16], on_heap: Vec::new(), len: n };
+            let entries = if n <= list.on_stack.len() {
+                &mut list.on_stack[..n]
+            } else {
+                list.on_heap.resize(n, EnvoyHttpHeader::NULL);
+                &mut list.on_heap[..]
+            };
             if n > 0 && !abi::envoy_dynamic_module_callback_http_get_headers(self.0, kind, entries.as_mut_ptr()) {
-                entries.clear();
+                list.len = 0;
             }
-            HeaderList { entries }
+            list
         }
     }
 
@@ -94,21 +100,30 @@ impl Host {
         }
     }
 
-    fn chunks(&self, kind: BodyType, out: &mut Vec<u8>) {
-        // SAFETY: valid filter pointer; the chunk array is sized as Envoy says and the
-        // chunks are copied before the hook returns.
+    /// Call `each` with every chunk of one body buffer, in order. The chunk list
+    /// lives on the stack unless the body is in many pieces.
+    fn for_each_chunk<'h>(&self, kind: BodyType, mut each: impl FnMut(&'h [u8])) {
+        // SAFETY: valid filter pointer; the chunk array is sized as Envoy says, and
+        // the chunks stay valid until the hook returns.
         unsafe {
             let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, kind);
             if n == 0 {
                 return;
             }
-            let mut bufs = vec![EnvoyBuffer::NULL; n];
+            let mut on_stack = [EnvoyBuffer::NULL; 8];
+            let mut on_heap = Vec::new();
+            let bufs = if n <= on_stack.len() {
+                &mut on_stack[..n]
+            } else {
+                on_heap.resize(n, EnvoyBuffer::NULL);
+                &mut on_heap[..]
+            };
             if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.0, kind, bufs.as_mut_ptr()) {
                 return;
             }
-            for b in &bufs {
+            for b in bufs.iter() {
                 if let Some(s) = b.as_slice() {
-                    out.extend_from_slice(s);
+                    each(s);
                 }
             }
         }
@@ -119,9 +134,17 @@ impl Host {
         unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.0, kind) }
     }
 
-    /// The whole request (or response) body so far: what earlier callbacks buffered
-    /// plus the chunk just received (unless the received chunk is the buffer itself).
-    pub fn whole_body(&self, request: bool) -> Vec<u8> {
+    /// `read` applied to the whole request (or response) body so far: what
+    /// earlier callbacks buffered plus the chunk just received (unless the
+    /// received chunk is the buffer itself). A body in one piece (the usual case
+    /// for a small request) is read where Envoy holds it; only a body in several
+    /// pieces is copied, to join them.
+    pub fn with_whole_body<R>(&self, request: bool, read: impl FnOnce(&[u8]) -> R) -> R {
+        read(&self.whole_body(request))
+    }
+
+    /// See [`Host::with_whole_body`]; `'h` is the hook's duration.
+    fn whole_body<'h>(&self, request: bool) -> std::borrow::Cow<'h, [u8]> {
         let (buffered, received) = if request {
             (BodyType::BufferedRequestBody, BodyType::ReceivedRequestBody)
         } else {
@@ -135,15 +158,34 @@ impl Host {
                 abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.0)
             }
         };
-        let mut out = Vec::with_capacity(self.body_size(buffered) + if same { 0 } else { self.body_size(received) });
-        self.chunks(buffered, &mut out);
+        let mut first: Option<&'h [u8]> = None;
+        let mut joined: Option<Vec<u8>> = None;
+        let mut add = |chunk: &'h [u8]| {
+            if chunk.is_empty() {
+                return;
+            }
+            if let Some(all) = &mut joined {
+                all.extend_from_slice(chunk);
+            } else if let Some(head) = first {
+                let size = self.body_size(buffered) + if same { 0 } else { self.body_size(received) };
+                let mut all = Vec::with_capacity(size.max(head.len() + chunk.len()));
+                all.extend_from_slice(head);
+                all.extend_from_slice(chunk);
+                joined = Some(all);
+            } else {
+                first = Some(chunk);
+            }
+        };
+        self.for_each_chunk(buffered, &mut add);
         if !same {
-            self.chunks(received, &mut out);
+            self.for_each_chunk(received, &mut add);
         }
-        out
+        match joined {
+            Some(all) => std::borrow::Cow::Owned(all),
+            None => std::borrow::Cow::Borrowed(first.unwrap_or_default()),
+        }
     }
 
-    /// Replace the whole request body with `body` (Envoy has drain and append only).
     pub fn replace_request_body(&self, body: &[u8]) -> bool {
         // SAFETY: valid filter pointer; `body` lives for the call.
         unsafe {
@@ -216,13 +258,21 @@ impl Host {
 
 /// Headers read with [`Host::headers`]; valid until the hook returns or sets a
 /// header.
+/// (A request's few headers fit on the stack.)
 pub struct HeaderList {
-    entries: Vec<EnvoyHttpHeader>,
+    on_stack: [EnvoyHttpHeader; 16],
+    on_heap: Vec<EnvoyHttpHeader>,
+    len: usize,
 }
 
 impl HeaderList {
+    fn entries(&self) -> &[EnvoyHttpHeader] {
+        let all = if self.on_heap.is_empty() { &self.on_stack[..] } else { &self.on_heap[..] };
+        all.get(..self.len).unwrap_or_default()
+    }
+
     fn raw(&self, name: &str) -> Option<&[u8]> {
-        self.entries.iter().find_map(|h| {
+        self.entries().iter().find_map(|h| {
             // SAFETY: Envoy's buffers stay valid while the list may be used (see
             // `Host::headers`); a null pointer is never read.
             let key = unsafe { EnvoyBuffer { ptr: h.key_ptr, length: h.key_length }.as_slice() }?;

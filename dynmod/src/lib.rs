@@ -32,6 +32,7 @@ mod specifier;
 mod state;
 mod unanswered;
 
+use std::borrow::Cow;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -175,7 +176,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             answered: false,
             waiting_for_body: false,
             decision: None,
-            path: String::new(),
+            path: Cow::Borrowed(""),
             routed: None,
             responded: false,
         }),
@@ -390,7 +391,7 @@ struct RouterFilter {
     answered: bool,
     waiting_for_body: bool,
     decision: Option<flow::Decision<Arc<Table>>>,
-    path: String,
+    path: Cow<'static, str>,
     /// The routed request's id (in the attempt state) and table, and whether the
     /// client got response headers: see `unanswered`.
     routed: Option<(u64, Arc<Table>)>,
@@ -420,7 +421,9 @@ impl RouterFilter {
             flow::on_request_headers(table.as_deref(), method, path, end_of_stream, self.max_body_bytes, |name| {
                 headers.get(name)
             });
-        let (path, has_api_key) = (path.to_string(), headers.has("x-api-key"));
+        // (The usual path needs no copy.)
+        let path = if path == flow::CHAT_PATH { Cow::Borrowed(flow::CHAT_PATH) } else { Cow::Owned(path.to_string()) };
+        let has_api_key = headers.has("x-api-key");
         // (The list points into Envoy's map: gone before any header changes.)
         drop(headers);
         match verdict {
@@ -452,22 +455,21 @@ impl RouterFilter {
             return status::BODY_STOP_AND_BUFFER;
         }
         self.waiting_for_body = false;
-        let body = host.whole_body(true);
-        if body.len() > self.max_body_bytes {
-            self.fail(host, &RouterError::too_large(self.max_body_bytes));
-            return status::BODY_STOP_AND_BUFFER;
-        }
         let shared = state::shared();
         let Some(table) = shared.table() else {
             self.fail(host, &RouterError::unavailable("table_not_loaded", "the router has no channel table"));
             return status::BODY_STOP_AND_BUFFER;
         };
-        let now = if shared.health_is_empty() { 0 } else { state::now_ms() };
-        let rotation = shared.next_rotation();
-        let routed =
-            shared.with_live(|h, p| flow::route_body(table, &self.path, &body, h, p, now, rotation)).unwrap_or_else(
+        let routed = host.with_whole_body(true, |body| {
+            if body.len() > self.max_body_bytes {
+                return Err(RouterError::too_large(self.max_body_bytes));
+            }
+            let now = if shared.health_is_empty() { 0 } else { state::now_ms() };
+            let rotation = shared.next_rotation();
+            shared.with_live(|h, p| flow::route_body(table, &self.path, body, h, p, now, rotation)).unwrap_or_else(
                 || Err(RouterError::new(500, "server_error", "internal_error", "router state unavailable")),
-            );
+            )
+        });
         let routed = match routed {
             Ok(r) => r,
             Err(e) => {
@@ -480,7 +482,7 @@ impl RouterFilter {
         // (The cluster specifier also caps Envoy's retries at the plan.)
         // The route's cluster was chosen before the plan existed: the specifier
         // answers again, now from the plan.
-        host.refresh_cluster();
+        specifier::with_plan_handed_over(&routed.plan_text, || host.refresh_cluster());
         self.routed = Some((routed.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         status::BODY_CONTINUE
@@ -507,9 +509,11 @@ impl RouterFilter {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 self.reply(host, status, &headers, &body)
             }
-            ResponseVerdict::Pass(add) => {
-                for (name, value) in &add {
-                    host.add_header(RESP, name, value);
+            ResponseVerdict::Pass(debug) => {
+                if let Some(debug) = debug {
+                    debug.each(|name, value| {
+                        host.add_header(RESP, name, value);
+                    });
                 }
                 status::HEADERS_CONTINUE
             }
@@ -538,7 +542,8 @@ struct AttemptFilter {
     /// The body with this attempt's `model`, when it differs from the client's.
     splice: Option<((usize, usize), String)>,
     /// This attempt's channel and model, for health bookkeeping.
-    target: Option<(String, String)>,
+    /// (The channel by its handle in `table`: no copy of its id per attempt.)
+    target: Option<(u32, String)>,
     table: Option<Arc<Table>>,
     /// Response headers arrived; without them the attempt ended unanswered.
     answered: bool,
@@ -587,7 +592,7 @@ impl AttemptFilter {
             host.set_header(REQ, "content-length", Some(&len.to_string()));
         }
         self.started = Some(Instant::now());
-        self.target = Some((rw.channel.id.clone(), rw.model));
+        self.target = Some((rw.channel_handle, rw.model));
         self.splice = rw.splice;
         self.table = Some(table);
         self.request_id = state.request_id;
@@ -601,7 +606,7 @@ impl AttemptFilter {
         if !end_of_stream {
             return status::BODY_STOP_AND_BUFFER;
         }
-        match flow::spliced(&host.whole_body(true), *span, literal) {
+        match host.with_whole_body(true, |body| flow::spliced(body, *span, literal)) {
             Some(body) => {
                 if !host.replace_request_body(&body) {
                     log::error("smart-router: could not rewrite the request body");
@@ -616,6 +621,9 @@ impl AttemptFilter {
     fn on_response_headers(&mut self, host: Host, end_of_stream: bool) -> u32 {
         self.answered = true;
         let (Some((channel, model)), Some(table)) = (&self.target, &self.table) else {
+            return status::HEADERS_CONTINUE;
+        };
+        let Some(channel) = table.channel(*channel).map(|c| c.id.as_str()) else {
             return status::HEADERS_CONTINUE;
         };
         let status = host.header_with(RESP, ":status", |s| flow::status_code(Some(s))).unwrap_or(0);
@@ -648,8 +656,7 @@ impl AttemptFilter {
             return status::BODY_STOP_AND_BUFFER;
         }
         self.held_400 = false;
-        let body = host.whole_body(false);
-        if router_core::health::is_context_length_error(&body)
+        if host.with_whole_body(false, router_core::health::is_context_length_error)
             && !(host.set_header(RESP, ":status", Some("503"))
                 && host.set_header(RESP, CONTEXT_EXCEEDED_HEADER, Some("1")))
         {
@@ -665,8 +672,10 @@ impl AttemptFilter {
         if self.answered {
             return;
         }
-        if let Some((channel, model)) = &self.target {
-            unanswered::add(self.request_id, channel, model);
+        if let (Some((channel, model)), Some(table)) = (&self.target, &self.table) {
+            if let Some(channel) = table.channel(*channel) {
+                unanswered::add(self.request_id, &channel.id, model);
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
     // A panic keeps Envoy's previous choice (or the no-channel cluster): one
     // request fails instead of the process.
     catch_unwind(AssertUnwindSafe(|| {
-        let choice = plan(context).and_then(|text| attempt_cluster(text, attempt(context)));
+        let choice = handed_over().or_else(|| plan(context)).and_then(|text| attempt_cluster(text, attempt(context)));
         let cluster = choice.map_or(config.no_channel_cluster.as_str(), |(cluster, _)| cluster);
         abi::envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
             context,
@@ -111,6 +111,36 @@ fn warn_once(name: &str) {
             "smart-router: the route has no route-action override {name}; re-render the Envoy config (retries stay at the route's count)"
         ));
     }
+}
+
+thread_local! {
+    /// The plan the router role is refreshing the route's cluster for, on this
+    /// worker thread, while Envoy calls `select` from inside that refresh.
+    static HANDOFF: std::cell::Cell<Option<*const str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `refresh` (the router role's `clear_route_cluster_cache`, during which
+/// Envoy calls `select` on this thread) with `plan` handed to the specifier
+/// directly: the plan was just written to dynamic metadata, and reading it back
+/// through Envoy costs more than the rest of the selection. Retries, later, read
+/// the metadata.
+pub(crate) fn with_plan_handed_over<R>(plan: &str, refresh: impl FnOnce() -> R) -> R {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            HANDOFF.set(None);
+        }
+    }
+    HANDOFF.set(Some(plan as *const str));
+    let _clear = Clear;
+    refresh()
+}
+
+/// The plan handed over by [`with_plan_handed_over`], if `select` runs inside it.
+fn handed_over<'a>() -> Option<&'a str> {
+    let plan = HANDOFF.get()?;
+    // SAFETY: set from a `&str` that outlives the refresh, and cleared when it ends.
+    Some(unsafe { &*plan })
 }
 
 /// The plan text, valid until `select` returns.

@@ -532,9 +532,9 @@ impl HttpContext for RouterRequest {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 self.reply(status, &headers, &body)
             }
-            ResponseVerdict::Pass(add) => {
-                if let Some(map) = all.as_mut() {
-                    map.extend(add.into_iter().map(|(k, v)| (k.to_string(), v.into_owned().into_bytes())));
+            ResponseVerdict::Pass(debug) => {
+                if let (Some(map), Some(debug)) = (all.as_mut(), debug) {
+                    debug.each(|k, v| map.push((k.to_string(), v.as_bytes().to_vec())));
                     host::set_response_headers(map);
                 }
                 Action::Continue
