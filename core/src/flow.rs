@@ -306,7 +306,9 @@ fn fixed4(x: f64) -> StackText {
         let _ = write!(out, "{x:.4}");
         return out;
     }
-    let scaled = (x * 10_000.0).round() as u64;
+    // (`as` truncates: adding a half rounds a non-negative value without the
+    // library call `f64::round` costs.)
+    let scaled = (x * 10_000.0 + 0.5) as u64;
     let mut digits = [0u8; 20];
     let _ = out.write_str(crate::wire::decimal(scaled / 10_000, &mut digits));
     let frac = scaled % 10_000;
@@ -334,14 +336,17 @@ impl std::ops::Deref for StackText {
 
 impl Write for StackText {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for c in s.chars() {
-            let mut utf8 = [0u8; 4];
-            let c = c.encode_utf8(&mut utf8).as_bytes();
-            let Some(to) = self.bytes.get_mut(self.len..self.len + c.len()) else {
-                return Err(std::fmt::Error);
-            };
-            to.copy_from_slice(c);
-            self.len += c.len();
+        let room = self.bytes.len() - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        if let (Some(to), Some(from)) = (self.bytes.get_mut(self.len..self.len + take), s.as_bytes().get(..take)) {
+            to.copy_from_slice(from);
+            self.len += take;
+        }
+        if take < s.len() {
+            return Err(std::fmt::Error);
         }
         Ok(())
     }

@@ -181,7 +181,11 @@ fn name_query(table: &Table, name: &str, mode: Mode, r: &mut Resolution) {
     }
     // Only a name that is its own core name widens to its variants: asking for
     // `qwen/qwen3-235b-a22b:free` must not reach the paid variant.
-    let core = core_name_ref(name);
+    // (An exact id's core name was worked out when the table was built.)
+    let core = match exact.first().and_then(|&n| table.entry(n)) {
+        Some(e) => std::borrow::Cow::Borrowed(e.core.as_str()),
+        None => core_name_ref(name),
+    };
     if name.trim().bytes().map(|b| b.to_ascii_lowercase()).eq(core.bytes()) {
         let variants = table.entries_for_core(&core);
         if variants.iter().any(|&n| table.entry(n).is_some_and(|e| e.id != name)) {
