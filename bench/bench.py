@@ -161,7 +161,7 @@ def measure_once(url, pid, body_file, warm_up, auth=""):
     return row
 
 
-PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "12"))
 PAIR_MS = int(os.environ.get("BENCH_PAIR_MS", "2000"))
 
 
@@ -194,7 +194,10 @@ def paired_ratios(base, others, body_file, concurrency=16):
 
 def median(values):
     v = sorted(values)
-    return v[len(v) // 2] if v else None
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
 def combine(name, rounds, pid):
