@@ -431,8 +431,9 @@ pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
 /// the request is then remembered as abandoned and its late attempt dropped.
 #[derive(Default)]
 pub struct UnansweredLedger {
-    pending: std::collections::HashMap<u64, Vec<(String, String)>>,
-    abandoned: std::collections::HashSet<u64>,
+    // (Keys are the router's own request ids: the fast hasher is safe.)
+    pending: crate::fasthash::FastMap<u64, Vec<(String, String)>>,
+    abandoned: std::collections::HashSet<u64, std::hash::BuildHasherDefault<crate::fasthash::FxHasher>>,
 }
 
 impl UnansweredLedger {
@@ -454,7 +455,9 @@ impl UnansweredLedger {
     /// Request `request_id` has ended: its unanswered attempts (channel, model) if
     /// the client got a response, none if it left first.
     pub fn take(&mut self, request_id: u64, responded: bool) -> Vec<(String, String)> {
-        let taken = self.pending.remove(&request_id).unwrap_or_default();
+        // (Nearly every attempt is answered: then there is nothing to look up.)
+        let taken =
+            if self.pending.is_empty() { Vec::new() } else { self.pending.remove(&request_id).unwrap_or_default() };
         if responded {
             return taken;
         }

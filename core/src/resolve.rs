@@ -162,14 +162,27 @@ fn push(r: &mut Resolution, c: Candidate, limit: usize) -> bool {
     true
 }
 
+/// [`push`] for a table entry, copying its name only when it is not a duplicate
+/// (an exact id is usually also its own core-name variant).
+fn push_entry(table: &Table, r: &mut Resolution, n: u32, limit: usize) -> bool {
+    let Some(e) = table.entry(n) else {
+        return true;
+    };
+    if r.candidates.len() >= limit {
+        return false;
+    }
+    if !r.candidates.iter().any(|c| c.channel == e.channel && c.upstream_model == e.id) {
+        r.candidates.push(Candidate { channel: e.channel, upstream_model: e.id.clone() });
+    }
+    true
+}
+
 fn name_query(table: &Table, name: &str, mode: Mode, r: &mut Resolution) {
     let exact = table.entries_for_model(name);
     if !exact.is_empty() {
         r.stages.push(Stage::Exact);
         for &n in exact {
-            if let Some(c) = table.candidate(n) {
-                push(r, c, mode.limit);
-            }
+            push_entry(table, r, n, mode.limit);
         }
     }
     let aliases = table.candidates_for_alias(name);
@@ -192,9 +205,7 @@ fn name_query(table: &Table, name: &str, mode: Mode, r: &mut Resolution) {
             r.stages.push(Stage::CoreName);
         }
         for &n in variants {
-            if let Some(c) = table.candidate(n) {
-                push(r, c, mode.limit);
-            }
+            push_entry(table, r, n, mode.limit);
         }
     }
 }
@@ -244,7 +255,7 @@ fn tag_query(
             }
             continue;
         }
-        if !push(r, Candidate { channel: e.channel, upstream_model: e.id.clone() }, mode.limit) {
+        if !push_entry(table, r, n, mode.limit) {
             break;
         }
     }
