@@ -204,6 +204,12 @@ def test_client_errors_are_openai_shaped(fakes, router):
         (b"", 400, "invalid_json"),
         (b'{"messages": []}', 400, "missing_model"),
         (b'{"model": 42}', 400, "invalid_model"),
+        # What the router's own scanner refuses: bad UTF-8 in a string, nesting
+        # past 128 levels, a second "model", trailing bytes.
+        (b'{"model": "m", "messages": "\xff"}', 400, "invalid_json"),
+        (b'{"model": "m", "x": ' + b"[" * 10000 + b"}", 400, "invalid_json"),
+        (b'{"model": "m", "model": "m"}', 400, "invalid_json"),
+        (b'{"model": "m"} x', 400, "invalid_json"),
         (b'{"model": "no-such-model-xyz"}', 404, "model_not_found"),
     ]
     for body, status, code in cases:

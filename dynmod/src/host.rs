@@ -186,6 +186,7 @@ impl Host {
         }
     }
 
+    /// Replace the whole request body with `body` (Envoy has drain and append only).
     pub fn replace_request_body(&self, body: &[u8]) -> bool {
         // SAFETY: valid filter pointer; `body` lives for the call.
         unsafe {
