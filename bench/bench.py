@@ -296,7 +296,36 @@ def channel(cid, port, models=None, priority=10):
     return text
 
 
+def instructions_only():
+    """`make bench-instructions`: only the callgrind counts (a few minutes), for
+    comparing a change's cost on the request path before and after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file = str(Path(tmp) / "body.json")
+        Path(body_file).write_text(json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "x" * 900}]}))
+        up, up_port = start_upstream()
+        try:
+            three = [channel("a", up_port, priority=1), channel("b", up_port, ["other"]),
+                     channel("c", up_port, ["other2"])]
+            counted = instructions.run(
+                tmp, up_port, bare_config,
+                [("router-dm", router_config(three), "dynamic-module"), ("router", router_config(three), "wasm")],
+                lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
+        finally:
+            up.terminate()
+    base = next((c["instructions_per_request"] for c in counted if c["target"] == "bare-envoy"), None)
+    for c in counted:
+        n = c["instructions_per_request"]
+        print(f"  {c['target']:<14} {n or 0:>9,} {f'{n / base:.3f}x bare' if n and base else '-':>12}")
+    out = ROOT / "build" / "instructions.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(counted, indent=2))
+
+
 def main():
+    if "--instructions-only" in sys.argv:
+        return instructions_only()
+    if "--docs" in sys.argv:
+        return write_docs(json.loads((ROOT / "build" / "bench.json").read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         body_file = str(Path(tmp) / "body.json")
         filler = "x" * 900
@@ -481,10 +510,63 @@ def report(results, ttfe, resolve, counted, paired):
     print("\n".join(lines))
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(), "results": results,
+    out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(),
+                               "date": time.strftime("%Y-%m-%d"), "results": results,
                                "time_to_first_event": ttfe, "resolve": resolve, "paired_cpu_ratio_c16": paired,
                                "instructions_per_request_c16": counted}, indent=2))
     print(f"\nwrote {out}")
+    write_docs(json.loads(out.read_text()))
+
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:results -->", "<!-- /bench:results -->"
+
+
+def write_docs(data):
+    """The results section of docs/benchmarks.md, from one run's bench.json."""
+    results = {r["target"]: r for r in data["results"]}
+    bare = results.get("bare-envoy", {})
+    counted = {c["target"]: c["instructions_per_request"] for c in data.get("instructions_per_request_c16", [])}
+    paired = data.get("paired_cpu_ratio_c16", {})
+    base_instr = counted.get("bare-envoy")
+
+    def cpu(r, c):
+        v = r[c]["proxy_cpu_us_per_req"]
+        return f"{v:.0f} us" if v else "-"
+
+    def ratio(r, c):
+        v, b = r[c]["proxy_cpu_us_per_req"], bare.get(c, {}).get("proxy_cpu_us_per_req")
+        return f"{v / b:.2f}x" if v and b else "-"
+
+    rows = ["| target | p50 c1 | rps c16 | CPU/request c1 | c16 | x bare c1 | c16 | c16 paired | instructions/request | x bare | RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        n = counted.get(name)
+        p = paired.get(name)
+        pm = f"{p['median']:.2f}x" if p else "-"
+        rows.append(f"| `{name}` | {r['c1']['p50_ms']:.3f} ms | {r['c16']['rps']:.0f} | {cpu(r, 'c1')} | {cpu(r, 'c16')} "
+                    f"| {ratio(r, 'c1')} | {ratio(r, 'c16')} | {pm} "
+                    f"| {f'{n:,}' if n else '-'} | {f'{n / base_instr:.2f}x' if n and base_instr else '-'} "
+                    f"| {r.get('proxy_rss_mb', 0):.0f} MB |")
+    for name, n in counted.items():
+        if name not in results:
+            rows.append(f"| `{name}` | | | | | | | | {n:,} | {f'{n / base_instr:.2f}x' if n and base_instr else '-'} | |")
+    ttfe = ", ".join(f"{t} {v['p50_ms']:.3f} ms" for t, v in data.get("time_to_first_event", {}).items())
+    resolve = "; ".join(f"{t['table']}: build {t['build_ms']:.0f} ms, resolve p50 {t['resolve_p50_us']:.2f} us, "
+                        f"p99 {t['resolve_p99_us']:.2f} us" for t in data.get("resolve", []))
+    when = data.get("date", "")
+    text = "\n".join([
+        f"One run of `make bench` on {data['cores']} cores{f', {when}' if when else ''}"
+        f" (load average {data['loadavg'][0]:.2f} at the end). CPU/request is the least of the rounds;"
+        " instructions are callgrind's count at concurrency 16.",
+        "", *rows, "",
+        f"Streaming time to first event (p50, concurrency 1): {ttfe}.", "",
+        f"Model resolution in `router-core`: {resolve}.",
+    ])
+    doc = DOCS.read_text()
+    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    DOCS.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
+    print(f"wrote the results into {DOCS}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Control plane behaviour seen through a real Envoy: discovery fallback (F4) and
-the on-disk discovery cache (F6)."""
+"""Control plane behaviour seen through a real Envoy: discovery fallback and
+the on-disk discovery cache."""
 from harness import Fake, Router, free_port, request, wait_for
 
 

@@ -1,4 +1,4 @@
-"""Channel health through a real Envoy (SPEC F2, F3, F5): a broken channel stops
+"""Channel health through a real Envoy: a broken channel stops
 getting traffic at once, on every worker, and comes back by itself."""
 import http.client
 import time

@@ -1,4 +1,4 @@
-"""The model query language through a real Envoy (SPEC M1-M11, R2)."""
+"""The model query language through a real Envoy."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""Configuration changes reach a running Envoy without a restart (A8), and bad
+"""Configuration changes reach a running Envoy without a restart, and bad
 changes or a stopped control plane never take routing away."""
 import time
 

@@ -96,7 +96,7 @@ def test_alias_reaches_the_channels_own_model_name(fakes, router):
     [seen] = a.requests()
     assert seen["model"] == "ep-20250203083646-2szv9"
     body = json.loads(seen["body_head"])
-    # Only `model` changes; every other field passes through untouched (R4).
+    # Only `model` changes; every other field passes through untouched.
     assert body["temperature"] == 0.5 and body["tools"][0]["function"]["name"] == "f"
     assert body["messages"] == [{"role": "user", "content": "hi"}]
     assert seen["body_len"] == len(seen["body_head"].encode())

@@ -1,4 +1,4 @@
-"""Scoring and strategies through a real Envoy (SPEC S2-S8, R6)."""
+"""Scoring and strategies through a real Envoy."""
 import time
 
 import pytest

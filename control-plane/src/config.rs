@@ -1,6 +1,5 @@
-//! The one YAML file a user writes. Keys follow the seeds' `router_config.yaml`
-//! where they exist. Parsing is strict: an unknown key or a bad value is an error
-//! naming the file, the key path and why, never a silent default.
+//! The one YAML file a user writes. Parsing is strict: an unknown key or a bad
+//! value is an error naming the file, the key path and why, never a silent default.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,7 +19,7 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
-    /// Virtual model groups (SPEC M8). Validated here; see README for what routes today.
+    /// Virtual model groups. Validated here; see README for what routes today.
     #[serde(default)]
     pub model_groups: BTreeMap<String, ModelGroupConfig>,
     #[serde(default)]
@@ -181,7 +180,7 @@ impl Default for CircuitBreakerConfig {
 pub struct ModelFilters {
     pub min_context_length: Option<u64>,
     pub min_parameter_count: Option<f64>,
-    /// Accepted for the seeds' configs: non-chat models (embedding, rerank, speech,
+    /// Accepted for older configs: non-chat models (embedding, rerank, speech,
     /// image, moderation) are never routed as chat, so only `true` is allowed.
     pub exclude_embedding_models: Option<bool>,
     pub max_cost_per_1k: Option<f64>,
@@ -805,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn seeds_model_groups_and_strategies_parse() {
+    fn older_model_groups_and_strategies_parse() {
         let c = load_str(
             r#"
 routing:

@@ -106,7 +106,7 @@ impl From<String> for DiscoveryError {
     }
 }
 
-/// `GET {base_url}/models`: the channel's models, and a check of its key (F4, F5).
+/// `GET {base_url}/models`: the channel's models, and a check of its key.
 pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, DiscoveryError> {
     let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
     let agent: ureq::Agent =

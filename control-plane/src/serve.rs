@@ -21,7 +21,7 @@ use crate::table::{build, models_for, ChannelModels};
 use crate::{discovery, log, server, tokens};
 
 /// Discovery state of one channel. Results are tied to the URL and key they were
-/// fetched with: free and paid keys of one provider see different catalogues (F7).
+/// fetched with: free and paid keys of one provider see different catalogues.
 #[derive(Default)]
 struct Discovery {
     fingerprint: u64,
@@ -53,7 +53,7 @@ fn fingerprint(c: &ChannelConfig) -> u64 {
     crate::table::stable_hash(format!("{}\n{}", c.base_url, c.api_key).as_bytes())
 }
 
-/// One channel's last good discovery on disk (F6): `<data_dir>/cache/channels/<id>.json`.
+/// One channel's last good discovery on disk: `<data_dir>/cache/channels/<id>.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CachedDiscovery {
     fingerprint: u64,

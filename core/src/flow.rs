@@ -259,7 +259,7 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
     (ResponseVerdict::Pass(debug), Outcome { channels, failed: false })
 }
 
-/// The `x-router-*` headers of a routed answer (R6), as data; [`DebugHeaders::each`]
+/// The `x-router-*` headers of a routed answer, as data; [`DebugHeaders::each`]
 /// writes them out. Values are borrowed from the decision where they need no
 /// cleaning, and numbers are formatted on the stack: this runs on every answer.
 #[derive(Debug, PartialEq)]

@@ -1,4 +1,4 @@
-//! Virtual model groups (SPEC M8): `auto:free`, `auto:fast`, ... and user groups.
+//! Virtual model groups: `auto:free`, `auto:fast`, ... and user groups.
 //!
 //! A group is a predicate over the table's chat models, evaluated when a table is
 //! compiled, so a channel that starts serving a matching model joins the group with
@@ -20,7 +20,7 @@ pub struct GroupDoc {
     pub any_of: AnyOf,
     /// Explicit members, tried before the query's members, lowest priority first.
     pub members: Vec<GroupMember>,
-    /// The group's own strategy (the seeds' `routing_strategy`); none: the default.
+    /// The group's own strategy (`routing_strategy` in the YAML); none: the default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<crate::score::Strategy>,
 }
@@ -206,7 +206,7 @@ pub fn builtin_groups() -> Vec<GroupDoc> {
     ]
 }
 
-/// Tools and vision from the name when the provider did not say (SPEC M11).
+/// Tools and vision from the name when the provider did not say.
 /// Conservative: a model is assumed to support tools unless its family is known not
 /// to, since failing over from a tool-less model is cheap and excluding a capable one
 /// is not.

@@ -1,4 +1,4 @@
-//! Channel health (SPEC F2, F3) as pure state transitions.
+//! Channel health as pure state transitions.
 //!
 //! Error classes decide the scope and the cure:
 //! - 401/403, key invalid: the whole channel is out at once (not model by model)

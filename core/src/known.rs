@@ -1,5 +1,5 @@
 //! The built-in table of known models (`data/known_models.tsv`): parameter
-//! counts, context lengths and quality that a model's name does not say (S1, S5).
+//! counts, context lengths and quality that a model's name does not say.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

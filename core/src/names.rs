@@ -1,5 +1,5 @@
-//! Facts derived from a model name alone: its tags (M3), its core name (M5), its date
-//! suffix (M6), whether it is a chat model at all (M10) and the sizes it advertises (S1).
+//! Facts derived from a model name alone: its tags, its core name, its date
+//! suffix, whether it is a chat model at all and the sizes it advertises.
 //!
 //! Providers spell the same model many ways (`Qwen/Qwen3-235B-A22B`,
 //! `qwen/qwen3-235b-a22b:free`, `claude-3-haiku@20240307`), so everything here works on
@@ -15,7 +15,7 @@ fn is_separator(c: char) -> bool {
     matches!(c, ':' | '/' | '@' | '-' | '_') || c.is_whitespace()
 }
 
-/// M3: tags of a model name: lower-cased, split on ':' '/' '@' '-' '_' (and whitespace),
+/// The tags of a model name: lower-cased, split on ':' '/' '@' '-' '_' (and whitespace),
 /// and on '.' only where the '.' is NOT inside a version number (a '.' with a digit on both
 /// sides stays: "3.5", "v3.1", "4.5"). Empty parts dropped, duplicates dropped, first-seen order.
 ///
@@ -97,7 +97,7 @@ fn is_date(s: &str) -> bool {
     }
 }
 
-/// M6: the name without a trailing date suffix, if it has one. A date suffix is, after a final
+/// The name without a trailing date suffix, if it has one. A date suffix is, after a final
 /// '-' (or '@'), one of YYYYMMDD, YYYYMM, or YYYY-MM-DD, with year 2000..=2099, month 01..=12,
 /// day 01..=31. Returns None when there is no such suffix.
 ///
@@ -129,7 +129,7 @@ pub fn strip_date_suffix(name: &str) -> Option<&str> {
     }
 }
 
-/// M5: the core name, used to match a bare name across channels: lower-cased; the vendor
+/// The core name, used to match a bare name across channels: lower-cased; the vendor
 /// prefix up to and including the LAST '/' dropped; a ':variant' suffix (from the first ':'
 /// after the prefix) dropped; then a date suffix dropped (strip_date_suffix).
 ///
@@ -173,7 +173,7 @@ const NON_CHAT_TAGS: &[&str] = &["tts", "image", "audio", "flux", "e5", "gte", "
 const NON_CHAT_SUBSTRINGS: &[&str] =
     &["embedding", "rerank", "whisper", "moderation", "dall-e", "stable-diffusion", "sdxl", "imagen", "transcribe"];
 
-/// M10: a model that is not for chat: embedding, rerank, text-to-speech, speech-to-text,
+/// A model that is not for chat: embedding, rerank, text-to-speech, speech-to-text,
 /// image generation, moderation. Case-insensitive.
 ///
 /// The rule, chosen to avoid false positives on plain substrings:
@@ -193,7 +193,7 @@ pub fn is_non_chat(name: &str) -> bool {
     model_tags(&lower).iter().any(|t| NON_CHAT_TAGS.contains(&t.as_str()))
 }
 
-/// Sizes a model name advertises (S1). Every field is `None` when the name does not say.
+/// Sizes a model name advertises. Every field is `None` when the name does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SizeFacts {
     /// Total parameters, in billions.
@@ -252,7 +252,7 @@ fn max_opt<T: PartialOrd>(a: Option<T>, b: T) -> Option<T> {
     }
 }
 
-/// S1 (used later for scoring): parameter count in billions parsed from the name:
+/// Parameter count in billions parsed from the name:
 /// the largest "<number>b" tag (e.g. 235b, 7b, 0.6b, 1.5b, 270m -> 0.27); an "a22b"-style tag
 /// is the ACTIVE parameter count and is returned separately. Also "8x7b" -> 56.
 ///

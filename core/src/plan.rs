@@ -161,9 +161,9 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
     plan(table, requested, live).map(|p| p.plan)
 }
 
-/// Resolve, score with the active strategy (S3), leave out candidates whose
-/// breaker is open or whose key failed (F2, F3), and keep what the retry budget
-/// allows. Ties share traffic by weight (S7).
+/// Resolve, score with the active strategy, leave out candidates whose
+/// breaker is open or whose key failed, and keep what the retry budget
+/// allows. Ties share traffic by weight.
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;

@@ -1,4 +1,4 @@
-//! What the `model` field of a request asks for (M2, M8, M9): a tag query, a virtual
+//! What the `model` field of a request asks for: a tag query, a virtual
 //! group, or a bare name. Parsing is purely syntactic; whether anything matches is the
 //! table's business.
 
@@ -108,7 +108,7 @@ fn parse_tags(list: &str) -> Result<Query, QueryError> {
     Ok(Query::Tags { include, exclude })
 }
 
-/// M9: the tag query a bare name falls back to: its model_tags (so "kimi-free" -> include [kimi, free]).
+/// the tag query a bare name falls back to: its model_tags (so "kimi-free" -> include [kimi, free]).
 ///
 /// A name with no tags at all (empty, or only separators) gives an empty `include`;
 /// callers must treat that as matching nothing, not as "every tag satisfied".

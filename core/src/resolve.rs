@@ -1,13 +1,13 @@
-//! What may stand in `model` (SPEC M1-M11), resolved to ordered candidates.
+//! What may stand in `model`, resolved to ordered candidates.
 //!
 //! Routing and `explain` run this same code; explain only also collects what was
 //! left out and why. In order:
-//! 1. `tag:`/`tags:` queries: every positive tag, none of the negative ones (M2);
-//! 2. `auto:` groups (M8);
-//! 3. bare names: exact physical id on any channel (M1), then per-channel aliases
-//!    (M7), then, for a name that is its own core name, every chat model with that
-//!    core name (M5, M6) — all three together, in that order;
-//! 4. a bare name none of those know falls back to the tag query of its tags (M9).
+//! 1. `tag:`/`tags:` queries: every positive tag, none of the negative ones;
+//! 2. `auto:` groups;
+//! 3. bare names: exact physical id on any channel, then per-channel aliases
+//!   , then, for a name that is its own core name, every chat model with that
+//!    core name — all three together, in that order;
+//! 4. a bare name none of those know falls back to the tag query of its tags.
 //!
 //! Candidates come out in the table's preference order; scoring reorders them later.
 
@@ -388,9 +388,9 @@ mod tests {
     use crate::table::tests::{channel, doc};
     use crate::table::TableDoc;
 
-    /// A table shaped like the seeds' deployment: aggregators, a free tier, a local
+    /// A table shaped like a typical deployment: aggregators, a free tier, a local
     /// server, dated and vendor-prefixed names, non-chat models.
-    fn seeds_doc() -> TableDoc {
+    fn typical_doc() -> TableDoc {
         let mut groq = channel("groq", 1, &["llama-3.1-8b-instant", "qwen/qwen3-32b"]);
         groq.tags = vec!["free".into()];
         let openrouter = channel(
@@ -426,7 +426,7 @@ mod tests {
     }
 
     fn table() -> Table {
-        Table::compile(seeds_doc(), None).unwrap()
+        Table::compile(typical_doc(), None).unwrap()
     }
 
     fn found(t: &Table, q: &str) -> Vec<String> {
@@ -500,14 +500,14 @@ mod tests {
     }
 
     #[test]
-    fn seeds_examples() {
+    fn typical_examples() {
         let t = table();
         // "all paid GPT models"
         assert_eq!(
             found(&t, "tag:gpt,!free"),
             ["openrouter/openai/gpt-4o-mini", "openrouter/openai/gpt-4o", "openai/gpt-4o", "openai/gpt-4o-mini"]
         );
-        // The seeds' bug: tag:free,kimi must return the kimi model, in either order.
+        // A known bug in an earlier router: tag:free,kimi must return the kimi model, in either order.
         assert_eq!(found(&t, "tag:free,kimi"), ["openrouter/moonshotai/kimi-k2:free"]);
         assert_eq!(found(&t, "tag:kimi,free"), found(&t, "tag:free,kimi"));
         // Several negatives; the embedding model never appears in chat routing.
@@ -575,7 +575,7 @@ mod tests {
         assert!(found(&t, "auto:smart").contains(&"siliconflow/Qwen/Qwen3-235B-A22B".to_string()));
         assert!(found(&t, "auto:fast").contains(&"groq/llama-3.1-8b-instant".to_string()));
         // A new channel serving a matching model joins with no edit.
-        let mut d = seeds_doc();
+        let mut d = typical_doc();
         let mut extra = channel("newfree", 9, &["mistral-7b-instruct:free"]);
         extra.tags = vec![];
         d.channels.push(extra);
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn user_groups_with_query_filters_and_members() {
-        let mut d = seeds_doc();
+        let mut d = typical_doc();
         d.groups.push(crate::groups::GroupDoc {
             name: "my-qwen".into(),
             query: "tag:qwen3,!local".into(),

@@ -1,10 +1,10 @@
-//! Scoring and strategies (SPEC S1-S7): candidates ordered the way a cost-conscious
+//! Scoring and strategies: candidates ordered the way a cost-conscious
 //! user would order them by hand.
 //!
 //! Every field becomes a "goodness" in 0..=1 (higher is better); a strategy is a
 //! list of weighted fields; a candidate's score is the weighted mean. Unknown facts
 //! get a neutral prior, never zero, so a channel without data is not buried.
-//! Candidates whose scores tie within [`TIE`] share traffic by weight (S7).
+//! Candidates whose scores tie within [`TIE`] share traffic by weight.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +45,7 @@ impl Field {
         }
     }
 
-    /// Config names, including the seeds' `*_score` spellings.
+    /// Config names, including the `*_score` spellings older configs use.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name.trim_end_matches("_score") {
             "cost" | "effective_cost" => Self::Cost,
@@ -90,7 +90,7 @@ fn layers(spec: &[(Field, f64)]) -> Vec<Layer> {
 pub const BUILTIN: &[&str] =
     &["cost_first", "free_first", "local_first", "speed_optimized", "quality_optimized", "balanced"];
 
-/// The built-in strategies. Weights follow the seeds (`cost_first`: cost 40%,
+/// The built-in strategies. Weights (`cost_first`: cost 40%,
 /// parameters 25%, context 20%, speed 15%; `balanced`: cost 30%, speed 30%,
 /// quality 20%, reliability 20%); `free_first` and `local_first` put a dominant
 /// layer in front of `cost_first`.
@@ -222,7 +222,7 @@ pub fn goodness(field: Field, f: &Facts) -> f64 {
 
 /// A candidate never measured is assumed to be like the measured ones among the
 /// same candidates (their mean), not better or worse: a new channel neither jumps
-/// ahead of proven ones nor is buried behind them (S4's neutral prior).
+/// ahead of proven ones nor is buried behind them (neutral prior).
 pub fn fill_priors<T: AsMut<Facts>>(items: &mut [T]) {
     // Sums, not collected lists: this runs on every request.
     let (mut ttfb, mut success) = ((0.0, 0usize), (0.0, 0usize));
@@ -276,7 +276,7 @@ pub struct Ranked {
 /// Order candidate indexes best first: by score, then by channel priority. The
 /// candidates tied with the best (score within [`TIE`], same priority) share
 /// traffic: `rotation` (a request counter) picks which leads, in proportion to
-/// weight (S7). Pure: the same inputs give the same order.
+/// weight. Pure: the same inputs give the same order.
 pub fn order(ranked: &[Ranked], rotation: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ranked.len()).collect();
     // Scores closer than TIE are equal for ordering; stable sort keeps preference.
@@ -404,7 +404,7 @@ mod tests {
     }
 }
 
-/// Measured speed and reliability of one channel+model (S4), as moving averages
+/// Measured speed and reliability of one channel+model, as moving averages
 /// over all Envoy workers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Perf {

@@ -204,11 +204,11 @@ pub struct ModelEntry {
     /// The name the channel's provider uses.
     pub id: String,
     pub core: String,
-    /// Sorted tag ids: the model name's tags and its channel's tags (M3, M4).
+    /// Sorted tag ids: the model name's tags and its channel's tags.
     pub tags: Vec<u32>,
     pub context_length: Option<u64>,
     pub params_b: Option<f64>,
-    /// False for embedding, rerank, speech, image and moderation models (M10).
+    /// False for embedding, rerank, speech, image and moderation models.
     pub chat: bool,
     pub tools: bool,
     pub vision: bool,
@@ -268,7 +268,7 @@ pub struct Table {
     tag_index: Vec<Vec<u32>>,
     /// Physical model id -> entries.
     by_model: FastMap<String, Vec<u32>>,
-    /// Core name -> chat entries (M5, M6).
+    /// Core name -> chat entries.
     by_core: FastMap<String, Vec<u32>>,
     /// Alias (standard name) -> candidates on the channels that define it.
     by_alias: FastMap<String, Vec<Candidate>>,
@@ -667,7 +667,7 @@ impl Table {
     }
 }
 
-/// Whether a model passes group or routing filters (S6).
+/// Whether a model passes group or routing filters.
 pub fn admits(f: &crate::groups::GroupFilters, e: &ModelEntry) -> bool {
     let price = crate::score::blend(e.free || e.local, e.price_in, e.price_out);
     !(f.free_only && !e.free

@@ -1,4 +1,4 @@
-//! Channel health shared by every Envoy worker (SPEC F3).
+//! Channel health shared by every Envoy worker.
 //!
 //! One shared-data value (`sar.health`) holds the entries of channels that failed
 //! recently; each worker keeps a decoded copy, refreshed on tick when its CAS token

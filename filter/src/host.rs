@@ -3,7 +3,7 @@
 //! The proxy-wasm SDK panics when Envoy answers a host call with a status it does not
 //! expect, and a panic takes the VM down. Keeping the calls in one place makes them
 //! easy to audit: each is made only in a callback where Envoy 1.40 supports it
-//! (ENVOY_NOTES: a header map is read only in its own headers callback; a body is
+//! (a header map is read only in its own headers callback; a body is
 //! replaced only from offset 0). Errors become `None`/`false`, never a panic. Every
 //! host call also costs CPU on Envoy's side, so callers make as few as they can.
 

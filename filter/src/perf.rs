@@ -1,4 +1,4 @@
-//! Measured speed and reliability per channel+model (SPEC S4), shared by every
+//! Measured speed and reliability per channel+model, shared by every
 //! Envoy worker. Attempts add to a local batch (no host call); the attempt role's
 //! tick folds the batch into the shared moving averages (`sar.perf`) with
 //! compare-and-swap about once a second, and every worker re-reads them on tick.
