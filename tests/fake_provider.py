@@ -5,6 +5,11 @@ Used by the end-to-end tests and by `make run`. Standard library only.
 
     python3 tests/fake_provider.py --port PORT [--host 127.0.0.1] [--name NAME]
         [--models m1,m2] [--key KEY ...] [--ready-file PATH] [--verbose]
+        [--tls-cert CERT.pem --tls-key KEY.pem]
+
+With --tls-cert and --tls-key it speaks HTTPS with that certificate (a client
+that refuses the certificate never gets as far as sending a request, so nothing
+is recorded).
 
 Routes match on the path SUFFIX, so any base-URL prefix works
 (`/v1/chat/completions`, `/openai/v1/chat/completions`, ...):
@@ -34,6 +39,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -410,6 +416,12 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A client that refused our certificate (the TLS tests' point) is not news.
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Fake OpenAI-compatible LLM provider")
@@ -420,11 +432,17 @@ def main(argv=None):
     ap.add_argument("--key", action="append", default=[], help="accepted API key (repeatable)")
     ap.add_argument("--ready-file", help="write the bound port here once listening")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = ap.parse_args(argv)
 
     Handler.state = State(args.name, [m for m in args.models.split(",") if m], args.key)
     Handler.verbose = args.verbose
     server = Server((args.host, args.port), Handler)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     port = server.server_address[1]
 
     def stop(signum, frame):

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -76,8 +77,14 @@ class Response:
         return f"<Response {self.status} {self.body[:300]!r}>"
 
 
-def request(port, method, path, body=None, headers=None, timeout=30):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port, method, path, body=None, headers=None, timeout=30, tls=False):
+    """One HTTP/1.1 exchange with 127.0.0.1:port (`tls`: HTTPS without verifying
+    the certificate, for the test's own calls to a TLS fake)."""
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     h = dict(headers or {})
     data = body
     if body is not None and not isinstance(body, (bytes, str)):
@@ -95,20 +102,25 @@ def request(port, method, path, body=None, headers=None, timeout=30):
 class Fake:
     """A fake provider process."""
 
-    def __init__(self, name, models, keys=(), log_dir=None):
+    def __init__(self, name, models, keys=(), log_dir=None, tls=None, port=0):
+        """`tls`: (certificate, key) paths: the fake speaks HTTPS as `localhost`.
+        `port`: listen there (to take over a stopped fake's address)."""
         self.name = name
-        args = [sys.executable, os.path.join(HERE, "fake_provider.py"), "--port", "0",
+        self.tls = tls is not None
+        args = [sys.executable, os.path.join(HERE, "fake_provider.py"), "--port", str(port),
                 "--name", name, "--models", ",".join(models)]
         for k in keys:
             args += ["--key", k]
+        if tls:
+            args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().split()
         assert line and line[0] == "LISTENING", f"fake provider {name} did not start"
         self.port = int(line[1])
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = (f"https://localhost:{self.port}/v1" if self.tls else f"http://127.0.0.1:{self.port}/v1")
 
     def control(self, what, body=None, method="POST"):
-        r = request(self.port, method, f"/_control/{what}", body if body is not None else {})
+        r = request(self.port, method, f"/_control/{what}", body if body is not None else {}, tls=self.tls)
         assert r.status == 200, r
         return r.json()
 
@@ -133,10 +145,12 @@ class Fake:
 class Router:
     """The product: control plane + Envoy rendered from one YAML config."""
 
-    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra="", filter=None):
+    def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra="", filter=None,
+                 server_extra=""):
         self.dir = tmp_path
         self.filter = filter or FILTER
         self.control_plane_extra = control_plane_extra
+        self.server_extra = server_extra
         self.config_path = tmp_path / "router.yaml"
         self.envoy = None
         self.cp = None
@@ -164,7 +178,8 @@ class Router:
 
     def header(self):
         return (f"server:\n  listen: 127.0.0.1:{self.api_port}\n  admin: 127.0.0.1:{self.admin_port}\n"
-                f"control_plane:\n  listen: 127.0.0.1:{self.cp_port}\n  data_dir: {self.dir}/data\n"
+                + self.server_extra
+                + f"control_plane:\n  listen: 127.0.0.1:{self.cp_port}\n  data_dir: {self.dir}/data\n"
                 f"  reload_poll_ms: 100\n  table_poll_ms: 100\n  discovery_timeout: 3\n"
                 + self.control_plane_extra)
 

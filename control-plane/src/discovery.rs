@@ -106,35 +106,88 @@ impl From<String> for DiscoveryError {
     }
 }
 
-/// `GET {base_url}/models`: the channel's models, and a check of its key.
-pub fn discover(channel: &ChannelConfig, timeout: Duration) -> Result<Vec<ModelDoc>, DiscoveryError> {
-    let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-    let mut request = agent.get(&url);
-    if !channel.api_key.is_empty() {
-        request = request.header("authorization", &format!("Bearer {}", channel.api_key));
+/// The HTTP client for `GET {base_url}/models`. For `https` channels it trusts
+/// exactly the CA bundle Envoy trusts (`server.ca_file`) and checks that the
+/// certificate names the channel's host, as Envoy does: the two sides agree on
+/// which servers may see a key.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    /// Why the CA bundle could not be read, if it could not (https channels fail).
+    ca_problem: Option<String>,
+}
+
+impl Client {
+    pub fn new(ca_file: &str, timeout: Duration) -> Self {
+        let (roots, ca_problem) = match load_ca(ca_file) {
+            Ok(certs) => (ureq::tls::RootCerts::new_with_certs(&certs), None),
+            Err(e) => (ureq::tls::RootCerts::new_with_certs(&[]), Some(e)),
+        };
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .into();
+        Self { agent, ca_problem }
     }
-    let mut response = request.call().map_err(|e| DiscoveryError {
-        message: format!("GET {url}: {e}"),
-        key_rejected: false,
-        unreachable: true,
-    })?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        return Err(DiscoveryError {
-            message: format!("GET {url}: status {status}"),
-            key_rejected: matches!(status, 401 | 403),
-            unreachable: status >= 500,
-        });
+
+    /// Why https channels cannot be checked, if they cannot.
+    pub fn ca_problem(&self) -> Option<&str> {
+        self.ca_problem.as_deref()
     }
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))?;
-    parse_models(&body).map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))
+
+    /// `GET {base_url}/models`: the channel's models, and a check of its key.
+    pub fn discover(&self, channel: &ChannelConfig) -> Result<Vec<ModelDoc>, DiscoveryError> {
+        let url = format!("{}/models", channel.base_url.trim_end_matches('/'));
+        if let (Some(problem), true) = (&self.ca_problem, url.starts_with("https://")) {
+            return Err(DiscoveryError {
+                message: format!("GET {url}: {problem}"),
+                key_rejected: false,
+                unreachable: true,
+            });
+        }
+        let mut request = self.agent.get(&url);
+        if !channel.api_key.is_empty() {
+            request = request.header("authorization", &format!("Bearer {}", channel.api_key));
+        }
+        let mut response = request.call().map_err(|e| DiscoveryError {
+            message: format!("GET {url}: {e}"),
+            key_rejected: false,
+            unreachable: true,
+        })?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(DiscoveryError {
+                message: format!("GET {url}: status {status}"),
+                key_rejected: matches!(status, 401 | 403),
+                unreachable: status >= 500,
+            });
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))?;
+        parse_models(&body).map_err(|e| DiscoveryError::from(format!("GET {url}: {e}")))
+    }
+}
+
+/// Every certificate in a PEM bundle.
+fn load_ca(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA bundle {path} (server.ca_file): {e}"))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("the CA bundle {path} (server.ca_file) holds no certificate"));
+    }
+    Ok(certs)
 }
 
 pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {

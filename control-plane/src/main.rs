@@ -201,12 +201,16 @@ fn run(args: Args) -> Result<(), String> {
 /// One discovery round over every enabled channel, in parallel threads.
 fn discover_all(config: &config::Config) -> HashMap<String, Vec<router_core::table::ModelDoc>> {
     let timeout = std::time::Duration::from_secs(config.control_plane.discovery_timeout);
+    let client = discovery::Client::new(&config.server.ca_file, timeout);
     let handles: Vec<_> = config
         .channels
         .iter()
         .filter(|c| c.enabled && c.discover)
         .cloned()
-        .map(|c| std::thread::spawn(move || (c.id.clone(), discovery::discover(&c, timeout))))
+        .map(|c| {
+            let client = client.clone();
+            std::thread::spawn(move || (c.id.clone(), client.discover(&c)))
+        })
         .collect();
     let mut found = HashMap::new();
     for h in handles {

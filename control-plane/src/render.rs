@@ -3,7 +3,7 @@
 //! Envoy executes the plan the filter makes: one cluster per channel, a route whose
 //! `priority_group` cluster specifier takes the attempt order from metadata, and a
 //! retry policy that moves to the next group on 5xx, reset, connect failure, 401,
-//! 403 and 429. The filter chain is:
+//! 403, 408 and 429. The filter chain is:
 //!
 //! 1. wasm `router` role: answers listings and errors, sets the plan header;
 //! 2. `header_to_metadata`: plan header -> `smart_router.priority_groups` metadata;
@@ -144,7 +144,7 @@ fn retry_policy(config: &Config, num_retries: u32) -> Value {
     }
     json!({
         "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-        "retriable_status_codes": [401, 403, 429],
+        "retriable_status_codes": router_core::flow::FAILOVER_STATUSES,
         "num_retries": num_retries,
         // Each retry goes to the next channel: re-run the cluster specifier.
         "refresh_cluster_on_retry": true,
@@ -208,6 +208,10 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             ]}]},
         });
         if up.tls {
+            // The certificate must be signed by a trusted CA *and* name the
+            // channel's host: without the name check any certificate a trusted CA
+            // signed, for any host, would receive the channel's key.
+            let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
             cluster["transport_socket"] = json!({
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {
@@ -215,6 +219,7 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                     "sni": up.host,
                     "common_tls_context": {"validation_context": {
                         "trusted_ca": {"filename": config.server.ca_file},
+                        "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": up.host}}],
                     }},
                 },
             });
@@ -422,6 +427,32 @@ mod tests {
             names.push(format!("upstream:{}", f["name"].as_str().unwrap()));
         }
         names
+    }
+
+    #[test]
+    fn https_channels_verify_the_certificate_names_the_host() {
+        let text = "channels:\n  - id: a\n    base_url: https://api.example.com/v1\n  - id: b\n    base_url: https://10.0.0.2:8443/v1\n";
+        let c = crate::config::parse(text, "router.yaml", &|_| None).unwrap();
+        let opts = RenderOptions { wasm_path: "/f.wasm".into(), dynamic_module_path: None, table_token: "t".into() };
+        let b = bootstrap(&c, &opts).unwrap();
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let tls = |name: &str| {
+            let c = clusters.iter().find(|c| c["name"] == name).unwrap();
+            c["transport_socket"]["typed_config"].clone()
+        };
+        let a = tls("channel_a");
+        assert_eq!(a["sni"], "api.example.com");
+        let v = &a["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/etc/ssl/certs/ca-certificates.crt");
+        assert_eq!(
+            v["match_typed_subject_alt_names"],
+            json!([{"san_type": "DNS", "matcher": {"exact": "api.example.com"}}])
+        );
+        let b = tls("channel_b");
+        assert_eq!(
+            b["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0],
+            json!({"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.2"}})
+        );
     }
 
     #[test]

@@ -135,9 +135,28 @@ struct Runtime {
     /// Strategy set through the admin API; wins over the file until restart.
     strategy_override: Option<String>,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// Built for the CA bundle and timeout it was made with; rebuilt when they change.
+    client: Option<(String, u64, discovery::Client)>,
 }
 
 impl Runtime {
+    fn discovery_client(&mut self) -> discovery::Client {
+        let (ca, timeout) = (&self.config.server.ca_file, self.config.control_plane.discovery_timeout);
+        if let Some((c, t, client)) = &self.client {
+            if c == ca && *t == timeout {
+                return client.clone();
+            }
+        }
+        let client = discovery::Client::new(ca, Duration::from_secs(timeout));
+        if let Some(problem) = client.ca_problem() {
+            if self.config.channels.iter().any(|c| c.enabled && c.base_url.starts_with("https://")) {
+                log::error(&format!("{problem}: https channels cannot be checked"));
+            }
+        }
+        self.client = Some((ca.clone(), timeout, client.clone()));
+        client
+    }
+
     fn channel_models(&self) -> HashMap<String, ChannelModels> {
         self.config
             .channels
@@ -189,7 +208,7 @@ impl Runtime {
         let interval = self.check_interval();
         // A failed discovery is retried sooner than a successful one is refreshed.
         let retry = interval.min(Duration::from_secs(60));
-        let timeout = Duration::from_secs(self.config.control_plane.discovery_timeout);
+        let client = self.discovery_client();
         let mut started = 0;
         // Channels that discover, and channels with a key to check.
         for c in self.config.channels.iter().filter(|c| c.enabled && (c.discover || !c.api_key.is_empty())) {
@@ -210,8 +229,9 @@ impl Runtime {
             d.last_attempt = Some(Instant::now());
             let channel = c.clone();
             let tx = self.done_tx.clone();
+            let client = client.clone();
             tokio::task::spawn_blocking(move || {
-                let result = discovery::discover(&channel, timeout);
+                let result = client.discover(&channel);
                 let _ = tx.send(Done { channel: channel.id.clone(), fingerprint: fp, result });
             });
             started += 1;
@@ -453,6 +473,7 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
         current: None,
         strategy_override: None,
         done_tx,
+        client: None,
     };
 
     // Channels with a fresh enough disk cache start from it, without calling /models.
