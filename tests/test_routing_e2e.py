@@ -121,6 +121,21 @@ def test_failover_503_429_then_200_json(fakes, router):
         assert seen["model"] == "m"
 
 
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504, 401, 403, 429])
+def test_every_failover_status_moves_to_the_next_channel(fakes, router, status):
+    a = fakes("A", ["m"], KEYS["a"])
+    b = fakes("B", ["m"], KEYS["b"])
+    r = router("channels:\n" + channel_yaml("a", a, priority=1, key=KEYS["a"])
+               + channel_yaml("b", b, priority=2, key=KEYS["b"]))
+    a.behave(status=status)
+    resp = r.chat("m")
+    assert resp.status == 200, resp
+    assert resp.json()["provider"] == "B"
+    assert resp.headers["x-router-channel"] == "b"
+    assert resp.headers["x-router-attempts"] == "2"
+    assert [x["status"] for x in a.requests()] == [status]
+
+
 def read_sse(port, body, timeout=20):
     """POST a streaming request; return (status, headers, [(arrival_time, event_json)])."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

@@ -27,6 +27,16 @@ pub const ENDPOINT: &str = "/chat/completions";
 /// Marks a 400 context-length error the attempt side turned into a retriable 503.
 pub const CONTEXT_EXCEEDED_HEADER: &str = "x-sar-context-exceeded";
 
+/// Statuses below 500 that Envoy retries on the next channel of the plan (as it
+/// does every 5xx, a reset and a refused connection): a rejected key, a request
+/// timeout and a rate limit are the channel's trouble, not the request's.
+pub const FAILOVER_STATUSES: [u16; 4] = [401, 403, 408, 429];
+
+/// Whether an attempt that answered `status` is failed over (0: no answer).
+pub fn fails_over(status: u16) -> bool {
+    status == 0 || status >= 500 || FAILOVER_STATUSES.contains(&status)
+}
+
 /// What to do after the request headers.
 #[derive(Debug, PartialEq)]
 pub enum HeadersVerdict {
@@ -209,9 +219,9 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
     attempt_count: Option<usize>,
 ) -> (ResponseVerdict<'_>, Outcome<'_>) {
     let tried = attempt_count.unwrap_or(1).clamp(1, d.attempts.len().max(1));
-    // Envoy retries 5xx, resets, connect failures, 401, 403 and 429; if one of them
-    // reaches us, every attempt of the plan has failed.
-    let failed = status == 0 || status >= 500 || matches!(status, 401 | 403 | 429);
+    // Envoy retries these; if one of them reaches us, every attempt of the plan
+    // has failed.
+    let failed = fails_over(status);
     let channels: Vec<&str> = d.attempts[..tried.min(d.attempts.len())]
         .iter()
         .filter_map(|a| d.table.channel(a.channel).map(|c| c.id.as_str()))
