@@ -25,9 +25,12 @@ use serde_json::{json, Value};
 
 use crate::config::{parse_base_url, Config};
 use crate::table::cluster_name;
+use router_core::roles::config::{
+    AttemptConfig, ClearRouteConfig, ControlPlaneLink, FilterConfig, RouterConfig, ServiceConfig, METADATA_NAMESPACE,
+    PLAN_HEADER, PRIORITY_GROUPS_KEY,
+};
 use router_core::wire::RETRIES_OVERRIDE_PREFIX;
 
-pub const METADATA_NAMESPACE: &str = "smart_router";
 pub const CONTROL_PLANE_CLUSTER: &str = "smart_router_control_plane";
 /// Target of the route when no plan was set (never reached by chat requests, which
 /// always carry a plan): a cluster with no endpoints, so Envoy answers 503.
@@ -54,11 +57,11 @@ fn vm_config(wasm_path: &str) -> Value {
     })
 }
 
-fn plugin_configuration(value: Value) -> Value {
-    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value.to_string()})
+fn plugin_configuration(value: &str) -> Value {
+    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value})
 }
 
-fn wasm_filter(name: &str, wasm_path: &str, configuration: Value) -> Value {
+fn wasm_filter(name: &str, wasm_path: &str, configuration: &FilterConfig) -> Value {
     json!({
         "name": name,
         "typed_config": {
@@ -67,7 +70,7 @@ fn wasm_filter(name: &str, wasm_path: &str, configuration: Value) -> Value {
                 "name": name,
                 "root_id": name,
                 "vm_config": vm_config(wasm_path),
-                "configuration": plugin_configuration(configuration),
+                "configuration": plugin_configuration(&configuration.to_json()),
                 // A VM panic: ~1 s of 503s, then Envoy reloads the VM.
                 "failure_policy": "FAIL_RELOAD",
                 // Lets the filter pause in the headers callback and read the body.
@@ -77,7 +80,7 @@ fn wasm_filter(name: &str, wasm_path: &str, configuration: Value) -> Value {
     })
 }
 
-fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) -> Value {
+fn dynamic_module_filter(name: &str, module_path: &str, configuration: &FilterConfig) -> Value {
     json!({
         "name": name,
         "typed_config": {
@@ -88,7 +91,7 @@ fn dynamic_module_filter(name: &str, module_path: &str, configuration: Value) ->
                 "do_not_close": true,
             },
             "filter_name": name,
-            "filter_config": plugin_configuration(configuration),
+            "filter_config": plugin_configuration(&configuration.to_json()),
         }
     })
 }
@@ -115,7 +118,7 @@ fn cluster_specifier(config: &Config, opts: &RenderOptions) -> Value {
                     "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier",
                     "dynamic_module_config": {"module": {"local": {"filename": module}}, "do_not_close": true},
                     "specifier_name": "smart_router",
-                    "specifier_config": plugin_configuration(json!({"no_channel_cluster": NO_CHANNEL_CLUSTER})),
+                    "specifier_config": plugin_configuration(&json!({"no_channel_cluster": NO_CHANNEL_CLUSTER}).to_string()),
                     "route_action_overrides": overrides,
                 },
             })
@@ -229,12 +232,14 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
     }
 
     let max_body = config.server.max_body_bytes;
-    let router_config = json!({
-        "role": "router",
-        "clusters": cluster_names,
-        "max_body_bytes": max_body,
-        "num_retries": config.routing.max_retry_attempts,
-    });
+    let router_config = |control_plane: Option<ControlPlaneLink>| {
+        FilterConfig::Router(RouterConfig {
+            clusters: cluster_names.clone(),
+            max_body_bytes: max_body,
+            num_retries: Some(config.routing.max_retry_attempts as usize),
+            control_plane,
+        })
+    };
     let too_large = format!("request body is larger than the router's limit of {max_body} bytes");
 
     let upstream_codec = json!({
@@ -243,18 +248,19 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
     });
     let http_filters = match &opts.dynamic_module_path {
         Some(module) => {
-            let mut router_config = router_config.clone();
-            router_config["control_plane"] = json!(config.control_plane.listen);
-            router_config["token"] = json!(opts.table_token);
-            router_config["poll_ms"] = json!(config.control_plane.table_poll_ms);
+            let link = ControlPlaneLink {
+                address: config.control_plane.listen.clone(),
+                token: opts.table_token.clone(),
+                poll_ms: config.control_plane.table_poll_ms,
+            };
             json!([
-                dynamic_module_filter("smart_router", module, router_config),
+                dynamic_module_filter("smart_router", module, &router_config(Some(link))),
                 {
                     "name": "envoy.filters.http.router",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                         "upstream_http_filters": [
-                            dynamic_module_filter("smart_router_attempt", module, json!({"role": "attempt"})),
+                            dynamic_module_filter("smart_router_attempt", module, &FilterConfig::Attempt(AttemptConfig {})),
                             upstream_codec,
                         ],
                     },
@@ -262,16 +268,16 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             ])
         }
         None => json!([
-        wasm_filter("smart_router", &opts.wasm_path, router_config),
+        wasm_filter("smart_router", &opts.wasm_path, &router_config(None)),
         {
             "name": "envoy.filters.http.header_to_metadata",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
                 "request_rules": [{
-                    "header": "x-sar-plan",
+                    "header": PLAN_HEADER,
                     "on_header_present": {
                         "metadata_namespace": METADATA_NAMESPACE,
-                        "key": "priority_groups",
+                        "key": PRIORITY_GROUPS_KEY,
                         "type": "PROTOBUF_VALUE",
                         "encode": "BASE64",
                     },
@@ -279,13 +285,13 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                 }],
             },
         },
-        wasm_filter("smart_router_clear", &opts.wasm_path, json!({"role": "clear_route"})),
+        wasm_filter("smart_router_clear", &opts.wasm_path, &FilterConfig::ClearRoute(ClearRouteConfig {})),
         {
             "name": "envoy.filters.http.router",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                 "upstream_http_filters": [
-                    wasm_filter("smart_router_attempt", &opts.wasm_path, json!({"role": "attempt"})),
+                    wasm_filter("smart_router_attempt", &opts.wasm_path, &FilterConfig::Attempt(AttemptConfig {})),
                     upstream_codec,
                 ],
             },
@@ -309,12 +315,9 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
             "idle_timeout": format!("{}s", config.routing.idle_timeout),
         },
     });
-    if opts.dynamic_module_path.is_none() {
-        // A client's own credential never reaches a provider; the attempt filter sets
-        // the channel's key (and overwrites or removes `authorization`). The
-        // dynamic module removes `x-api-key` itself (cheaper than a route rule).
-        route["request_headers_to_remove"] = json!(["x-api-key"]);
-    }
+    // A client's own credentials never reach a provider, on any path: Envoy drops
+    // them before the first attempt, and each attempt sets only its channel's key.
+    route["request_headers_to_remove"] = json!(["authorization", "x-api-key"]);
 
     let hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -361,13 +364,12 @@ pub fn bootstrap(config: &Config, opts: &RenderOptions) -> Result<Value, String>
                     "name": "smart_router_service",
                     "root_id": "smart_router_service",
                     "vm_config": vm_config(&opts.wasm_path),
-                    "configuration": plugin_configuration(json!({
-                        "role": "service",
-                        "control_plane_cluster": CONTROL_PLANE_CLUSTER,
-                        "control_plane_authority": config.control_plane.listen,
-                        "token": opts.table_token,
-                        "poll_ms": config.control_plane.table_poll_ms,
-                    })),
+                    "configuration": plugin_configuration(&FilterConfig::Service(ServiceConfig {
+                        control_plane_cluster: CONTROL_PLANE_CLUSTER.into(),
+                        control_plane_authority: config.control_plane.listen.clone(),
+                        token: opts.table_token.clone(),
+                        poll_ms: config.control_plane.table_poll_ms,
+                    }).to_json()),
                 },
             },
         }],
@@ -501,8 +503,8 @@ mod tests {
             serde_json::from_str(hcm["http_filters"][0]["typed_config"]["filter_config"]["value"].as_str().unwrap())
                 .unwrap();
         assert_eq!(cfg["role"], "router");
-        assert_eq!(cfg["control_plane"], "127.0.0.1:7602");
-        assert_eq!(cfg["token"], "t");
+        assert_eq!(cfg["control_plane"]["address"], "127.0.0.1:7602");
+        assert_eq!(cfg["control_plane"]["token"], "t");
         assert_eq!(
             hcm["http_filters"][0]["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"],
             "/lib.so"

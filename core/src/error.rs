@@ -83,6 +83,31 @@ pub fn ascii_safe(s: &str, max: usize) -> String {
     out
 }
 
+/// `body` with every occurrence of `secret` masked in place (its first three
+/// bytes kept, the rest `*`, so the length and the JSON around it stay valid);
+/// `None` when it does not occur. For provider error bodies, which some
+/// providers fill with the key they were sent.
+pub fn mask_secret(body: &[u8], secret: &str) -> Option<Vec<u8>> {
+    let secret = secret.as_bytes();
+    if secret.len() < 6 || body.len() < secret.len() {
+        return None;
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i + secret.len() <= body.len() {
+        if body.get(i..i + secret.len()) == Some(secret) {
+            let buf = out.get_or_insert_with(|| body.to_vec());
+            if let Some(hidden) = buf.get_mut(i + 3..i + secret.len()) {
+                hidden.fill(b'*');
+            }
+            i += secret.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +119,16 @@ mod tests {
         assert_eq!(v["error"]["message"], "model \"x\" not found");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "model_not_found");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_place() {
+        let body = br#"{"error":{"message":"bad key sk-abcdef123 and sk-abcdef123"}}"#;
+        let masked = mask_secret(body, "sk-abcdef123").unwrap();
+        assert_eq!(masked.len(), body.len());
+        assert_eq!(masked, br#"{"error":{"message":"bad key sk-********* and sk-*********"}}"#.to_vec());
+        assert_eq!(mask_secret(b"nothing here", "sk-abcdef123"), None);
+        assert_eq!(mask_secret(b"short k", "k"), None, "too short to tell from text");
     }
 
     #[test]

@@ -73,10 +73,12 @@ pub fn on_request_headers<S: AsRef<str>>(
         return HeadersVerdict::Reply(200, table.health_json().to_string());
     }
     if table.auth.enabled {
-        let presented = header("authorization")
-            .map(|v| v.as_ref().strip_prefix("Bearer ").unwrap_or(v.as_ref()).trim().to_string())
-            .or_else(|| header("x-api-key").map(|v| v.as_ref().trim().to_string()));
-        if !presented.is_some_and(|p| table.auth.tokens.contains(&p)) {
+        let authorization = header("authorization");
+        let presented = match &authorization {
+            Some(v) => client_token(v.as_ref()).map(str::to_string),
+            None => header("x-api-key").map(|v| v.as_ref().trim().to_string()),
+        };
+        if !presented.is_some_and(|p| table.auth.tokens.iter().any(|t| same_secret(t, &p))) {
             return HeadersVerdict::fail(&RouterError::unauthorized(
                 "missing or invalid router API token (Authorization: Bearer sar-...)",
             ));
@@ -105,6 +107,25 @@ pub fn on_request_headers<S: AsRef<str>>(
         )),
         _ => HeadersVerdict::fail(&RouterError::not_found_path(route)),
     }
+}
+
+/// The token in an `Authorization` value: `Bearer <token>` (the scheme in any
+/// case, OpenAI's and RFC 6750's form) or the bare token. Another scheme
+/// (`Basic ...`) is no token.
+pub fn client_token(value: &str) -> Option<&str> {
+    let v = value.trim();
+    match v.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest.trim()),
+        Some(_) => None,
+        None => Some(v),
+    }
+}
+
+/// Token comparison in constant time for tokens of one length, so a token
+/// cannot be guessed byte by byte from how long a refusal takes.
+pub fn same_secret(expected: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
 /// What the router decided for a chat request, kept for the response phase.
@@ -369,8 +390,6 @@ pub struct AttemptPlan<'t> {
     pub channel_handle: u32,
     /// New `:path`, when the channel's differs from the client's.
     pub path: Option<String>,
-    /// Remove the client's `authorization` (the channel uses another key header).
-    pub remove_authorization: bool,
     /// The channel's key header and value, if it has a key.
     pub auth: Option<(&'t str, &'t str)>,
     /// New `content-length`, when any attempt of the plan changes the body's length
@@ -382,23 +401,35 @@ pub struct AttemptPlan<'t> {
     pub model: String,
 }
 
+/// Why an attempt cannot be prepared.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttemptError<'a> {
+    /// The plan names a channel the current table no longer has (a reload
+    /// removed it while the request was in flight).
+    ChannelGone(&'a str),
+    /// The plan is empty or unreadable.
+    Corrupt,
+}
+
 /// The rewrites for attempt `number` (Envoy counts from 1). Past the end of the
 /// plan the cluster specifier repeats the last group, and so does this.
-pub fn attempt_rewrite<'t>(state: &AttemptView, number: usize, table: &'t Table) -> Result<AttemptPlan<'t>, String> {
-    let rewrite = state.attempt(number).ok_or("the attempt plan is empty")?;
-    let (channel_handle, channel) = table
-        .channel_by_id(rewrite.channel_id)
-        .ok_or_else(|| format!("channel {} vanished from the table", rewrite.channel_id))?;
+pub fn attempt_rewrite<'t, 'p>(
+    state: &AttemptView<'p>,
+    number: usize,
+    table: &'t Table,
+) -> Result<AttemptPlan<'t>, AttemptError<'p>> {
+    let rewrite = state.attempt(number).ok_or(AttemptError::Corrupt)?;
+    let (channel_handle, channel) =
+        table.channel_by_id(rewrite.channel_id).ok_or(AttemptError::ChannelGone(rewrite.channel_id))?;
     let model = match rewrite.model_literal {
         Some(lit) => crate::wire::json_string(lit),
         None => state.requested(),
     }
-    .ok_or("the attempt plan's model is corrupt")?;
+    .ok_or(AttemptError::Corrupt)?;
     Ok(AttemptPlan {
         channel,
         channel_handle,
         path: (!state.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
-        remove_authorization: channel.auth_header != "authorization",
         auth: (!channel.auth_header.is_empty()).then_some((channel.auth_header.as_str(), channel.auth_value.as_str())),
         content_length: state.rewrites_model.then(|| state.body_len_for(&rewrite)),
         splice: rewrite.model_literal.map(|lit| (state.model_span, lit.to_string())),
@@ -441,9 +472,8 @@ pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
 /// the request is then remembered as abandoned and its late attempt dropped.
 #[derive(Default)]
 pub struct UnansweredLedger {
-    // (Keys are the router's own request ids: the fast hasher is safe.)
-    pending: crate::fasthash::FastMap<u64, Vec<(String, String)>>,
-    abandoned: std::collections::HashSet<u64, std::hash::BuildHasherDefault<crate::fasthash::FxHasher>>,
+    pending: hashbrown::HashMap<u64, Vec<(String, String)>>,
+    abandoned: hashbrown::HashSet<u64>,
 }
 
 impl UnansweredLedger {
@@ -536,6 +566,9 @@ mod tests {
             })
         };
         assert!(matches!(with(Some("Bearer sar-1")), HeadersVerdict::Reply(200, _)));
+        assert!(matches!(with(Some("bearer  sar-1 ")), HeadersVerdict::Reply(200, _)));
+        assert!(matches!(with(Some("sar-1")), HeadersVerdict::Reply(200, _)));
+        assert!(matches!(with(Some("Basic sar-1")), HeadersVerdict::Reply(401, _)));
         assert!(matches!(with(Some("Bearer nope")), HeadersVerdict::Reply(401, _)));
         assert!(matches!(with(None), HeadersVerdict::Reply(401, _)));
         // /health stays open for probes.
@@ -561,7 +594,6 @@ mod tests {
         let first = attempt_rewrite(&view, 1, &t).unwrap();
         assert_eq!(first.channel.id, "a");
         assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
-        assert!(!first.remove_authorization);
         assert_eq!(first.auth, Some(("authorization", "Bearer key-a")));
         assert!(first.splice.is_none());
         assert_eq!(first.content_length, Some(body.len()), "another attempt changes the length");
@@ -569,7 +601,6 @@ mod tests {
         let second = attempt_rewrite(&view, 2, &t).unwrap();
         assert_eq!(second.channel.id, "b");
         assert_eq!(second.path.as_deref(), Some("/api/v1/chat/completions"));
-        assert!(second.remove_authorization);
         assert_eq!(second.auth, Some(("x-api-key", "key-b")));
         assert_eq!(second.model, "vendor/m");
         let (span, literal) = second.splice.clone().unwrap();

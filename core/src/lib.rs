@@ -13,11 +13,11 @@
 //! - [`score`]: strategies and scores that order candidates.
 //! - [`plan`]: the resolved candidates cut to an ordered plan of attempts.
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
-//! - [`flow`]: what the router does with one request, for both Envoy shims.
+//! - [`flow`]: what the router decides for one request.
+//! - [`roles`]: the router's Envoy filters, for both Envoy hosts.
 //! - [`error`]: OpenAI-shaped errors.
 
 pub mod error;
-pub mod fasthash;
 pub mod flow;
 pub mod groups;
 pub mod health;
@@ -27,6 +27,7 @@ pub mod plan;
 pub mod query;
 pub mod request;
 pub mod resolve;
+pub mod roles;
 pub mod score;
 pub mod table;
 #[cfg(test)]

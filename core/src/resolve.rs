@@ -4,8 +4,8 @@
 //! left out and why. In order:
 //! 1. `tag:`/`tags:` queries: every positive tag, none of the negative ones;
 //! 2. `auto:` groups;
-//! 3. bare names: exact physical id on any channel, then per-channel aliases
-//!   , then, for a name that is its own core name, every chat model with that
+//! 3. bare names: exact physical id on any channel, then per-channel aliases,
+//!    then, for a name that is its own core name, every chat model with that
 //!    core name — all three together, in that order;
 //! 4. a bare name none of those know falls back to the tag query of its tags.
 //!

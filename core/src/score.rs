@@ -433,9 +433,7 @@ pub const PERF_TTL_MS: u64 = 300_000;
 #[derive(Debug, Clone, Default)]
 pub struct PerfBatch {
     /// key -> (attempts, answered, timed, summed time to first byte in ms)
-    // (Keys are the table's channel ids and model names, not client input: the
-    // fast hasher is safe, and this runs on every answer.)
-    counts: crate::fasthash::FastMap<String, (u64, u64, u64, f64)>,
+    counts: hashbrown::HashMap<String, (u64, u64, u64, f64)>,
 }
 
 impl PerfBatch {

@@ -11,10 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fasthash::FastMap;
 use crate::groups::{builtin_groups, name_capabilities, GroupDoc};
 use crate::names::{core_name, is_non_chat, model_tags, size_facts};
 use crate::query::{parse, Query};
+use hashbrown::HashMap;
 
 /// The contract version. A filter refuses a table with another schema rather than
 /// misreading it; fields may be added within a schema (unknown fields are ignored).
@@ -182,6 +182,18 @@ pub struct Channel {
     pub key_ok_ms: u64,
 }
 
+impl Channel {
+    /// The provider key itself (the auth header's value without its scheme), to
+    /// mask it wherever a provider quotes it back.
+    pub fn secret(&self) -> &str {
+        let v = self.auth_value.as_str();
+        match v.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v.get(7..).unwrap_or_default().trim(),
+            _ => v,
+        }
+    }
+}
+
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel").field("id", &self.id).field("cluster", &self.cluster).finish()
@@ -260,18 +272,18 @@ pub struct Table {
     pub routing: RoutingDoc,
     pub auth: AuthDoc,
     pub channels: Vec<Channel>,
-    channel_index: FastMap<String, u32>,
+    channel_index: HashMap<String, u32>,
     pub entries: Vec<ModelEntry>,
     tag_names: Vec<String>,
-    tag_ids: FastMap<String, u32>,
+    tag_ids: HashMap<String, u32>,
     /// Tag id -> entries having it, ascending (= preference order).
     tag_index: Vec<Vec<u32>>,
     /// Physical model id -> entries.
-    by_model: FastMap<String, Vec<u32>>,
+    by_model: HashMap<String, Vec<u32>>,
     /// Core name -> chat entries.
-    by_core: FastMap<String, Vec<u32>>,
+    by_core: HashMap<String, Vec<u32>>,
     /// Alias (standard name) -> candidates on the channels that define it.
-    by_alias: FastMap<String, Vec<Candidate>>,
+    by_alias: HashMap<String, Vec<Candidate>>,
     groups: BTreeMap<String, Group>,
     models_json: String,
     health_json: String,
@@ -350,13 +362,13 @@ impl Table {
         order.sort_by_key(|&i| (doc.channels[i].priority, i));
 
         let mut channels = Vec::new();
-        let mut channel_index = FastMap::default();
+        let mut channel_index = HashMap::default();
         let mut skipped_channels = Vec::new();
         let mut interner = Interner::default();
-        let mut facts_by_name: FastMap<&str, NameFacts> = FastMap::default();
+        let mut facts_by_name: HashMap<&str, NameFacts> = HashMap::default();
         let mut alias_cores: Vec<(String, u32)> = Vec::new();
         let mut entries: Vec<ModelEntry> = Vec::new();
-        let mut by_alias: FastMap<String, Vec<Candidate>> = FastMap::default();
+        let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::default();
         for &i in &order {
             let c = &doc.channels[i];
             if let Some(known) = known_clusters {
@@ -372,7 +384,7 @@ impl Table {
             let channel_local = channel_tags.iter().any(|t| t == "local");
             let channel_tag_ids: Vec<u32> = channel_tags.iter().map(|t| interner.id(t)).collect();
             // This channel's entries by model id, to attach alias names below.
-            let mut own: FastMap<&str, usize> = FastMap::default();
+            let mut own: HashMap<&str, usize> = HashMap::default();
             for m in &c.models {
                 if own.contains_key(m.id.as_str()) {
                     continue;
@@ -447,8 +459,8 @@ impl Table {
         }
 
         let mut tag_index: Vec<Vec<u32>> = vec![Vec::new(); interner.names.len()];
-        let mut by_model: FastMap<String, Vec<u32>> = FastMap::default();
-        let mut by_core: FastMap<String, Vec<u32>> = FastMap::default();
+        let mut by_model: HashMap<String, Vec<u32>> = HashMap::default();
+        let mut by_core: HashMap<String, Vec<u32>> = HashMap::default();
         for (n, e) in entries.iter().enumerate() {
             let n = u32::try_from(n).map_err(|_| TableError("too many models".into()))?;
             for &t in &e.tags {
@@ -685,7 +697,7 @@ pub fn admits(f: &crate::groups::GroupFilters, e: &ModelEntry) -> bool {
 #[derive(Default)]
 struct Interner {
     names: Vec<String>,
-    ids: FastMap<String, u32>,
+    ids: HashMap<String, u32>,
 }
 
 impl Interner {

@@ -1,24 +1,48 @@
-//! Safe wrappers over the Envoy callbacks a filter makes. Each takes the filter's
-//! Envoy pointer, which Envoy guarantees valid until the filter is destroyed; the
-//! buffers Envoy returns are copied or used before the hook returns.
+//! The roles' [`Host`] for the dynamic module: safe wrappers over the Envoy
+//! callbacks a filter makes.
+//!
+//! [`ModuleHost`] is made per hook from the filter's Envoy pointer, which Envoy
+//! guarantees valid until the filter is destroyed. Anything read from Envoy in
+//! place (a header value, a body chunk, metadata) is borrowed from the host
+//! (`&self`), and everything that changes the stream takes `&mut self`: a view
+//! into Envoy's memory cannot outlive a change that may move it, and cannot leave
+//! the hook.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use router_core::roles::config::{LOCAL_REPLY_DETAILS, METADATA_NAMESPACE, PLAN_METADATA_KEY};
+use router_core::roles::Host;
 
 use crate::abi::{
     self, BodyType, EnvoyBuffer, EnvoyFilter, EnvoyHttpHeader, HeaderType, MetadataSource, ModuleBuffer,
-    ModuleHttpHeader,
+    ModuleHttpHeader, ATTEMPT_COUNT_ATTRIBUTE,
 };
+use crate::state::{self, Process};
 
-#[derive(Clone, Copy)]
-pub struct Host(pub EnvoyFilter);
+const REQ: HeaderType = HeaderType::RequestHeader;
+const RESP: HeaderType = HeaderType::ResponseHeader;
 
-impl Host {
-    /// Every header of one map, fetched in two calls. Cheaper than a lookup per
-    /// name once a hook reads more than one: Envoy builds a lower-cased key for
-    /// every lookup. The entries point into Envoy's map, so the list must be
-    /// dropped before this hook sets or removes any header.
-    pub fn headers(&self, kind: HeaderType) -> HeaderList {
+pub struct ModuleHost {
+    envoy: EnvoyFilter,
+    /// The request headers, read whole on first use: one read costs less than a
+    /// lookup per name once a hook needs more than one (Envoy builds a
+    /// lower-cased key for each lookup).
+    request_headers: OnceCell<HeaderList>,
+}
+
+impl ModuleHost {
+    /// # Safety
+    /// `envoy` is the filter's Envoy pointer, passed to the current hook.
+    pub unsafe fn new(envoy: EnvoyFilter) -> Self {
+        Self { envoy, request_headers: OnceCell::new() }
+    }
+
+    /// Every header of one map, fetched in two calls.
+    fn headers(&self, kind: HeaderType) -> HeaderList {
         // SAFETY: valid filter pointer; the array is sized as Envoy says.
         unsafe {
-            let n = abi::envoy_dynamic_module_callback_http_get_headers_size(self.0, kind);
+            let n = abi::envoy_dynamic_module_callback_http_get_headers_size(self.envoy, kind);
             let mut list = HeaderList { on_stack: [EnvoyHttpHeader::NULL; 16], on_heap: Vec::new(), len: n };
             let entries = if n <= list.on_stack.len() {
                 &mut list.on_stack[..n]
@@ -26,23 +50,21 @@ impl Host {
                 list.on_heap.resize(n, EnvoyHttpHeader::NULL);
                 &mut list.on_heap[..]
             };
-            if n > 0 && !abi::envoy_dynamic_module_callback_http_get_headers(self.0, kind, entries.as_mut_ptr()) {
+            if n > 0 && !abi::envoy_dynamic_module_callback_http_get_headers(self.envoy, kind, entries.as_mut_ptr()) {
                 list.len = 0;
             }
             list
         }
     }
 
-    /// `read` applied to one header's first value (UTF-8; `None` when absent or
-    /// not UTF-8), looked up by name: cheaper than [`Host::headers`] for a single
-    /// name, and nothing is copied.
-    pub fn header_with<T>(&self, kind: HeaderType, name: &str, read: impl FnOnce(&str) -> T) -> Option<T> {
+    /// One header's first value (UTF-8), looked up by name, in place.
+    fn header(&self, kind: HeaderType, name: &str) -> Option<&str> {
         let mut out = EnvoyBuffer::NULL;
-        // SAFETY: valid filter pointer (see module docs); `out` is written by Envoy
-        // and used before returning.
+        // SAFETY: valid filter pointer; `out` points into Envoy's map, which stays
+        // as it is while `&self` is borrowed (changes take `&mut self`).
         unsafe {
             if !abi::envoy_dynamic_module_callback_http_get_header(
-                self.0,
+                self.envoy,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
                 &mut out,
@@ -51,62 +73,34 @@ impl Host {
             ) {
                 return None;
             }
-            std::str::from_utf8(out.as_slice()?).ok().map(read)
+            std::str::from_utf8(out.as_slice()?).ok()
         }
     }
 
-    /// Set (or with `None` remove) a header.
-    pub fn set_header(&self, kind: HeaderType, name: &str, value: Option<&str>) -> bool {
+    fn set_header(&mut self, kind: HeaderType, name: &str, value: Option<&str>) -> bool {
+        if kind == REQ {
+            // The cached list may point into what this changes.
+            self.request_headers.take();
+        }
         let value = value.map(|v| ModuleBuffer::of(v.as_bytes())).unwrap_or(ModuleBuffer::NULL);
         // SAFETY: valid filter pointer; buffers live for the call.
         unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(self.0, kind, ModuleBuffer::of(name.as_bytes()), value)
-        }
-    }
-
-    /// Add a header value (the wasm filter appends debug headers the same way).
-    pub fn add_header(&self, kind: HeaderType, name: &str, value: &str) -> bool {
-        // SAFETY: valid filter pointer; buffers live for the call.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
-                self.0,
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.envoy,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            )
-        }
-    }
-
-    pub fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-        let mut raw: Vec<ModuleHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHttpHeader {
-                key_ptr: k.as_ptr(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr(),
-                value_length: v.len(),
-            })
-            .collect();
-        // SAFETY: valid filter pointer; headers and body live for the call.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_send_response(
-                self.0,
-                u32::from(status),
-                raw.as_mut_ptr(),
-                raw.len(),
-                ModuleBuffer::of(body),
-                ModuleBuffer::of(b"smart_router"),
+                value,
             )
         }
     }
 
     /// Call `each` with every chunk of one body buffer, in order. The chunk list
     /// lives on the stack unless the body is in many pieces.
-    fn for_each_chunk<'h>(&self, kind: BodyType, mut each: impl FnMut(&'h [u8])) {
+    fn for_each_chunk<'s>(&'s self, kind: BodyType, mut each: impl FnMut(&'s [u8])) {
         // SAFETY: valid filter pointer; the chunk array is sized as Envoy says, and
-        // the chunks stay valid until the hook returns.
+        // the chunks stay as they are while `&self` is borrowed.
         unsafe {
-            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, kind);
+            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.envoy, kind);
             if n == 0 {
                 return;
             }
@@ -118,7 +112,7 @@ impl Host {
                 on_heap.resize(n, EnvoyBuffer::NULL);
                 &mut on_heap[..]
             };
-            if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.0, kind, bufs.as_mut_ptr()) {
+            if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.envoy, kind, bufs.as_mut_ptr()) {
                 return;
             }
             for b in bufs.iter() {
@@ -129,38 +123,37 @@ impl Host {
         }
     }
 
-    pub fn body_size(&self, kind: BodyType) -> usize {
+    fn body_size(&self, kind: BodyType) -> usize {
         // SAFETY: valid filter pointer.
-        unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.0, kind) }
+        unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.envoy, kind) }
     }
 
-    /// `read` applied to the whole request (or response) body so far: what
-    /// earlier callbacks buffered plus the chunk just received (unless the
-    /// received chunk is the buffer itself). A body in one piece (the usual case
-    /// for a small request) is read where Envoy holds it; only a body in several
-    /// pieces is copied, to join them.
-    pub fn with_whole_body<R>(&self, request: bool, read: impl FnOnce(&[u8]) -> R) -> R {
-        read(&self.whole_body(request))
+    /// Whether the chunk just received is the buffer itself.
+    fn received_is_buffered(&self, request: bool) -> bool {
+        // SAFETY: valid filter pointer.
+        unsafe {
+            if request {
+                abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.envoy)
+            } else {
+                abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.envoy)
+            }
+        }
     }
 
-    /// See [`Host::with_whole_body`]; `'h` is the hook's duration.
-    fn whole_body<'h>(&self, request: bool) -> std::borrow::Cow<'h, [u8]> {
+    /// The whole request (or response) body so far: what earlier callbacks
+    /// buffered plus the chunk just received. A body in one piece (the usual
+    /// case for a small request) is read where Envoy holds it; only a body in
+    /// several pieces is copied, to join them.
+    fn whole_body<'s>(&'s self, request: bool) -> Cow<'s, [u8]> {
         let (buffered, received) = if request {
             (BodyType::BufferedRequestBody, BodyType::ReceivedRequestBody)
         } else {
             (BodyType::BufferedResponseBody, BodyType::ReceivedResponseBody)
         };
-        // SAFETY: valid filter pointer.
-        let same = unsafe {
-            if request {
-                abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.0)
-            } else {
-                abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.0)
-            }
-        };
-        let mut first: Option<&'h [u8]> = None;
+        let same = self.received_is_buffered(request);
+        let mut first: Option<&'s [u8]> = None;
         let mut joined: Option<Vec<u8>> = None;
-        let mut add = |chunk: &'h [u8]| {
+        let mut add = |chunk: &'s [u8]| {
             if chunk.is_empty() {
                 return;
             }
@@ -181,86 +174,176 @@ impl Host {
             self.for_each_chunk(received, &mut add);
         }
         match joined {
-            Some(all) => std::borrow::Cow::Owned(all),
-            None => std::borrow::Cow::Borrowed(first.unwrap_or_default()),
+            Some(all) => Cow::Owned(all),
+            None => Cow::Borrowed(first.unwrap_or_default()),
         }
     }
 
-    /// Replace the whole request body with `body` (Envoy has drain and append only).
-    pub fn replace_request_body(&self, body: &[u8]) -> bool {
+    /// Replace the whole request or response body with `body` (Envoy has drain
+    /// and append only).
+    fn replace_body(&mut self, request: bool, body: &[u8]) -> bool {
+        let (buffered_kind, received_kind) = if request {
+            (BodyType::BufferedRequestBody, BodyType::ReceivedRequestBody)
+        } else {
+            (BodyType::BufferedResponseBody, BodyType::ReceivedResponseBody)
+        };
+        let same = self.received_is_buffered(request);
+        let buffered = self.body_size(buffered_kind);
+        let received = self.body_size(received_kind);
+        // Write where the data is: the received chunk when nothing was buffered
+        // before it (one chunk, the usual case), else the buffer.
+        let target = if buffered == 0 { received_kind } else { buffered_kind };
         // SAFETY: valid filter pointer; `body` lives for the call.
         unsafe {
-            let same = abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.0);
-            let buffered = abi::envoy_dynamic_module_callback_http_get_body_size(self.0, BodyType::BufferedRequestBody);
-            let received = abi::envoy_dynamic_module_callback_http_get_body_size(self.0, BodyType::ReceivedRequestBody);
-            // Write where the data is: the received chunk when nothing was buffered
-            // before it (one chunk, the usual case), else the buffer.
-            let target = if buffered == 0 { BodyType::ReceivedRequestBody } else { BodyType::BufferedRequestBody };
             let mut ok = true;
             if buffered > 0 {
-                ok &=
-                    abi::envoy_dynamic_module_callback_http_drain_body(self.0, BodyType::BufferedRequestBody, buffered);
+                ok &= abi::envoy_dynamic_module_callback_http_drain_body(self.envoy, buffered_kind, buffered);
             }
             if !same && received > 0 {
-                ok &=
-                    abi::envoy_dynamic_module_callback_http_drain_body(self.0, BodyType::ReceivedRequestBody, received);
+                ok &= abi::envoy_dynamic_module_callback_http_drain_body(self.envoy, received_kind, received);
             }
-            ok && abi::envoy_dynamic_module_callback_http_append_body(self.0, target, ModuleBuffer::of(body))
+            ok && abi::envoy_dynamic_module_callback_http_append_body(self.envoy, target, ModuleBuffer::of(body))
         }
     }
 
-    /// Set one string in a dynamic-metadata namespace of this stream (its attempts'
-    /// upstream filters read the same metadata).
-    pub fn set_metadata_string(&self, namespace: &str, key: &str, value: &str) {
+    fn attribute_int(&self, id: u32) -> Option<u64> {
+        let mut out = 0u64;
+        // SAFETY: valid filter pointer; `out` is written by Envoy.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(self.envoy, id, &mut out) }
+            .then_some(out)
+    }
+}
+
+impl Host for ModuleHost {
+    type Shared = Process;
+
+    fn shared(&self) -> &Process {
+        state::process()
+    }
+
+    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.request_headers.get_or_init(|| self.headers(REQ)).get(name).map(Cow::Borrowed)
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_header(REQ, name, value);
+    }
+
+    fn with_request_body<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R {
+        read(&self.whole_body(true))
+    }
+
+    fn splice_request_body(&mut self, span: (usize, usize), literal: &str) -> bool {
+        let Some(body) = router_core::flow::spliced(&self.whole_body(true), span, literal) else {
+            return false;
+        };
+        self.replace_body(true, &body)
+    }
+
+    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.header(RESP, name).map(Cow::Borrowed)
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) -> bool {
+        self.set_header(RESP, name, Some(value))
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &str) {
         // SAFETY: valid filter pointer; buffers live for the call.
         unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-                self.0,
-                ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.envoy,
+                RESP,
+                ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn with_response_body<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R {
+        read(&self.whole_body(false))
+    }
+
+    fn replace_response_body(&mut self, body: &[u8]) -> bool {
+        self.replace_body(false, body)
+    }
+
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let mut raw: Vec<ModuleHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHttpHeader {
+                key_ptr: k.as_ptr(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: valid filter pointer; headers and body live for the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                self.envoy,
+                u32::from(status),
+                raw.as_mut_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body.as_bytes()),
+                ModuleBuffer::of(LOCAL_REPLY_DETAILS.as_bytes()),
             )
         }
     }
 
-    /// A string from this stream's dynamic metadata, borrowed from Envoy: valid
-    /// until the hook returns or the module sets metadata.
-    pub fn metadata_str<'h>(&self, namespace: &str, key: &str) -> Option<&'h str> {
+    fn deliver_plan<'a>(&mut self, plan: &str, _clusters: impl Iterator<Item = &'a str>, _retries: usize) -> bool {
+        // The plan as one metadata string (the attempt role and retries read it);
+        // the module's own cluster specifier takes each attempt's cluster from it
+        // and caps the retries at the plan.
+        // SAFETY: valid filter pointer; buffers live for the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.envoy,
+                ModuleBuffer::of(METADATA_NAMESPACE.as_bytes()),
+                ModuleBuffer::of(PLAN_METADATA_KEY.as_bytes()),
+                ModuleBuffer::of(plan.as_bytes()),
+            );
+        }
+        // The route's cluster was chosen before the plan existed: the specifier
+        // answers again, now from the plan, handed over in memory.
+        let envoy = self.envoy;
+        crate::specifier::with_plan_handed_over(plan, || {
+            // SAFETY: valid filter pointer.
+            unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cluster_cache(envoy) }
+        });
+        true
+    }
+
+    fn plan_text(&self) -> Option<Cow<'_, str>> {
         let mut out = EnvoyBuffer::NULL;
-        // SAFETY: valid filter pointer; callers use the result within the hook.
+        // SAFETY: valid filter pointer; the metadata stays while `&self` is borrowed.
         unsafe {
             if !abi::envoy_dynamic_module_callback_http_get_metadata_string(
-                self.0,
+                self.envoy,
                 MetadataSource::Dynamic,
-                ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(METADATA_NAMESPACE.as_bytes()),
+                ModuleBuffer::of(PLAN_METADATA_KEY.as_bytes()),
                 &mut out,
             ) {
                 return None;
             }
-            std::str::from_utf8(out.as_slice()?).ok()
+            std::str::from_utf8(out.as_slice()?).ok().map(Cow::Borrowed)
         }
     }
 
-    /// An integer attribute of the stream (`abi::*_ATTRIBUTE`).
-    pub fn attribute_int(&self, id: u32) -> Option<u64> {
-        let mut out = 0u64;
-        // SAFETY: valid filter pointer; `out` is written by Envoy.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(self.0, id, &mut out) }.then_some(out)
+    fn attempt_number(&self) -> Option<usize> {
+        self.attribute_int(ATTEMPT_COUNT_ATTRIBUTE).and_then(|n| usize::try_from(n).ok())
     }
 
-    /// Make Envoy pick the cluster again (the route itself stays): the
-    /// `priority_group` specifier then reads the plan from metadata.
-    pub fn refresh_cluster(&self) {
-        // SAFETY: valid filter pointer.
-        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cluster_cache(self.0) }
+    fn attempts_made(&self) -> Option<usize> {
+        // 0 when Envoy answered before any attempt.
+        self.attempt_number().filter(|&n| n > 0)
     }
 }
 
-/// Headers read with [`Host::headers`]; valid until the hook returns or sets a
-/// header.
+/// Headers read with [`ModuleHost::headers`]; they point into Envoy's map.
 /// (A request's few headers fit on the stack.)
-pub struct HeaderList {
+struct HeaderList {
     on_stack: [EnvoyHttpHeader; 16],
     on_heap: Vec<EnvoyHttpHeader>,
     len: usize,
@@ -272,26 +355,19 @@ impl HeaderList {
         all.get(..self.len).unwrap_or_default()
     }
 
-    fn raw(&self, name: &str) -> Option<&[u8]> {
+    /// The first value of `name` (lower case, as Envoy stores names); `None` when
+    /// absent or not UTF-8.
+    fn get(&self, name: &str) -> Option<&str> {
         self.entries().iter().find_map(|h| {
-            // SAFETY: Envoy's buffers stay valid while the list may be used (see
-            // `Host::headers`); a null pointer is never read.
+            // SAFETY: Envoy's buffers stay valid while the list is borrowed (it is
+            // dropped before any header changes); a null pointer is never read.
             let key = unsafe { EnvoyBuffer { ptr: h.key_ptr, length: h.key_length }.as_slice() }?;
             if key != name.as_bytes() {
                 return None;
             }
             // SAFETY: as above.
-            Some(unsafe { EnvoyBuffer { ptr: h.value_ptr, length: h.value_length }.as_slice() }.unwrap_or_default())
+            let value = unsafe { EnvoyBuffer { ptr: h.value_ptr, length: h.value_length }.as_slice() };
+            std::str::from_utf8(value.unwrap_or_default()).ok()
         })
-    }
-
-    /// The first value of `name` (lower case, as Envoy stores names); `None` when
-    /// absent or not UTF-8.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        std::str::from_utf8(self.raw(name)?).ok()
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.raw(name).is_some()
     }
 }

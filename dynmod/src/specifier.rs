@@ -19,7 +19,7 @@ use router_core::wire::{attempt_cluster, decimal, RETRIES_OVERRIDE_PREFIX};
 use serde::Deserialize;
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
-use crate::{log, ATTEMPTS_KEY, METADATA_NAMESPACE};
+use router_core::roles::config::{METADATA_NAMESPACE, PLAN_METADATA_KEY};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_new(
     match serde_json::from_slice::<SpecifierConfig>(raw) {
         Ok(c) => Box::into_raw(Box::new(c)) as *const c_void,
         Err(e) => {
-            log::error(&format!("smart-router: bad cluster specifier configuration: {e}"));
+            log::error!("smart-router: bad cluster specifier configuration: {e}");
             std::ptr::null()
         }
     }
@@ -107,9 +107,9 @@ fn retries_override(buf: &mut [u8; 32], n: usize) -> &str {
 fn warn_once(name: &str) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        log::warn(&format!(
+        log::warn!(
             "smart-router: the route has no route-action override {name}; re-render the Envoy config (retries stay at the route's count)"
-        ));
+        );
     }
 }
 
@@ -149,7 +149,7 @@ unsafe fn plan<'a>(context: SpecifierContext) -> Option<&'a str> {
     if !abi::envoy_dynamic_module_callback_cluster_specifier_get_dynamic_metadata(
         context,
         ModuleBuffer::of(METADATA_NAMESPACE.as_bytes()),
-        ModuleBuffer::of(ATTEMPTS_KEY.as_bytes()),
+        ModuleBuffer::of(PLAN_METADATA_KEY.as_bytes()),
         &mut out,
     ) {
         return None;

@@ -1,43 +1,47 @@
-//! Process-wide state of the dynamic module: the channel table, channel health and
-//! measured speed. A native module lives in Envoy's own address space, so every
-//! worker thread reads the same values directly (the wasm filter needs shared data
-//! and compare-and-swap for this). One background thread talks to the control
-//! plane: it fetches the table, reports health, and folds speed samples.
+//! Process-wide state of the dynamic module, as the roles' [`Shared`]: the
+//! channel table, channel health, measured speed and stats. A native module
+//! lives in Envoy's own address space, so every worker thread reads the same
+//! values directly (the wasm filter needs shared data and compare-and-swap for
+//! this). One background thread talks to the control plane: it fetches the
+//! table, reports health, and folds speed samples.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use router_core::health::{ErrorClass, HealthMap, Policy, State};
+use router_core::health::HealthMap;
+use router_core::roles::config::ControlPlaneLink;
+use router_core::roles::intake::{Answer, TableFollower};
+use router_core::roles::stats::Stats;
+use router_core::roles::Shared;
 use router_core::score::{PerfBatch, PerfMap};
 use router_core::Table;
 
-use crate::{cp_client, log};
-
-pub struct Shared {
+pub struct Process {
     table: RwLock<Option<Arc<Table>>>,
     /// Cluster names this Envoy has; channels without one are left out of plans.
-    known_clusters: RwLock<Option<std::collections::HashSet<String>>>,
+    known_clusters: RwLock<Option<HashSet<String>>>,
     health: RwLock<HealthMap>,
     /// Bumped on every health change, so the reporter sends only changes.
     health_version: AtomicU64,
     perf: RwLock<PerfMap>,
     pending_perf: Mutex<PerfBatch>,
-    rotation: AtomicU64,
+    stats: Mutex<Stats>,
     started: OnceLock<()>,
 }
 
-static SHARED: OnceLock<Shared> = OnceLock::new();
+static PROCESS: OnceLock<Process> = OnceLock::new();
 
-pub fn shared() -> &'static Shared {
-    SHARED.get_or_init(|| Shared {
+pub fn process() -> &'static Process {
+    PROCESS.get_or_init(|| Process {
         table: RwLock::new(None),
         known_clusters: RwLock::new(None),
         health: RwLock::new(HealthMap::default()),
         health_version: AtomicU64::new(0),
         perf: RwLock::new(PerfMap::default()),
         pending_perf: Mutex::new(PerfBatch::default()),
-        rotation: AtomicU64::new(0),
+        stats: Mutex::new(Stats::default()),
         started: OnceLock::new(),
     })
 }
@@ -46,19 +50,57 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Where the background thread finds the control plane.
-#[derive(Clone, Debug)]
-pub struct ControlPlane {
-    pub address: String,
-    pub token: String,
-    pub poll_ms: u64,
-}
+impl Shared for Process {
+    type Table = Arc<Table>;
 
-impl Shared {
-    pub fn table(&self) -> Option<Arc<Table>> {
+    fn table(&self) -> Option<Arc<Table>> {
         self.table.read().ok().and_then(|t| t.clone())
     }
 
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn health<R>(&self, read: impl FnOnce(&HealthMap) -> R) -> R {
+        match self.health.read() {
+            Ok(h) => read(&h),
+            // A panic while holding the lock poisoned it: health is advisory.
+            Err(_) => read(&HealthMap::default()),
+        }
+    }
+
+    fn update_health(&self, mut change: impl FnMut(&mut HealthMap) -> bool) -> bool {
+        let Ok(mut h) = self.health.write() else {
+            return false;
+        };
+        let changed = change(&mut h);
+        if changed {
+            self.health_version.fetch_add(1, Ordering::Release);
+        }
+        changed
+    }
+
+    fn perf<R>(&self, read: impl FnOnce(&PerfMap) -> R) -> R {
+        match self.perf.read() {
+            Ok(p) => read(&p),
+            Err(_) => read(&PerfMap::default()),
+        }
+    }
+
+    fn add_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
+        if let Ok(mut p) = self.pending_perf.lock() {
+            p.add(channel, model, answered, ttfb_ms);
+        }
+    }
+
+    fn stats(&self, record: impl FnOnce(&mut Stats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            record(&mut s);
+        }
+    }
+}
+
+impl Process {
     pub fn set_known_clusters(&self, clusters: Vec<String>) {
         if clusters.is_empty() {
             return;
@@ -68,56 +110,53 @@ impl Shared {
         }
     }
 
-    pub fn next_rotation(&self) -> u64 {
-        self.rotation.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    /// What the stats flush hands to Envoy.
+    pub fn drain_stats(&self) -> Vec<(router_core::roles::stats::Counter, String, u64)> {
+        self.stats.lock().map(|mut s| if s.is_empty() { Vec::new() } else { s.drain() }).unwrap_or_default()
     }
 
-    /// Run `f` with the current health and speed maps.
-    pub fn with_live<T>(&self, f: impl FnOnce(&HealthMap, &PerfMap) -> T) -> Option<T> {
-        let health = self.health.read().ok()?;
-        let perf = self.perf.read().ok()?;
-        Some(f(&health, &perf))
-    }
-
-    pub fn health_is_empty(&self) -> bool {
-        self.health.read().map(|h| h.entries.is_empty()).unwrap_or(true)
+    pub fn has_stats(&self) -> bool {
+        self.stats.lock().is_ok_and(|s| !s.is_empty())
     }
 
     /// Start the control-plane thread once per process (every filter config asks).
-    pub fn start(&'static self, cp: ControlPlane) {
+    pub fn start(&'static self, link: ControlPlaneLink) {
         self.started.get_or_init(|| {
-            let spawned = std::thread::Builder::new().name("smart-router-cp".into()).spawn(move || self.run(cp));
+            let spawned = std::thread::Builder::new().name("smart-router-cp".into()).spawn(move || self.run(link));
             if let Err(e) = spawned {
-                log::error(&format!("smart-router: cannot start the control-plane thread: {e}"));
+                log::error!("smart-router: cannot start the control-plane thread: {e}");
             }
         });
     }
 
-    fn run(&self, cp: ControlPlane) {
-        let mut version = String::new();
-        let mut last_problem: Option<String> = None;
+    fn run(&self, link: ControlPlaneLink) {
+        let client = ControlPlane::new(&link);
+        let mut follower = TableFollower::default();
         let mut reported = 0u64;
         let mut last_flush = 0u64;
-        let period = Duration::from_millis(cp.poll_ms.max(50));
+        let period = Duration::from_millis(link.poll_ms.max(50));
         loop {
-            let problem = match self.poll_table(&cp, &mut version) {
-                Ok(()) => None,
-                Err(e) => {
-                    Some(format!("{e}; keeping table {}", if version.is_empty() { "(none yet)" } else { &version }))
+            let answer = client.table(follower.version());
+            let known = self.known_clusters.read().ok().and_then(|k| k.clone());
+            let body;
+            let answer = match answer {
+                Ok((200, b)) => {
+                    body = b;
+                    Answer::Table(&body)
                 }
+                Ok((304, _)) => Answer::NotModified,
+                Ok((status, _)) => Answer::Status(status, None),
+                Err(e) => Answer::Unreachable(e),
             };
-            if problem != last_problem {
-                match &problem {
-                    Some(p) => log::warn(&format!("smart-router: {p}")),
-                    None if last_problem.is_some() => log::info("smart-router: control plane reachable again"),
-                    None => {}
+            if let Some(table) = follower.on_answer(answer, known.as_ref()) {
+                if let Ok(mut t) = self.table.write() {
+                    *t = Some(Arc::new(table));
                 }
-                last_problem = problem;
             }
             let hv = self.health_version.load(Ordering::Acquire);
             if hv != reported {
-                let body = self.health.read().map(|h| h.encode()).unwrap_or_default();
-                if cp_client::post(&cp, "/v1/health-report", body.as_bytes()).is_ok_and(|s| s == 204) {
+                let report = self.health(HealthMap::encode);
+                if client.report_health(report.as_bytes()) {
                     reported = hv;
                 }
             }
@@ -132,89 +171,59 @@ impl Shared {
         }
     }
 
-    fn poll_table(&self, cp: &ControlPlane, version: &mut String) -> Result<(), String> {
-        let (status, body) = cp_client::get(cp, "/v1/table", version)?;
-        match status {
-            304 => Ok(()),
-            200 => {
-                let known = self.known_clusters.read().map_err(|_| "lock poisoned")?.clone();
-                let table = Table::from_json(&body, known.as_ref())
-                    .map_err(|e| format!("control plane sent a table that does not compile: {e}"))?;
-                if !table.skipped_channels.is_empty() {
-                    log::warn(&format!(
-                        "smart-router: channels {:?} have no Envoy cluster yet (restart Envoy with a re-rendered config to route to them)",
-                        table.skipped_channels
-                    ));
-                }
-                log::info(&format!("smart-router: table {} loaded ({} channels)", table.version, table.channels.len()));
-                version.clone_from(&table.version);
-                *self.table.write().map_err(|_| "lock poisoned")? = Some(Arc::new(table));
-                Ok(())
-            }
-            s => Err(format!("control plane answered {s}")),
-        }
-    }
-
-    /// One attempt's outcome on `channel`/`model` for the breakers.
-    pub fn record_health(
-        &self,
-        channel: &str,
-        model: &str,
-        class: Option<ErrorClass>,
-        retry_after_ms: Option<u64>,
-        policy: &Policy,
-    ) {
-        if class == Some(ErrorClass::Client) {
-            return;
-        }
-        if class.is_none() && !self.health.read().is_ok_and(|m| m.tracks(channel, model)) {
-            return;
-        }
-        let now = now_ms();
-        let key = HealthMap::scope_key(channel, model, class);
-        let Ok(mut m) = self.health.write() else {
-            return;
-        };
-        let was_open = m.entries.get(&key).is_some_and(|h| h.state == State::Open);
-        if m.record(channel, model, now, class, retry_after_ms, policy) {
-            self.health_version.fetch_add(1, Ordering::Release);
-            let open = m.entries.get(&key).is_some_and(|h| h.state == State::Open);
-            if open && !was_open {
-                crate::metrics::ejected(channel);
-                log::warn(&format!(
-                    "smart-router: channel {channel} ({}) is out: {}",
-                    if key == channel { "all models".to_string() } else { format!("model {model}") },
-                    m.entries.get(&key).map(|h| h.reason.describe()).unwrap_or("")
-                ));
-            }
-        }
-    }
-
-    /// Mark half-open probes a request is about to send.
-    pub fn start_probes(&self, probes: &[(String, String)], policy: &Policy) {
-        if probes.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        if let Ok(mut m) = self.health.write() {
-            for (channel, model) in probes {
-                m.start_probe(channel, model, now, policy);
-            }
-            self.health_version.fetch_add(1, Ordering::Release);
-        }
-    }
-
-    /// One attempt's speed sample; folded into the averages about once a second.
-    pub fn record_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
-        if let Ok(mut p) = self.pending_perf.lock() {
-            p.add(channel, model, answered, ttfb_ms);
-        }
-    }
-
     fn flush_perf(&self, now: u64) {
         let batch = self.pending_perf.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
         if let Ok(mut map) = self.perf.write() {
             batch.fold_into(&mut map, now);
         }
+    }
+}
+
+/// The control plane over HTTP/1.1, with bounded timeouts: a stalled control
+/// plane can delay the background thread but never a request (requests only
+/// read what this thread stored).
+struct ControlPlane {
+    agent: ureq::Agent,
+    base: String,
+    authorization: String,
+}
+
+/// A table for 100,000 models is a few tens of MB; refuse anything absurd.
+const MAX_TABLE: u64 = 512 * 1024 * 1024;
+
+impl ControlPlane {
+    fn new(link: &ControlPlaneLink) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self { agent, base: format!("http://{}", link.address), authorization: format!("Bearer {}", link.token) }
+    }
+
+    /// `GET /v1/table` with `If-None-Match`: the status and body.
+    fn table(&self, version: &str) -> Result<(u16, Vec<u8>), String> {
+        let mut request =
+            self.agent.get(format!("{}/v1/table", self.base)).header("authorization", &self.authorization);
+        if !version.is_empty() {
+            request = request.header("if-none-match", version);
+        }
+        let mut response = request.call().map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Ok((status, Vec::new()));
+        }
+        let body = response.body_mut().with_config().limit(MAX_TABLE).read_to_vec().map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    /// `POST /v1/health-report`; true when the control plane took it.
+    fn report_health(&self, report: &[u8]) -> bool {
+        self.agent
+            .post(format!("{}/v1/health-report", self.base))
+            .header("authorization", &self.authorization)
+            .header("content-type", "text/plain")
+            .send(report)
+            .is_ok_and(|r| r.status().as_u16() == 204)
     }
 }

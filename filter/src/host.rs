@@ -1,20 +1,25 @@
-//! Every call from the filter into Envoy goes through here.
+//! Every call from the filter into Envoy goes through here, and [`WasmHost`] is
+//! the roles' [`Host`] on top of them.
 //!
 //! The proxy-wasm SDK panics when Envoy answers a host call with a status it does not
 //! expect, and a panic takes the VM down. Keeping the calls in one place makes them
 //! easy to audit: each is made only in a callback where Envoy 1.40 supports it
-//! (a header map is read only in its own headers callback; a body is
-//! replaced only from offset 0). Errors become `None`/`false`, never a panic. Every
-//! host call also costs CPU on Envoy's side, so callers make as few as they can.
+//! (a header map is read only in its own headers callback; a body is replaced
+//! only from offset 0). Errors become `None`/`false`, never a panic. Every host
+//! call also costs CPU on Envoy's side (a few microseconds in V8), so the host
+//! makes as few as it can.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+use router_core::roles::config::{PLAN_FILTER_STATE, PLAN_HEADER};
+use router_core::roles::Host;
+use router_core::wire::priority_groups_header;
 
-pub fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
-}
+use crate::vm::Vm;
 
 /// Header values are read as bytes: the SDK's string variant panics on a value that
 /// is not UTF-8, and a client (or a provider) can send one.
@@ -23,45 +28,16 @@ fn header(map: MapType, name: &str) -> Option<String> {
     Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-pub fn request_header(name: &str) -> Option<String> {
-    header(MapType::HttpRequestHeaders, name)
+fn set_header(map: MapType, name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(map, name, value);
 }
 
-/// Set (or with `None` remove) a request header.
-pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-}
-
-pub fn response_header(name: &str) -> Option<String> {
-    header(MapType::HttpResponseHeaders, name)
-}
-
-pub fn request_body(start: usize, len: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten()
-}
-
-/// Replace the first `drain` bytes of the buffered request body with `prefix`.
-/// Envoy supports replacing only at offset 0 (drain + prepend).
-pub fn replace_request_body_prefix(drain: usize, prefix: &[u8]) -> bool {
-    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, drain, prefix).is_ok()
+fn get_buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(kind, start, len).ok().flatten()
 }
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten()
-}
-
-pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
-}
-
-/// Filter state `wasm.<name>`, visible to later filters, the per-attempt upstream
-/// filter and access logs.
-pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
-    hostcalls::set_property(vec![name], Some(value)).is_ok()
-}
-
-pub fn filter_state(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_property(vec![name]).ok().flatten()
+    get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
 }
 
 pub fn shared_data(key: &str) -> Option<Vec<u8>> {
@@ -78,6 +54,10 @@ pub fn set_shared_data_cas(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     hostcalls::set_shared_data(key, Some(value), cas).is_ok()
 }
 
+pub fn set_shared_data(key: &str, value: &[u8]) -> bool {
+    hostcalls::set_shared_data(key, Some(value), None).is_ok()
+}
+
 /// Milliseconds since the epoch, from Envoy's clock.
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
@@ -85,10 +65,6 @@ pub fn now_ms() -> u64 {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-pub fn set_shared_data(key: &str, value: &[u8]) -> bool {
-    hostcalls::set_shared_data(key, Some(value), None).is_ok()
 }
 
 pub fn set_tick_period(period: Duration) {
@@ -108,7 +84,7 @@ pub fn http_call_header(name: &str) -> Option<String> {
 }
 
 pub fn http_call_body(len: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len).ok().flatten()
+    get_buffer(BufferType::HttpCallResponseBody, 0, len)
 }
 
 pub fn define_counter(name: &str) -> Option<u32> {
@@ -119,7 +95,12 @@ pub fn increment(metric: u32, by: i64) {
     let _ = hostcalls::increment_metric(metric, by);
 }
 
-// Raw host calls for the places where Envoy may answer with a status the SDK
+/// Envoy's `clear_route_cache` foreign function: the route is resolved again.
+pub fn clear_route_cache() -> bool {
+    hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+}
+
+// Raw host call for the place where Envoy may answer with a status the SDK
 // treats as fatal: the result is checked here instead.
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -134,7 +115,7 @@ extern "C" {
 
 /// Replace a response header, reporting whether Envoy accepted it. Used from the
 /// response body callback, where Envoy may refuse header access.
-pub fn try_set_response_header(name: &str, value: &str) -> bool {
+fn try_set_response_header(name: &str, value: &str) -> bool {
     // SAFETY: pointers and lengths come from live &str values for the duration of
     // the call; Envoy copies the data before returning.
     let status = unsafe {
@@ -149,23 +130,149 @@ pub fn try_set_response_header(name: &str, value: &str) -> bool {
     status == proxy_wasm::types::Status::Ok
 }
 
-pub fn response_body(len: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len).ok().flatten()
+/// One hook's view of its stream. Made per hook: it knows the body size Envoy
+/// passed to the body callback, the route's retry count, and whether the
+/// response headers are read and written as one map (the router role, when it
+/// adds debug headers: one read and one write of the whole map cost less than a
+/// read per header and an add per debug header).
+pub struct WasmHost {
+    vm: Vm,
+    body_size: usize,
+    num_retries: Option<usize>,
+    whole_response_map: bool,
+    response: OnceCell<Vec<(String, Vec<u8>)>>,
+    response_changed: bool,
 }
 
-/// Envoy's `clear_route_cache` foreign function: the route is resolved again.
-pub fn clear_route_cache() -> bool {
-    hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+impl WasmHost {
+    pub fn new(body_size: usize) -> Self {
+        Self {
+            vm: Vm,
+            body_size,
+            num_retries: None,
+            whole_response_map: false,
+            response: OnceCell::new(),
+            response_changed: false,
+        }
+    }
+
+    /// The router role's host: it knows the route's retry count, and reads and
+    /// writes the response headers as one map when debug headers are on.
+    pub fn for_router(body_size: usize, num_retries: Option<usize>, whole_response_map: bool) -> Self {
+        Self { num_retries, whole_response_map, ..Self::new(body_size) }
+    }
+
+    fn response_map(&self) -> &Vec<(String, Vec<u8>)> {
+        self.response.get_or_init(|| hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default())
+    }
+
+    /// Write back what the hook changed (call once, at the end of the hook).
+    pub fn finish(mut self) {
+        if !self.response_changed {
+            return;
+        }
+        if let Some(map) = self.response.take() {
+            let pairs: Vec<(&str, &[u8])> = map.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let _ = hostcalls::set_map_bytes(MapType::HttpResponseHeaders, pairs);
+        }
+    }
 }
 
-/// All response headers in one host call (names are ASCII tokens: Envoy's codecs
-/// reject anything else; values stay bytes).
-pub fn response_headers() -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
-}
+impl Host for WasmHost {
+    type Shared = Vm;
 
-/// Replace all response headers in one host call.
-pub fn set_response_headers(headers: &[(String, Vec<u8>)]) {
-    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    let _ = hostcalls::set_map_bytes(MapType::HttpResponseHeaders, pairs);
+    fn shared(&self) -> &Vm {
+        &self.vm
+    }
+
+    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        header(MapType::HttpRequestHeaders, name).map(Cow::Owned)
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        set_header(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn with_request_body<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R {
+        read(&get_buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default())
+    }
+
+    fn splice_request_body(&mut self, (start, end): (usize, usize), literal: &str) -> bool {
+        // Only the bytes before `model` are copied into the VM: Envoy can replace
+        // a body only from offset 0, so drain through the old value and prepend.
+        let mut prefix = if start > 0 { get_buffer(BufferType::HttpRequestBody, 0, start) } else { Some(Vec::new()) };
+        let Some(prefix) = prefix.as_mut().filter(|p| p.len() == start) else {
+            return false;
+        };
+        prefix.extend_from_slice(literal.as_bytes());
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, end, prefix).is_ok()
+    }
+
+    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        if !self.whole_response_map {
+            return header(MapType::HttpResponseHeaders, name).map(Cow::Owned);
+        }
+        let (_, v) = self.response_map().iter().find(|(k, _)| k == name)?;
+        Some(String::from_utf8_lossy(v))
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) -> bool {
+        try_set_response_header(name, value)
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        if !self.whole_response_map {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+            return;
+        }
+        self.response_map();
+        if let Some(map) = self.response.get_mut() {
+            map.push((name.to_string(), value.as_bytes().to_vec()));
+            self.response_changed = true;
+        }
+    }
+
+    fn with_response_body<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R {
+        read(&get_buffer(BufferType::HttpResponseBody, 0, self.body_size).unwrap_or_default())
+    }
+
+    fn replace_response_body(&mut self, body: &[u8]) -> bool {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, self.body_size, body).is_ok()
+    }
+
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body.as_bytes()));
+    }
+
+    fn deliver_plan<'a>(&mut self, plan: &str, clusters: impl Iterator<Item = &'a str>, retries: usize) -> bool {
+        // The attempt role reads the plan from filter state; Envoy's
+        // `priority_group` specifier reads the cluster list from metadata, which
+        // `header_to_metadata` makes of this header (wasm cannot write metadata).
+        if hostcalls::set_property(vec![PLAN_FILTER_STATE], Some(plan.as_bytes())).is_err() {
+            return false;
+        }
+        set_header(MapType::HttpRequestHeaders, PLAN_HEADER, Some(&priority_groups_header(clusters)));
+        // Past the end of the plan the specifier repeats the last group: cap the
+        // retries at the plan, unless the route's own count already does.
+        if self.num_retries != Some(retries) {
+            let mut digits = [0u8; 20];
+            let n = router_core::wire::decimal(retries as u64, &mut digits);
+            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", Some(n));
+        }
+        true
+    }
+
+    fn plan_text(&self) -> Option<Cow<'_, str>> {
+        let raw = hostcalls::get_property(vec![PLAN_FILTER_STATE]).ok().flatten()?;
+        String::from_utf8(raw).ok().map(Cow::Owned)
+    }
+
+    fn attempt_number(&self) -> Option<usize> {
+        // (include_request_attempt_count: Envoy numbers attempts from 1.)
+        header(MapType::HttpRequestHeaders, "x-envoy-attempt-count").and_then(|s| s.trim().parse().ok())
+    }
+
+    fn attempts_made(&self) -> Option<usize> {
+        self.response_header("x-envoy-attempt-count").and_then(|s| s.trim().parse().ok())
+    }
 }

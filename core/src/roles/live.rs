@@ -1,0 +1,150 @@
+//! What the roles record as requests go by: channel health (the breakers),
+//! speed samples, and the attempts still waiting to be judged. Written once
+//! for both shims on top of [`Shared`].
+
+use std::cell::{Cell, RefCell};
+
+use crate::flow::UnansweredLedger;
+use crate::health::{ErrorClass, HealthMap, Policy, State};
+
+use super::host::Shared;
+use super::stats::Counter;
+
+/// One attempt's outcome on `channel`/`model`, for the breakers. A healthy
+/// answer on a channel without health state changes nothing and costs one
+/// lookup.
+pub fn record_health<S: Shared>(
+    shared: &S,
+    channel: &str,
+    model: &str,
+    class: Option<ErrorClass>,
+    retry_after_ms: Option<u64>,
+    policy: &Policy,
+) {
+    if class == Some(ErrorClass::Client) {
+        return;
+    }
+    if class.is_none() && !shared.health(|m| m.tracks(channel, model)) {
+        return;
+    }
+    let now = shared.now_ms();
+    let key = HealthMap::scope_key(channel, model, class);
+    let is_open = |m: &HealthMap| m.entries.get(&key).is_some_and(|h| h.state == State::Open);
+    let was_open = shared.health(is_open);
+    if !shared.update_health(|m| m.record(channel, model, now, class, retry_after_ms, policy)) {
+        return;
+    }
+    if !was_open && shared.health(is_open) {
+        shared.stats(|s| s.add(Counter::ChannelEjections, channel, 1));
+        let why = shared.health(|m| m.entries.get(&key).map(|h| h.reason.describe()).unwrap_or(""));
+        let scope = if key == channel { "all models".to_string() } else { format!("model {model}") };
+        log::warn!("smart-router: channel {channel} ({scope}) is out: {why}");
+    }
+}
+
+/// Mark the half-open probes a request is about to send.
+pub fn start_probes<S: Shared>(shared: &S, probes: &[(String, String)], policy: &Policy) {
+    if probes.is_empty() {
+        return;
+    }
+    let now = shared.now_ms();
+    shared.update_health(|m| {
+        let before = m.clone();
+        for (channel, model) in probes {
+            m.start_probe(channel, model, now, policy);
+        }
+        *m != before
+    });
+}
+
+/// Timed samples a channel+model needs before timing is sampled.
+const WARM_UP: u64 = 16;
+/// After warm-up, one attempt in this many is timed (two clock reads, each a
+/// host call in wasm, saved on the rest). Outcomes are always counted.
+const SAMPLE_EVERY: u64 = 4;
+
+thread_local! {
+    /// Attempts this thread decided about timing, for sampling.
+    static TIMING: Cell<u64> = const { Cell::new(0) };
+    /// Requests planned on this thread: spreads equally good channels and ties
+    /// each attempt to its request (every filter of a request runs on one thread).
+    static ROTATION: Cell<u64> = const { Cell::new(0) };
+    /// This thread's attempts that ended without a response (see [`UnansweredLedger`]).
+    static LEDGER: RefCell<UnansweredLedger> = RefCell::new(UnansweredLedger::default());
+    /// Requests whose attempt side answered the client itself (it could not
+    /// prepare an attempt). Kept here rather than in a response header, which a
+    /// provider could forge.
+    static ATTEMPT_ERRORS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bound on requests remembered in [`ATTEMPT_ERRORS`] (a leak guard).
+const MAX_ATTEMPT_ERRORS: usize = 1024;
+
+/// The attempt side of request `request_id` answered the client with an error.
+pub fn attempt_error(request_id: u64) {
+    ATTEMPT_ERRORS.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.len() >= MAX_ATTEMPT_ERRORS {
+            e.clear();
+        }
+        e.push(request_id);
+    });
+}
+
+/// Whether the attempt side of `request_id` answered with an error (and forget it).
+pub fn take_attempt_error(request_id: u64) -> bool {
+    ATTEMPT_ERRORS.with(|e| {
+        let mut e = e.borrow_mut();
+        // (Nearly always empty: one check, no search.)
+        if e.is_empty() {
+            return false;
+        }
+        match e.iter().position(|&id| id == request_id) {
+            Some(i) => {
+                e.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+/// The request ended: forget it either way.
+pub fn forget_attempt_error(request_id: u64) {
+    take_attempt_error(request_id);
+}
+
+/// Whether to time this attempt: always while a channel+model has few samples,
+/// then one in [`SAMPLE_EVERY`].
+pub fn should_time<S: Shared>(shared: &S, channel: &str, model: &str) -> bool {
+    let n = TIMING.with(|c| {
+        let v = c.get().wrapping_add(1);
+        c.set(v);
+        v
+    });
+    n.is_multiple_of(SAMPLE_EVERY) || shared.perf(|p| p.get(channel, model).map_or(0, |p| p.samples)) < WARM_UP
+}
+
+/// A new request number on this thread.
+pub fn next_rotation() -> u64 {
+    ROTATION.with(|r| {
+        let v = r.get().wrapping_add(1);
+        r.set(v);
+        v
+    })
+}
+
+/// An attempt of request `request_id` ended without any response.
+pub fn unanswered(request_id: u64, channel: &str, model: &str) {
+    LEDGER.with(|l| l.borrow_mut().add(request_id, channel, model));
+}
+
+/// Request `request_id` ended: its unanswered attempts count against their
+/// channels if the client was still there to get an answer.
+pub fn settle_unanswered<S: Shared>(shared: &S, request_id: u64, responded: bool, policy: &Policy) {
+    let failed = LEDGER.with(|l| l.borrow_mut().take(request_id, responded));
+    for (channel, model) in failed {
+        record_health(shared, &channel, &model, crate::health::classify(0), None, policy);
+        shared.add_perf(&channel, &model, false, None);
+    }
+}

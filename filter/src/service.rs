@@ -1,0 +1,121 @@
+//! The `service` role: a singleton `WasmService` on Envoy's main thread. It polls
+//! the control plane for the channel table and publishes each table that compiles
+//! in shared data for every worker VM; a table that does not compile is never
+//! published, so workers keep the last good one, as they do when the control
+//! plane is down. It also reports the workers' breaker states to the control plane.
+
+use std::time::Duration;
+
+use router_core::roles::config::ServiceConfig;
+use router_core::roles::intake::{Answer, TableFollower};
+
+use crate::host;
+use crate::vm::{HEALTH_KEY, TABLE_KEY, TABLE_VERSION_KEY};
+
+pub struct TableFetcher {
+    cluster: String,
+    authority: String,
+    authorization: String,
+    follower: TableFollower,
+    in_flight: bool,
+    /// The health report in flight, and the shared-data version last reported.
+    report_call: Option<u32>,
+    reported_cas: Option<u32>,
+}
+
+impl TableFetcher {
+    pub fn new(config: ServiceConfig) -> Self {
+        host::set_tick_period(Duration::from_millis(config.poll_ms.max(50)));
+        Self {
+            cluster: config.control_plane_cluster,
+            authority: config.control_plane_authority,
+            authorization: format!("Bearer {}", config.token),
+            follower: TableFollower::default(),
+            in_flight: false,
+            report_call: None,
+            reported_cas: None,
+        }
+    }
+
+    pub fn poll(&mut self) {
+        self.report_health();
+        if self.in_flight {
+            return;
+        }
+        let headers = [
+            (":method", "GET"),
+            (":path", "/v1/table"),
+            (":authority", self.authority.as_str()),
+            ("authorization", self.authorization.as_str()),
+            ("if-none-match", self.follower.version()),
+        ];
+        match host::http_call(&self.cluster, &headers, None, Duration::from_secs(5)) {
+            Some(_) => self.in_flight = true,
+            None => {
+                let why = format!("cannot call cluster {}", self.cluster);
+                self.follower.on_answer(Answer::Unreachable(why), None);
+            }
+        }
+    }
+
+    /// Send the workers' health map to the control plane when it changed, so
+    /// `GET /admin/v1/channels` shows breakers and cooldowns.
+    fn report_health(&mut self) {
+        if self.report_call.is_some() {
+            return;
+        }
+        let (bytes, cas) = host::shared_data_cas(HEALTH_KEY);
+        if cas.is_none() || cas == self.reported_cas {
+            return;
+        }
+        let body = bytes.unwrap_or_default();
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/health-report"),
+            (":authority", self.authority.as_str()),
+            ("authorization", self.authorization.as_str()),
+            ("content-type", "text/plain"),
+        ];
+        if let Some(token) = host::http_call(&self.cluster, &headers, Some(&body), Duration::from_secs(5)) {
+            self.report_call = Some(token);
+            self.reported_cas = cas;
+        }
+    }
+
+    pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        if self.report_call == Some(token) {
+            self.report_call = None;
+            // Not delivered (control plane down): send it again next poll.
+            if host::http_call_status() != Some(204) {
+                self.reported_cas = None;
+            }
+            return;
+        }
+        self.in_flight = false;
+        let body;
+        let answer = match host::http_call_status() {
+            Some(304) => Answer::NotModified,
+            Some(200) => {
+                body = host::http_call_body(body_size).unwrap_or_default();
+                Answer::Table(&body)
+            }
+            Some(status) => Answer::Status(status, host::http_call_header("x-error")),
+            None => Answer::Unreachable("no response".into()),
+        };
+        let Answer::Table(bytes) = answer else {
+            self.follower.on_answer(answer, None);
+            return;
+        };
+        // Workers compile it again for their own clusters; this one only checks it.
+        if self.follower.on_answer(Answer::Table(bytes), None).is_none() {
+            return;
+        }
+        let version = self.follower.version().to_string();
+        // Table first, then its version: a worker that sees the new version finds
+        // the new table.
+        if !(host::set_shared_data(TABLE_KEY, bytes) && host::set_shared_data(TABLE_VERSION_KEY, version.as_bytes())) {
+            log::warn!("smart-router: could not store table {version} in shared data; fetching it again");
+            self.follower.forget_version();
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! This VM's share of the router's state, as the roles' [`Shared`].
+//!
+//! Envoy runs one VM per worker thread, and they share only Envoy's shared data
+//! (process-wide per `vm_id`). Each VM keeps a decoded copy of each shared value,
+//! re-read on tick when its CAS token changed, and writes with compare-and-swap
+//! so concurrent workers never lose each other's updates:
+//! - the table (`sar.table`, published by the service role with its version in
+//!   `sar.table_version`, so workers poll a few bytes);
+//! - channel health (`sar.health`): entries only for channels that failed
+//!   recently, so a healthy request writes nothing;
+//! - measured speed (`sar.perf`): attempts add to a local batch, folded into the
+//!   shared averages about once a second.
+//!
+//! Stats are counted locally and handed to Envoy on tick.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::thread::LocalKey;
+
+use router_core::health::HealthMap;
+use router_core::roles::intake;
+use router_core::roles::stats::Stats;
+use router_core::roles::Shared;
+use router_core::score::{PerfBatch, PerfMap};
+use router_core::Table;
+
+use crate::host;
+
+pub const TABLE_KEY: &str = "sar.table";
+pub const TABLE_VERSION_KEY: &str = "sar.table_version";
+pub const HEALTH_KEY: &str = "sar.health";
+const PERF_KEY: &str = "sar.perf";
+
+/// A value with a text form stored under one shared-data key.
+trait SharedValue: Default + Clone + 'static {
+    fn decode(text: &str) -> Self;
+    fn encode(&self) -> String;
+}
+
+impl SharedValue for HealthMap {
+    fn decode(text: &str) -> Self {
+        HealthMap::decode(text)
+    }
+    fn encode(&self) -> String {
+        HealthMap::encode(self)
+    }
+}
+
+impl SharedValue for PerfMap {
+    fn decode(text: &str) -> Self {
+        PerfMap::decode(text)
+    }
+    fn encode(&self) -> String {
+        PerfMap::encode(self)
+    }
+}
+
+/// This VM's copy and the CAS token it was read at (None: must re-read).
+type Local<T> = RefCell<(T, Option<u32>)>;
+
+thread_local! {
+    static TABLE: RefCell<Option<Rc<Table>>> = const { RefCell::new(None) };
+    static TABLE_VERSION: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static KNOWN_CLUSTERS: RefCell<Option<HashSet<String>>> = const { RefCell::new(None) };
+    static HEALTH: Local<HealthMap> = RefCell::new((HealthMap::default(), None));
+    static PERF: Local<PerfMap> = RefCell::new((PerfMap::default(), None));
+    static PERF_PENDING: RefCell<PerfBatch> = RefCell::new(PerfBatch::default());
+    static PERF_FLUSHED_MS: RefCell<u64> = const { RefCell::new(0) };
+    static STATS: RefCell<Stats> = RefCell::new(Stats::default());
+    /// Metric ids by full name: defined once per VM, then only incremented.
+    static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+/// The roles' shared state in this VM: thread-locals and Envoy's shared data.
+#[derive(Clone, Copy)]
+pub struct Vm;
+
+impl Shared for Vm {
+    type Table = Rc<Table>;
+
+    fn table(&self) -> Option<Rc<Table>> {
+        if let Some(t) = TABLE.with(|t| t.borrow().clone()) {
+            return Some(t);
+        }
+        // A VM can see its first request before its first tick.
+        refresh_table();
+        TABLE.with(|t| t.borrow().clone())
+    }
+
+    fn now_ms(&self) -> u64 {
+        host::now_ms()
+    }
+
+    fn health<R>(&self, read: impl FnOnce(&HealthMap) -> R) -> R {
+        HEALTH.with(|l| read(&l.borrow().0))
+    }
+
+    fn update_health(&self, change: impl FnMut(&mut HealthMap) -> bool) -> bool {
+        update(HEALTH_KEY, &HEALTH, change)
+    }
+
+    fn perf<R>(&self, read: impl FnOnce(&PerfMap) -> R) -> R {
+        PERF.with(|l| read(&l.borrow().0))
+    }
+
+    fn add_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>) {
+        PERF_PENDING.with(|p| p.borrow_mut().add(channel, model, answered, ttfb_ms));
+    }
+
+    fn stats(&self, record: impl FnOnce(&mut Stats)) {
+        STATS.with(|s| record(&mut s.borrow_mut()));
+    }
+}
+
+pub fn set_known_clusters(clusters: Vec<String>) {
+    if !clusters.is_empty() {
+        KNOWN_CLUSTERS.with(|k| *k.borrow_mut() = Some(clusters.into_iter().collect()));
+    }
+}
+
+/// Pick up a newer table from shared data, if the service published one.
+pub fn refresh_table() {
+    let Some(version) = host::shared_data(TABLE_VERSION_KEY) else {
+        return;
+    };
+    if TABLE_VERSION.with(|v| *v.borrow() == version) {
+        return;
+    }
+    let Some(bytes) = host::shared_data(TABLE_KEY) else {
+        return;
+    };
+    match KNOWN_CLUSTERS.with(|k| intake::compile(&bytes, k.borrow().as_ref())) {
+        Ok(table) => TABLE.with(|t| *t.borrow_mut() = Some(Rc::new(table))),
+        // The service compiled it already; if it still fails here, keep the old one.
+        Err(e) => log::error!("smart-router: table rejected, keeping the last good one: {e}"),
+    }
+    TABLE_VERSION.with(|v| *v.borrow_mut() = version);
+}
+
+/// A worker's tick: new tables, other workers' health and speed, this worker's
+/// speed batch (about once a second) and stats.
+pub fn tick() {
+    refresh_table();
+    refresh(HEALTH_KEY, &HEALTH, |_| {});
+    let now = host::now_ms();
+    let due = PERF_FLUSHED_MS.with(|t| {
+        let mut t = t.borrow_mut();
+        let due = now.saturating_sub(*t) >= 1_000;
+        if due {
+            *t = now;
+        }
+        due
+    });
+    if due {
+        let batch = PERF_PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        if !batch.is_empty() {
+            update(PERF_KEY, &PERF, |map| {
+                batch.fold_into(map, now);
+                true
+            });
+        }
+    }
+    // Expire locally too: a channel with no traffic writes nothing that would.
+    refresh(PERF_KEY, &PERF, |map| map.expire(now));
+    flush_stats();
+}
+
+/// Hand the pending counts to Envoy: `sar.<label>.<label>=<value>.<name>`,
+/// which the bootstrap's stats tags turn into `sar_<label>_<name>{<label>="<value>"}`.
+fn flush_stats() {
+    let pending = STATS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            s.drain()
+        }
+    });
+    if pending.is_empty() {
+        return;
+    }
+    METRIC_IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        for (counter, label, by) in pending {
+            let name = format!("sar.{0}.{0}={label}.{1}", counter.label(), counter.name());
+            let id = match ids.get(&name) {
+                Some(id) => Some(*id),
+                None => host::define_counter(&name).inspect(|&id| {
+                    ids.insert(name, id);
+                }),
+            };
+            if let Some(id) = id {
+                host::increment(id, i64::try_from(by).unwrap_or(i64::MAX));
+            }
+        }
+    });
+}
+
+fn read<T: SharedValue>(key: &str) -> (T, Option<u32>) {
+    let (bytes, cas) = host::shared_data_cas(key);
+    (bytes.map(|b| T::decode(&String::from_utf8_lossy(&b))).unwrap_or_default(), cas)
+}
+
+/// Re-read the shared value if another worker changed it; `fixup` runs on a
+/// fresh copy (e.g. to expire old entries).
+fn refresh<T: SharedValue>(key: &str, local: &'static LocalKey<Local<T>>, fixup: impl FnOnce(&mut T)) {
+    let cas = host::shared_data_cas(key).1;
+    if local.with(|l| l.borrow().1 == cas && cas.is_some()) {
+        return;
+    }
+    let (mut value, cas) = read::<T>(key);
+    fixup(&mut value);
+    local.with(|l| *l.borrow_mut() = (value, cas));
+}
+
+/// Apply `change` with compare-and-swap, retrying a lost race a few times.
+/// True when `change` changed something and it was written.
+fn update<T: SharedValue>(
+    key: &str,
+    local: &'static LocalKey<Local<T>>,
+    mut change: impl FnMut(&mut T) -> bool,
+) -> bool {
+    for _ in 0..8 {
+        let (mut value, cas) = read::<T>(key);
+        if !change(&mut value) {
+            return false;
+        }
+        if host::set_shared_data_cas(key, value.encode().as_bytes(), cas) {
+            // Our write moved the CAS token; the next tick re-reads it.
+            local.with(|l| *l.borrow_mut() = (value, None));
+            return true;
+        }
+    }
+    false
+}
