@@ -146,8 +146,10 @@ class Router:
     """The product: control plane + Envoy rendered from one YAML config."""
 
     def __init__(self, tmp_path, config_text, concurrency=1, wait_table=True, control_plane_extra="", filter=None,
-                 server_extra=""):
+                 server_extra="", cp_env=None, cp_args=()):
         self.dir = tmp_path
+        self.cp_env = cp_env
+        self.cp_args = list(cp_args)
         self.filter = filter or FILTER
         self.control_plane_extra = control_plane_extra
         self.server_extra = server_extra
@@ -191,8 +193,9 @@ class Router:
 
     def start_control_plane(self):
         self.cp_log = open(self.dir / "control-plane.log", "ab")
-        self.cp = subprocess.Popen([SAR_BIN, "serve", "--config", str(self.config_path)],
-                                   stdout=self.cp_log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **(self.cp_env or {})}
+        self.cp = subprocess.Popen([SAR_BIN, *self.cp_args, "serve", "--config", str(self.config_path)],
+                                   stdout=self.cp_log, stderr=subprocess.STDOUT, env=env)
         wait_for(lambda: request(self.cp_port, "GET", "/healthz", timeout=2).status == 200,
                  what="control plane /healthz", process=self.cp, log=self.dir / "control-plane.log")
 

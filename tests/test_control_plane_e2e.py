@@ -1,6 +1,9 @@
 """Control plane behaviour seen through a real Envoy: discovery fallback and
 the on-disk discovery cache."""
-from harness import Fake, Router, free_port, request, wait_for
+import json
+import subprocess
+
+from harness import SAR_BIN, Fake, Router, free_port, request, wait_for
 
 
 def table(r):
@@ -43,3 +46,35 @@ def test_restart_reloads_the_disk_cache_without_calling_models_first(tmp_path):
     finally:
         r.stop()
         a.stop()
+
+
+def test_logs_follow_rust_log_and_can_be_json(tmp_path):
+    a = Fake("A", ["m"])
+    cfg = "channels:\n" f"  - id: a\n    base_url: {a.base_url}\n"
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "json").mkdir()
+    quiet = loud = None
+    try:
+        quiet = Router(tmp_path / "quiet", cfg, cp_env={"RUST_LOG": "warn"})
+        loud = Router(tmp_path / "json", cfg, cp_args=["--log-format", "json"])
+        assert quiet.chat("m").status == 200 and loud.chat("m").status == 200
+        quiet_log = (tmp_path / "quiet" / "control-plane.log").read_text()
+        assert "control plane listening" not in quiet_log and " INFO " not in quiet_log
+        lines = [l for l in (tmp_path / "json" / "control-plane.log").read_text().splitlines() if l.startswith("{")]
+        events = [json.loads(l) for l in lines]
+        assert any(e.get("level") == "INFO" and "control plane listening" in e.get("message", "") for e in events), lines
+        assert all("timestamp" in e for e in events)
+    finally:
+        for x in (quiet, loud, a):
+            if x:
+                x.stop()
+
+
+def test_every_command_has_useful_help_and_unknown_flags_are_refused():
+    out = subprocess.run([SAR_BIN, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("serve", "render-envoy", "check", "explain"):
+        assert command in out
+        sub = subprocess.run([SAR_BIN, command, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "--config" in sub and "Usage: smart-router " + command in sub
+    bad = subprocess.run([SAR_BIN, "check", "-x", "--config", "router.yaml"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unexpected argument '-x'" in bad.stderr

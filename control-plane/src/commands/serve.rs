@@ -6,25 +6,28 @@
 //! compiles and its content changed. A bad config file keeps the last good table.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Bytes;
+use axum::body::Bytes;
 use router_core::table::ModelDoc;
 use router_core::{Table, TableDoc};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, ChannelConfig, Config};
-use crate::server::{Command, Published, ServerState};
+use crate::api::{self, ApiState, Command, Published};
+use crate::config::{self, Config};
+use crate::discovery::{self, cache};
+use crate::secrets::Secrets;
 use crate::table::{build, models_for, ChannelModels};
-use crate::{discovery, log, server, tokens};
+
+use super::Error;
 
 /// Discovery state of one channel. Results are tied to the URL and key they were
 /// fetched with: free and paid keys of one provider see different catalogues.
 #[derive(Default)]
 struct Discovery {
-    fingerprint: u64,
+    fingerprint: String,
     /// Last successful list for `fingerprint`.
     models: Option<Vec<ModelDoc>>,
     last_error: Option<String>,
@@ -40,7 +43,7 @@ struct Discovery {
 
 struct Done {
     channel: String,
-    fingerprint: u64,
+    fingerprint: String,
     result: Result<Vec<ModelDoc>, discovery::DiscoveryError>,
 }
 
@@ -48,82 +51,8 @@ pub fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What a discovery result depends on. Stored in the disk cache, so stable.
-fn fingerprint(c: &ChannelConfig) -> u64 {
-    crate::table::stable_hash(format!("{}\n{}", c.base_url, c.api_key).as_bytes())
-}
-
-/// One channel's last good discovery on disk: `<data_dir>/cache/channels/<id>.json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CachedDiscovery {
-    fingerprint: u64,
-    fetched_at_ms: u64,
-    key_ok_ms: u64,
-    models: Vec<ModelDoc>,
-}
-
-fn cache_path(config: &Config, channel: &str) -> std::path::PathBuf {
-    config.control_plane.data_dir.join("cache").join("channels").join(format!("{channel}.json"))
-}
-
-fn save_cache(config: &Config, channel: &str, entry: &CachedDiscovery) {
-    let path = cache_path(config, channel);
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(entry).unwrap_or_default())?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        log::warn(&format!("channel {channel}: cannot write discovery cache {}: {e}", path.display()));
-    }
-}
-
-fn load_cache(config: &Config, channel: &ChannelConfig) -> Option<CachedDiscovery> {
-    let bytes = std::fs::read(cache_path(config, &channel.id)).ok()?;
-    let entry: CachedDiscovery = serde_json::from_slice(&bytes).ok()?;
-    // A cache for another URL or key says nothing about this one.
-    (entry.fingerprint == fingerprint(channel)).then_some(entry)
-}
-
-pub struct Secrets {
-    pub table_token: String,
-    pub admin_token: String,
-    pub client_tokens: Vec<String>,
-}
-
-/// Table token and client tokens: from the config, else generated once into data_dir.
-pub fn secrets(config: &Config) -> Result<Secrets, String> {
-    let table_token = if config.control_plane.table_token.is_empty() {
-        tokens::load_or_create(&config.control_plane.data_dir, "table.token", "sart-")?.0
-    } else {
-        config.control_plane.table_token.clone()
-    };
-    let admin_token = if config.control_plane.admin_token.is_empty() {
-        tokens::load_or_create(&config.control_plane.data_dir, "admin.token", "sara-")?.0
-    } else {
-        config.control_plane.admin_token.clone()
-    };
-    let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
-    if !config.auth.api_token.is_empty() {
-        client_tokens.push(config.auth.api_token.clone());
-    }
-    if config.auth.enabled && client_tokens.is_empty() {
-        let (token, created) = tokens::load_or_create(&config.control_plane.data_dir, "api.token", "sar-")?;
-        if created {
-            log::info(&format!(
-                "auth is enabled without a token: generated {token} (saved in {})",
-                config.control_plane.data_dir.join("api.token").display()
-            ));
-        }
-        client_tokens.push(token);
-    }
-    Ok(Secrets { table_token, admin_token, client_tokens })
-}
-
-struct Runtime {
+/// The control plane's state, owned by the serve loop.
+struct ControlPlane {
     path: PathBuf,
     config: Config,
     config_text: String,
@@ -139,7 +68,7 @@ struct Runtime {
     client: Option<(String, u64, discovery::Client)>,
 }
 
-impl Runtime {
+impl ControlPlane {
     fn discovery_client(&mut self) -> discovery::Client {
         let (ca, timeout) = (&self.config.server.ca_file, self.config.control_plane.discovery_timeout);
         if let Some((c, t, client)) = &self.client {
@@ -150,7 +79,7 @@ impl Runtime {
         let client = discovery::Client::new(ca, Duration::from_secs(timeout));
         if let Some(problem) = client.ca_problem() {
             if self.config.channels.iter().any(|c| c.enabled && c.base_url.starts_with("https://")) {
-                log::error(&format!("{problem}: https channels cannot be checked"));
+                tracing::error!("{problem}: https channels cannot be checked");
             }
         }
         self.client = Some((ca.clone(), timeout, client.clone()));
@@ -162,7 +91,7 @@ impl Runtime {
             .channels
             .iter()
             .map(|c| {
-                let state = self.discovery.get(&c.id).filter(|d| d.fingerprint == fingerprint(c));
+                let state = self.discovery.get(&c.id).filter(|d| d.fingerprint == cache::fingerprint(c));
                 let mut m = models_for(c, state.and_then(|d| d.models.as_ref()));
                 m.key_ok_ms = state.map(|d| d.key_ok_ms).unwrap_or(0);
                 m.key_rejected = state.is_some_and(|d| d.key_rejected);
@@ -176,17 +105,17 @@ impl Runtime {
         let interval = self.check_interval().as_secs();
         let now = epoch_ms();
         for c in self.config.channels.iter().filter(|c| c.enabled) {
-            let Some(entry) = load_cache(&self.config, c) else { continue };
+            let Some(entry) = cache::load(&self.config, c) else { continue };
             let age = Duration::from_millis(now.saturating_sub(entry.fetched_at_ms));
             if age.as_secs() >= interval {
                 continue;
             }
-            log::info(&format!(
+            tracing::info!(
                 "channel {}: {} models from the disk cache ({} s old)",
                 c.id,
                 entry.models.len(),
                 age.as_secs()
-            ));
+            );
             let d = self.discovery.entry(c.id.clone()).or_default();
             d.fingerprint = entry.fingerprint;
             d.models = Some(entry.models);
@@ -212,7 +141,7 @@ impl Runtime {
         let mut started = 0;
         // Channels that discover, and channels with a key to check.
         for c in self.config.channels.iter().filter(|c| c.enabled && (c.discover || !c.api_key.is_empty())) {
-            let fp = fingerprint(c);
+            let fp = cache::fingerprint(c);
             let d = self.discovery.entry(c.id.clone()).or_default();
             if d.in_flight {
                 continue;
@@ -245,19 +174,19 @@ impl Runtime {
         match done.result {
             Ok(models) => {
                 if d.last_error.take().is_some() || d.fingerprint != done.fingerprint {
-                    log::info(&format!("channel {}: discovered {} models, key accepted", done.channel, models.len()));
+                    tracing::info!("channel {}: discovered {} models, key accepted", done.channel, models.len());
                 }
-                d.fingerprint = done.fingerprint;
+                d.fingerprint.clone_from(&done.fingerprint);
                 d.key_ok_ms = epoch_ms();
                 d.key_rejected = false;
                 d.unreachable = false;
-                let entry = CachedDiscovery {
-                    fingerprint: done.fingerprint,
+                let entry = cache::CachedDiscovery {
+                    fingerprint: done.fingerprint.clone(),
                     fetched_at_ms: d.key_ok_ms,
                     key_ok_ms: d.key_ok_ms,
                     models,
                 };
-                save_cache(&self.config, &done.channel, &entry);
+                cache::save(&self.config, &done.channel, &entry);
                 d.models = Some(entry.models);
             }
             Err(err) => {
@@ -272,7 +201,7 @@ impl Runtime {
                 if d.last_error.as_deref() != Some(e.as_str()) {
                     let fallback =
                         if d.models.is_some() { "keeping the last discovered list" } else { "using configured_models" };
-                    log::warn(&format!("channel {}: discovery failed ({e}); {fallback}", done.channel));
+                    tracing::warn!("channel {}: discovery failed ({e}); {fallback}", done.channel);
                 }
                 d.last_error = Some(e);
             }
@@ -326,7 +255,7 @@ impl Runtime {
             names.extend(self.config.routing.sorting_strategies.keys().map(String::as_str));
             return Err(format!("unknown strategy \"{name}\"; known: {}", names.join(", ")));
         }
-        log::info(&format!("strategy set to {name} through the admin API"));
+        tracing::info!("strategy set to {name} through the admin API");
         self.strategy_override = Some(name.to_string());
         self.publish("strategy changed");
         Ok(())
@@ -347,23 +276,23 @@ impl Runtime {
         let table = match Table::compile(doc.clone(), None) {
             Ok(t) => t,
             Err(e) => {
-                log::error(&format!("built a table that does not compile, keeping the last good one: {e}"));
+                tracing::error!("built a table that does not compile, keeping the last good one: {e}");
                 return;
             }
         };
         let json = match serde_json::to_vec(&doc) {
             Ok(j) => j,
             Err(e) => {
-                log::error(&format!("cannot serialise the table: {e}"));
+                tracing::error!("cannot serialise the table: {e}");
                 return;
             }
         };
         let models: usize = doc.channels.iter().map(|c| c.models.len()).sum();
-        log::info(&format!(
+        tracing::info!(
             "table {} published ({reason}): {} channels, {models} channel models",
             doc.version,
             doc.channels.len()
-        ));
+        );
         self.published.send_replace(Some(Arc::new(Published {
             version: doc.version.clone(),
             json: Bytes::from(json),
@@ -384,16 +313,16 @@ impl Runtime {
         // Remember the text even when it is bad, so the error is logged once.
         self.config_text = text.clone();
         let loaded = config::parse(&text, &file, &|name| std::env::var(name).ok()).and_then(|c| {
-            secrets(&c).map(|s| (c, s)).map_err(|m| config::ConfigError {
+            Secrets::of(&c).map(|s| (c, s)).map_err(|e| config::ConfigError {
                 file: file.clone(),
                 path: String::new(),
-                message: m,
+                message: e.to_string(),
             })
         });
         match loaded {
             Ok((config, secrets)) => {
                 if secrets.table_token != self.secrets.table_token {
-                    log::warn("control_plane.table_token changed: re-render the Envoy config and restart Envoy, or it can no longer fetch tables");
+                    tracing::warn!("control_plane.table_token changed: re-render the Envoy config and restart Envoy, or it can no longer fetch tables");
                 }
                 warn_on_envoy_changes(&self.config, &config);
                 self.config = config;
@@ -401,7 +330,7 @@ impl Runtime {
                 true
             }
             Err(e) => {
-                log::error(&format!("config rejected, keeping table {version}: {e}"));
+                tracing::error!("config rejected, keeping table {version}: {e}");
                 false
             }
         }
@@ -414,55 +343,28 @@ fn warn_on_envoy_changes(old: &Config, new: &Config) {
         c.channels.iter().filter(|x| x.enabled).map(|x| (x.id.clone(), x.base_url.clone())).collect()
     };
     if clusters(old) != clusters(new) || old.server != new.server {
-        log::warn(
+        tracing::warn!(
             "channels were added, removed or moved to another base_url (or server settings changed): \
-             re-render the Envoy config and restart Envoy for those to take effect",
+             re-render the Envoy config and restart Envoy for those to take effect"
         );
     }
 }
 
-pub fn summary(path: &Path, config: &Config, doc: &TableDoc, models: &HashMap<String, ChannelModels>) -> String {
-    let mut s = format!(
-        "smart-router {}\n  config:        {}\n  control plane: http://{} (filters fetch GET /v1/table)\n  router API:    http://{} (Envoy)\n  strategy:      {} (max_retry_attempts {})\n  auth:          {}\n  channels:      {} enabled\n",
-        env!("CARGO_PKG_VERSION"),
-        path.display(),
-        config.control_plane.listen,
-        config.server.listen,
-        config.routing.default_strategy,
-        config.routing.max_retry_attempts,
-        if config.auth.enabled { format!("enabled ({} tokens)", doc.auth.tokens.len()) } else { "disabled".into() },
-        doc.channels.len(),
-    );
-    for c in &doc.channels {
-        let source = models.get(&c.id).map(|m| m.source.as_str()).unwrap_or("configured");
-        s.push_str(&format!(
-            "    {:<20} {:<18} {:<40} {:>5} models ({source}){}\n",
-            c.id,
-            c.provider,
-            format!("{}{}", c.authority, c.path_prefix),
-            c.models.len(),
-            if c.tags.is_empty() { String::new() } else { format!("  tags: {}", c.tags.join(",")) }
-        ));
-    }
-    let distinct: std::collections::BTreeSet<&str> =
-        doc.channels.iter().flat_map(|c| c.models.iter().map(|m| m.id.as_str())).collect();
-    s.push_str(&format!("  models:        {} distinct\n  table version: {}", distinct.len(), doc.version));
-    s
-}
-
-pub async fn serve(path: PathBuf) -> Result<(), String> {
-    let config = config::load(&path).map_err(|e| e.to_string())?;
-    let config_text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let secrets = secrets(&config)?;
+/// Run the control plane until SIGTERM or Ctrl-C.
+pub async fn serve(path: PathBuf) -> Result<(), Error> {
+    let config = config::load(&path)?;
+    let config_text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+    let secrets = Secrets::of(&config)?;
     let listen = config.control_plane.listen.clone();
-    let listener =
-        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|source| Error::Listen { address: listen.clone(), source })?;
 
     let (published, table_rx) = watch::channel(None);
     let (channel_status, channels_rx) = watch::channel(serde_json::Value::Array(vec![]));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
-    let mut rt = Runtime {
+    let mut cp = ControlPlane {
         path: path.clone(),
         config,
         config_text,
@@ -477,57 +379,56 @@ pub async fn serve(path: PathBuf) -> Result<(), String> {
     };
 
     // Channels with a fresh enough disk cache start from it, without calling /models.
-    rt.load_caches();
+    cp.load_caches();
     // First discovery round before the first table, bounded by the discovery timeout.
-    let mut pending = rt.start_due_discoveries();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(rt.config.control_plane.discovery_timeout + 1);
+    let mut pending = cp.start_due_discoveries();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(cp.config.control_plane.discovery_timeout + 1);
     while pending > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some(done)) => {
-                rt.apply(done);
+                cp.apply(done);
                 pending -= 1;
             }
             _ => break,
         }
     }
-    rt.publish("start");
-    if let Some(doc) = &rt.current {
-        eprintln!("{}", summary(&path, &rt.config, doc, &rt.channel_models()));
+    cp.publish("start");
+    if let Some(doc) = &cp.current {
+        eprintln!("{}", super::summary(&path, &cp.config, doc, &cp.channel_models()));
     }
 
-    let state = Arc::new(ServerState {
+    let state = Arc::new(ApiState {
         table: table_rx,
-        table_token: rt.secrets.table_token.clone(),
-        admin_token: rt.secrets.admin_token.clone(),
+        table_token: cp.secrets.table_token.clone(),
+        admin_token: cp.secrets.admin_token.clone(),
         channels: channels_rx,
         health: std::sync::Mutex::new(Default::default()),
         commands,
     });
-    tokio::spawn(server::run(listener, state));
-    log::info(&format!("control plane listening on {listen}"));
+    tokio::spawn(api::serve(listener, state));
+    tracing::info!("control plane listening on {listen}");
 
-    let mut tick = tokio::time::interval(Duration::from_millis(rt.config.control_plane.reload_poll_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(cp.config.control_plane.reload_poll_ms));
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if rt.check_config_file() {
-                    rt.start_due_discoveries();
-                    rt.publish("config changed");
-                } else {
-                    rt.start_due_discoveries();
+                let changed = cp.check_config_file();
+                cp.start_due_discoveries();
+                if changed {
+                    cp.publish("config changed");
                 }
             }
             Some(done) = done_rx.recv() => {
-                rt.apply(done);
-                rt.publish("discovery");
+                cp.apply(done);
+                cp.publish("discovery");
             }
             Some(command) = command_rx.recv() => match command {
                 Command::SetStrategy { name, reply } => {
-                    let _ = reply.send(rt.set_strategy(&name));
+                    let _ = reply.send(cp.set_strategy(&name));
                 }
             },
             _ = shutdown_signal() => {
-                log::info("control plane stopping");
+                tracing::info!("control plane stopping");
                 return Ok(());
             }
         }

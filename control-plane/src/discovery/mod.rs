@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::config::ChannelConfig;
 
+pub mod cache;
+
 #[derive(Deserialize)]
 struct ModelList {
     data: Vec<ModelEntry>,

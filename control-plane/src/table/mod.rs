@@ -224,17 +224,9 @@ fn groups(config: &Config) -> Vec<GroupDoc> {
 
 /// Equal content, equal version: an unchanged config does not churn the filters.
 pub fn content_version(doc: &TableDoc) -> String {
-    format!("{:016x}", stable_hash(&serde_json::to_vec(doc).unwrap_or_default()))
-}
-
-/// FNV-1a, 64 bit: stable across builds and platforms, so it can be stored.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    let mut d = crate::secrets::digest(&serde_json::to_vec(doc).unwrap_or_default());
+    d.truncate(16);
+    d
 }
 
 #[cfg(test)]

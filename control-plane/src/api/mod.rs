@@ -1,0 +1,76 @@
+//! The control plane's HTTP API, one module per resource. Authentication,
+//! errors and body limits are shared: every error is OpenAI-shaped JSON, and
+//! every route but `/healthz` needs a bearer token.
+//!
+//! - `GET /healthz`: liveness and the published table version (no token).
+//! - `GET /v1/table`, `POST /v1/health-report`: Envoy's side (table token).
+//! - `/admin/v1/...`: explain, channels, strategy (admin token).
+
+mod auth;
+mod channels;
+mod error;
+mod explain;
+mod strategy;
+mod table;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{mpsc, watch};
+
+pub use error::ApiError;
+
+/// A table as served: its version, its JSON, and its compiled form for explain.
+#[derive(Debug)]
+pub struct Published {
+    pub version: String,
+    pub json: axum::body::Bytes,
+    pub table: Arc<router_core::Table>,
+}
+
+/// A change the serve loop makes for the API; it answers on `reply`.
+pub enum Command {
+    SetStrategy { name: String, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    pub table: watch::Receiver<Option<Arc<Published>>>,
+    pub table_token: String,
+    pub admin_token: String,
+    /// Per-channel discovery, key and health-check state, kept by the serve loop.
+    pub channels: watch::Receiver<serde_json::Value>,
+    /// The last health map Envoy reported, and when (ms since the epoch).
+    pub health: Mutex<(router_core::health::HealthMap, u64)>,
+    /// Changes the API asks of the serve loop.
+    pub commands: mpsc::UnboundedSender<Command>,
+}
+
+pub type State = Arc<ApiState>;
+
+pub fn router(state: State) -> Router {
+    let envoy = Router::new()
+        .route("/v1/table", get(table::get_table))
+        .route("/v1/health-report", post(table::health_report))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::table_token));
+    let admin = Router::new()
+        .route("/admin/v1/explain", post(explain::explain))
+        .route("/admin/v1/channels", get(channels::list))
+        .route("/admin/v1/strategy", get(strategy::get).put(strategy::put))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::admin_token));
+    Router::new()
+        .route("/healthz", get(table::healthz))
+        .merge(envoy)
+        .merge(admin)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serve the API on `listener` until the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, state: State) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!("control plane API stopped: {e}");
+    }
+}

@@ -1,0 +1,315 @@
+//! The YAML file's shape: every key a user may write, with its default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub control_plane: ControlPlaneConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Virtual model groups. Validated here; see README for what routes today.
+    #[serde(default)]
+    pub model_groups: BTreeMap<String, ModelGroupConfig>,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// Envoy's side: where clients connect.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Client API listener (`host:port`).
+    pub listen: String,
+    /// Envoy admin (`/stats`, `/stats/prometheus`).
+    pub admin: String,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Envoy worker threads.
+    pub concurrency: u32,
+    /// Upstream connect timeout, seconds.
+    pub connect_timeout: f64,
+    /// CA bundle for https channels.
+    pub ca_file: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7601".into(),
+            admin: "127.0.0.1:9901".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            concurrency: 2,
+            connect_timeout: 5.0,
+            ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    pub listen: String,
+    /// Shared secret filters present to fetch the table (it holds provider keys).
+    /// Empty: generated once into `<data_dir>/table.token`.
+    pub table_token: String,
+    /// Bearer token for the admin API (`/admin/v1/...`). Empty: generated once into
+    /// `<data_dir>/admin.token`.
+    pub admin_token: String,
+    /// Where generated tokens and caches live (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Seconds between model discoveries per channel.
+    pub discovery_interval: u64,
+    /// Seconds one discovery call may take.
+    pub discovery_timeout: u64,
+    /// Seconds between key checks (`GET /models`, no tokens spent) per channel; a
+    /// channel that answered 401/403 comes back after the next good check.
+    pub key_validation_interval: u64,
+    /// Seconds between health checks (the same `GET /models` call); a channel whose
+    /// check gets no answer or a 5xx is a last resort until one succeeds.
+    pub health_check_interval: u64,
+    /// How often the config file is checked for changes, milliseconds.
+    pub reload_poll_ms: u64,
+    /// How often Envoy polls for a new table, milliseconds.
+    pub table_poll_ms: u64,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7602".into(),
+            table_token: String::new(),
+            admin_token: String::new(),
+            data_dir: PathBuf::from("data"),
+            discovery_interval: 3600,
+            discovery_timeout: 10,
+            key_validation_interval: 1800,
+            health_check_interval: 300,
+            reload_poll_ms: 500,
+            table_poll_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub api_token: String,
+    pub api_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default_strategy: String,
+    /// Attempts after the first one.
+    pub max_retry_attempts: u32,
+    /// Seconds a failing channel cools down (used by the health work).
+    pub error_cooldown_period: u64,
+    pub enable_fallback: bool,
+    pub debug_headers: bool,
+    /// Seconds an attempt may take to start its response (for a non-streaming
+    /// request: the whole answer); then the next channel is tried.
+    pub first_byte_timeout: f64,
+    /// Seconds an attempt may stay silent, before or during its response. Once the
+    /// response has started, a timeout ends it (nothing can fail over mid-stream).
+    pub idle_timeout: f64,
+    pub circuit_breaker: CircuitBreakerConfig,
+    pub model_filters: ModelFilters,
+    pub sorting_strategies: BTreeMap<String, Vec<SortField>>,
+    /// Quality (0..1) by model core name (`qwen3-235b-a22b: 0.95`), overriding the
+    /// estimate from size.
+    pub model_quality: BTreeMap<String, f64>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default_strategy: "cost_first".into(),
+            max_retry_attempts: 3,
+            error_cooldown_period: 60,
+            enable_fallback: true,
+            debug_headers: true,
+            first_byte_timeout: 120.0,
+            idle_timeout: 300.0,
+            circuit_breaker: CircuitBreakerConfig::default(),
+            model_filters: ModelFilters::default(),
+            sorting_strategies: BTreeMap::new(),
+            model_quality: BTreeMap::new(),
+        }
+    }
+}
+
+/// When a failing channel (or channel+model) is taken out, and for how long.
+/// `routing.error_cooldown_period` is the first cooldown; it doubles per trip.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Seconds over which failures are counted.
+    pub window: u64,
+    /// Failures in the window before it opens...
+    pub min_failures: u32,
+    /// ...when they are at least this share of the window's attempts.
+    pub failure_ratio: f64,
+    /// Longest cooldown, seconds.
+    pub max_cooldown: u64,
+    /// Rest after a 429 without Retry-After, seconds.
+    pub rate_limit_cooldown: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self { window: 30, min_failures: 3, failure_ratio: 0.5, max_cooldown: 600, rate_limit_cooldown: 60 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelFilters {
+    pub min_context_length: Option<u64>,
+    pub min_parameter_count: Option<f64>,
+    /// Accepted for older configs: non-chat models (embedding, rerank, speech,
+    /// image, moderation) are never routed as chat, so only `true` is allowed.
+    pub exclude_embedding_models: Option<bool>,
+    pub max_cost_per_1k: Option<f64>,
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SortField {
+    pub field: String,
+    #[serde(default)]
+    pub order: Option<SortOrder>,
+    #[serde(default = "one_f64")]
+    pub weight: f64,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelGroupConfig {
+    pub display_name: String,
+    pub description: String,
+    /// A model query (`tag:free,qwen3,!local`) selecting the group's members.
+    pub query: String,
+    pub routing_strategy: Vec<SortField>,
+    pub filters: ModelFilters,
+    pub channels: Vec<GroupChannel>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChannel {
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub model: String,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub daily_limit: Option<u64>,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// A provider template name (`openai`, `groq`, `ollama`, ...) or `openai_compatible`.
+    #[serde(default = "openai_compatible")]
+    pub provider: String,
+    /// Defaults to the provider template's URL.
+    #[serde(default)]
+    pub base_url: String,
+    /// The provider key; `${ENV_VAR}` reads it from the environment.
+    #[serde(default)]
+    pub api_key: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Lower is preferred.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    #[serde(default = "one_f64")]
+    pub weight: f64,
+    /// Call `{base_url}/models` to learn the model list.
+    #[serde(default = "yes")]
+    pub discover: bool,
+    /// Used when discovery is off or fails.
+    #[serde(default)]
+    pub configured_models: Vec<String>,
+    /// Seeds' single-model form; same as one entry of `configured_models`.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    /// Standard name a client may use -> this channel's own model name.
+    #[serde(default)]
+    pub model_aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pricing: Option<PricingConfig>,
+}
+
+impl fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelConfig")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
+            .finish()
+    }
+}
+
+/// Prices in USD per 1M tokens.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub multiplier: Option<f64>,
+    pub models: BTreeMap<String, ModelPrice>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input: f64,
+    pub output: f64,
+}
+
+fn openai_compatible() -> String {
+    "openai_compatible".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_priority() -> i32 {
+    10
+}

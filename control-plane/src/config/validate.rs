@@ -1,0 +1,223 @@
+//! Checks that a parsed config makes sense, and fills in what a channel's
+//! provider template implies.
+
+use std::collections::BTreeSet;
+
+use router_core::table::valid_channel_id;
+
+use super::providers::{parse_base_url, provider_template, PROVIDERS};
+use super::types::{Config, SortField};
+
+pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
+    let e = |p: &str, m: String| Err((p.to_string(), m));
+    for (key, addr) in [
+        ("server.listen", &c.server.listen),
+        ("server.admin", &c.server.admin),
+        ("control_plane.listen", &c.control_plane.listen),
+    ] {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return e(key, format!("\"{addr}\" is not an address like 127.0.0.1:7601"));
+        }
+    }
+    if c.server.max_body_bytes < 1024 {
+        return e("server.max_body_bytes", "must be at least 1024".into());
+    }
+    if !(1..=64).contains(&c.server.concurrency) {
+        return e("server.concurrency", "must be between 1 and 64".into());
+    }
+    if !(c.server.connect_timeout > 0.0 && c.server.connect_timeout <= 300.0) {
+        return e("server.connect_timeout", "must be between 0 and 300 seconds".into());
+    }
+    if c.control_plane.reload_poll_ms < 50 || c.control_plane.table_poll_ms < 50 {
+        return e("control_plane", "reload_poll_ms and table_poll_ms must be at least 50".into());
+    }
+    if c.control_plane.discovery_timeout == 0 || c.control_plane.discovery_interval == 0 {
+        return e("control_plane", "discovery_timeout and discovery_interval must be positive".into());
+    }
+    let (fb, idle) = (c.routing.first_byte_timeout, c.routing.idle_timeout);
+    if !(fb > 0.0 && fb <= 3600.0 && idle > 0.0 && idle <= 3600.0) {
+        return e("routing", "first_byte_timeout and idle_timeout must be between 0 and 3600 seconds".into());
+    }
+    if idle < fb {
+        return e(
+            "routing.idle_timeout",
+            format!("must be at least first_byte_timeout ({fb} s): a non-streaming answer is silent until it is done"),
+        );
+    }
+    let cb = &c.routing.circuit_breaker;
+    if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) || cb.min_failures == 0 || cb.window == 0 {
+        return e(
+            "routing.circuit_breaker",
+            "window and min_failures must be positive, failure_ratio in (0, 1]".into(),
+        );
+    }
+    if c.control_plane.key_validation_interval == 0 || c.control_plane.health_check_interval == 0 {
+        return e("control_plane", "key_validation_interval and health_check_interval must be positive".into());
+    }
+    if c.routing.max_retry_attempts > 20 {
+        return e("routing.max_retry_attempts", "must be at most 20".into());
+    }
+    for (name, fields) in &c.routing.sorting_strategies {
+        for (i, f) in fields.iter().enumerate() {
+            check_sort_field(f).map_err(|m| (format!("routing.sorting_strategies.{name}[{i}]"), m))?;
+        }
+    }
+    let embedding_filters = std::iter::once(("routing.model_filters".to_string(), &c.routing.model_filters))
+        .chain(c.model_groups.iter().map(|(n, g)| (format!("model_groups.{n}.filters"), &g.filters)));
+    for (at, f) in embedding_filters {
+        if f.exclude_embedding_models == Some(false) {
+            return e(
+                &format!("{at}.exclude_embedding_models"),
+                "non-chat models (embedding, rerank, speech, image) are never routed as chat; remove this key or set it to true".into(),
+            );
+        }
+    }
+    for cap in &c.routing.model_filters.capabilities {
+        if cap != "tools" && cap != "vision" {
+            return e("routing.model_filters.capabilities", format!("unknown capability \"{cap}\" (tools, vision)"));
+        }
+    }
+    for (m, q) in &c.routing.model_quality {
+        if !(0.0..=1.0).contains(q) {
+            return e(&format!("routing.model_quality.{m}"), "must be between 0 and 1".into());
+        }
+    }
+    let strategy = &c.routing.default_strategy;
+    if !router_core::score::BUILTIN.contains(&strategy.as_str()) && !c.routing.sorting_strategies.contains_key(strategy)
+    {
+        return e(
+            "routing.default_strategy",
+            format!(
+                "unknown strategy \"{strategy}\"; use one of {} or a name under routing.sorting_strategies",
+                router_core::score::BUILTIN.join(", ")
+            ),
+        );
+    }
+    for (i, t) in c.auth.api_tokens.iter().chain(std::iter::once(&c.auth.api_token)).enumerate() {
+        if t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return e(&format!("auth.api_tokens[{i}]"), "tokens must be printable ASCII without spaces".into());
+        }
+    }
+
+    let mut ids = BTreeSet::new();
+    for (i, ch) in c.channels.iter_mut().enumerate() {
+        let at = format!("channels[{i}]");
+        if !valid_channel_id(&ch.id) {
+            return e(&format!("{at}.id"), format!("\"{}\" must be 1-64 characters of A-Z a-z 0-9 _ -", ch.id));
+        }
+        if !ids.insert(ch.id.clone()) {
+            return e(&format!("{at}.id"), format!("duplicate channel id \"{}\"", ch.id));
+        }
+        let Some(template) = provider_template(&ch.provider) else {
+            let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+            return e(
+                &format!("{at}.provider"),
+                format!(
+                    "unknown provider \"{}\"; known: {} (anthropic translation is not built yet)",
+                    ch.provider,
+                    known.join(", ")
+                ),
+            );
+        };
+        if ch.base_url.is_empty() {
+            if template.base_url.is_empty() {
+                return e(&format!("{at}.base_url"), "required for provider openai_compatible".into());
+            }
+            ch.base_url = template.base_url.to_string();
+        }
+        if ch.enabled {
+            parse_base_url(&ch.base_url).map_err(|m| (format!("{at}.base_url"), m))?;
+        }
+        if ch.api_key.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+            return e(&format!("{at}.api_key"), "must be printable ASCII".into());
+        }
+        if ch.name.is_empty() {
+            ch.name = ch.id.clone();
+        }
+        if !(ch.weight > 0.0 && ch.weight <= 1000.0) {
+            return e(&format!("{at}.weight"), "must be greater than 0 and at most 1000".into());
+        }
+        if let Some(m) = ch.model_name.take() {
+            if !ch.configured_models.contains(&m) {
+                ch.configured_models.push(m);
+            }
+        }
+        for (j, m) in ch.configured_models.iter().enumerate() {
+            if m.trim().is_empty() || m.len() > 512 {
+                return e(&format!("{at}.configured_models[{j}]"), "model names must be 1-512 characters".into());
+            }
+        }
+        for (k, v) in &ch.model_aliases {
+            if k.trim().is_empty() || v.trim().is_empty() {
+                return e(&format!("{at}.model_aliases"), "alias names and targets must not be empty".into());
+            }
+        }
+        for t in ch.tags.iter_mut() {
+            *t = t.trim().to_ascii_lowercase();
+        }
+        for extra in template.tags {
+            if !ch.tags.iter().any(|t| t == extra) {
+                ch.tags.push((*extra).to_string());
+            }
+        }
+        if !ch.discover && ch.configured_models.is_empty() && ch.model_aliases.is_empty() && ch.enabled {
+            return e(
+                &format!("{at}.configured_models"),
+                "a channel with discover: false needs configured_models or model_aliases".into(),
+            );
+        }
+        if let Some(p) = &ch.pricing {
+            let prices = [p.input, p.output, p.multiplier].into_iter().flatten();
+            let model_prices = p.models.values().flat_map(|m| [m.input, m.output]);
+            if prices.chain(model_prices).any(|x| !(x >= 0.0 && x.is_finite())) {
+                return e(&format!("{at}.pricing"), "prices and multipliers must be zero or positive".into());
+            }
+        }
+    }
+    for (name, g) in &c.model_groups {
+        if !g.query.trim().is_empty() {
+            match router_core::query::parse(&g.query) {
+                Ok(router_core::query::Query::Tags { .. }) => {}
+                Ok(_) => {
+                    return e(&format!("model_groups.{name}.query"), "must be a tag query like tag:qwen3,!local".into())
+                }
+                Err(err) => return e(&format!("model_groups.{name}.query"), err.0),
+            }
+        }
+        for cap in &g.filters.capabilities {
+            if cap != "tools" && cap != "vision" {
+                return e(
+                    &format!("model_groups.{name}.filters.capabilities"),
+                    format!("unknown capability \"{cap}\" (tools, vision)"),
+                );
+            }
+        }
+        for (i, f) in g.routing_strategy.iter().enumerate() {
+            check_sort_field(f).map_err(|m| (format!("model_groups.{name}.routing_strategy[{i}]"), m))?;
+        }
+        for (i, gc) in g.channels.iter().enumerate() {
+            if let Some(id) = &gc.channel {
+                if !ids.contains(id) {
+                    return e(
+                        &format!("model_groups.{name}.channels[{i}].channel"),
+                        format!("no channel with id \"{id}\""),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_sort_field(f: &SortField) -> Result<(), String> {
+    if router_core::score::Field::parse(&f.field).is_none() {
+        return Err(format!(
+            "unknown field \"{}\"; use cost, speed, quality, reliability, parameters, context, quota_remaining, priority, free or local (a _score suffix is fine)",
+            f.field
+        ));
+    }
+    if !(f.weight >= 0.0 && f.weight.is_finite()) {
+        return Err("weight must be zero or positive".into());
+    }
+    Ok(())
+}

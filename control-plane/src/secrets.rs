@@ -1,0 +1,131 @@
+//! The control plane's secrets: the table token (Envoy fetches the table, which
+//! holds provider keys, with it), the admin token, and client tokens. Each comes
+//! from the config, else is generated once into `data_dir` (mode 0600).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("no random numbers from the operating system: {0}")]
+    Random(getrandom::Error),
+}
+
+pub struct Secrets {
+    pub table_token: String,
+    pub admin_token: String,
+    pub client_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets").field("client_tokens", &self.client_tokens.len()).finish_non_exhaustive()
+    }
+}
+
+impl Secrets {
+    /// The config's secrets, generating those it leaves unset.
+    pub fn of(config: &Config) -> Result<Self, SecretsError> {
+        let dir = &config.control_plane.data_dir;
+        let table_token = match config.control_plane.table_token.as_str() {
+            "" => load_or_create(dir, "table.token", "sart-")?.0,
+            t => t.to_string(),
+        };
+        let admin_token = match config.control_plane.admin_token.as_str() {
+            "" => load_or_create(dir, "admin.token", "sara-")?.0,
+            t => t.to_string(),
+        };
+        let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
+        if !config.auth.api_token.is_empty() {
+            client_tokens.push(config.auth.api_token.clone());
+        }
+        if config.auth.enabled && client_tokens.is_empty() {
+            let (token, created) = load_or_create(dir, "api.token", "sar-")?;
+            if created {
+                // Printed once, so the first user can find it.
+                tracing::info!(
+                    "auth is enabled without a token: generated {token} (saved in {})",
+                    dir.join("api.token").display()
+                );
+            }
+            client_tokens.push(token);
+        }
+        Ok(Self { table_token, admin_token, client_tokens })
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, SecretsError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(SecretsError::Random)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The token in `dir/name`, created (mode 0600) on first use with `prefix` + 32 hex.
+pub fn load_or_create(dir: &Path, name: &str, prefix: &str) -> Result<(String, bool), SecretsError> {
+    let path = dir.join(name);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let t = text.trim().to_string();
+        if !t.is_empty() {
+            return Ok((t, false));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| SecretsError::CreateDir { path: dir.to_path_buf(), source })?;
+    let token = format!("{prefix}{}", random_hex(16)?);
+    write_private(&path, &token).map_err(|source| SecretsError::Write { path: path.clone(), source })?;
+    Ok((token, true))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from timing.
+pub fn same(a: &str, b: &str) -> bool {
+    router_core::flow::same_secret(a, b)
+}
+
+/// A SHA-256 hex digest: stable across builds, so it can be stored, and one-way,
+/// so a fingerprint of a key on disk does not give the key away.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_created_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("sar-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, created) = load_or_create(&dir, "t", "sar-").unwrap();
+        assert!(created && a.starts_with("sar-") && a.len() == 36);
+        let (b, created) = load_or_create(&dir, "t", "sar-").unwrap();
+        assert!(!created);
+        assert_eq!(a, b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn comparison_and_digest() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+        assert_eq!(digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
