@@ -1,7 +1,8 @@
 # Smart AI Router. Two commands do everything on a fresh machine:
 #   make run    build, then run fake providers + control plane + Envoy (Ctrl-C stops all;
 #               FILTER=dynamic-module runs the native module instead of wasm)
-#   make test   lint, unit tests, end-to-end tests against a real Envoy
+#   make test   lint, unit tests (native and wasm32), install-path check, end-to-end tests
+#               against a real Envoy
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -46,8 +47,11 @@ lint: deps-wasm
 	cargo clippy --workspace --exclude router-filter --all-targets -- -D warnings
 	cargo clippy -p router-filter -p router-core --target wasm32-wasip1 -- -D warnings
 
-unit:
+# Core's tests run twice: natively and compiled for wasm32-wasip1 under wasmtime
+# (from PyPI, in .venv), where the wasm filter runs the same code.
+unit: deps-wasm deps-venv
 	cargo test
+	cargo test -p router-core --target wasm32-wasip1
 
 # The whole suite runs twice: with the proxy-wasm filter (the default) and with
 # the native dynamic module (render-envoy --dynamic-module).

@@ -28,8 +28,10 @@ Control endpoints (never auth-checked, never recorded):
     POST /_control/keys      {"keys": [...]} replaces accepted keys ([] = no auth)
 
 Behaviour keys (all optional): status, retry_after, fail_every, fail_times,
-first_byte_delay, event_delay, events, error_body, context_length_error,
-echo_headers, per_model {model: {...}}. `fail_every`/`fail_times` without
+first_byte_delay, event_delay, events, event_bytes (pad each streamed event's
+content to about this many bytes), abort_after_events (close the connection
+after this many events, without [DONE]; 0: right after the headers),
+error_body, context_length_error, echo_headers, per_model {model: {...}}. `fail_every`/`fail_times` without
 `status` fail with 500; if both are set `fail_times` wins. Failures and
 `first_byte_delay` apply to chat completions and messages requests.
 """
@@ -175,6 +177,14 @@ class Handler(BaseHTTPRequestHandler):
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self.wfile.write(data)
         self.wfile.flush()
+
+    def abort(self):
+        """Close the connection mid-answer, as a provider that crashed would."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def end_stream(self):
         if self.chunked:
@@ -357,15 +367,19 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, resp)
         events = int(beh.get("events", 5))
         delay = float(beh.get("event_delay", 0.05))
+        pad = "x" * max(0, int(beh.get("event_bytes", 0)) - 200)
+        abort_after = beh.get("abort_after_events")
         created = int(time.time())
         self.start_stream()
         for i in range(events):
-            if i:
+            if abort_after is not None and i >= int(abort_after):
+                return self.abort()
+            if i and delay:
                 time.sleep(delay)
             last = i == events - 1
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
                      "model": model, "provider": name, "ts": time.time(),
-                     "choices": [{"index": 0, "delta": {"content": "tok%d " % i},
+                     "choices": [{"index": 0, "delta": {"content": "tok%d %s" % (i, pad)},
                                   "finish_reason": "stop" if last else None}]}
             if i == 0 and echo is not None:
                 chunk["received_headers"] = echo

@@ -48,6 +48,10 @@ class ProcessExited(AssertionError):
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition", process=None, log=None):
+    """Poll `predicate` until it returns something true. A false value means "not
+    yet", and so does a connection error (a process still starting, or restarting);
+    any other exception (an assertion in the predicate: an unexpected status, a
+    wrong body) fails at once, so a predicate's failure is never hidden."""
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -58,7 +62,7 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition", process=N
             last = predicate()
             if last:
                 return last
-        except Exception as e:  # noqa: BLE001 - keep polling until the deadline
+        except OSError as e:  # connection refused or reset: not up (again) yet
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
@@ -75,6 +79,18 @@ class Response:
 
     def __repr__(self):
         return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+def assert_error(resp, status, code):
+    """An OpenAI-shaped error: this status, JSON, `{"error": {"message", "type",
+    "code"}}` with this code. Returns the error object."""
+    assert resp.status == status, resp
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    err = resp.json()["error"]
+    assert isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["type"], str) and err["type"], err
+    assert err["code"] == code, err
+    return err
 
 
 def request(port, method, path, body=None, headers=None, timeout=30, tls=False):
@@ -115,7 +131,9 @@ class Fake:
             args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().split()
-        assert line and line[0] == "LISTENING", f"fake provider {name} did not start"
+        if not (line and line[0] == "LISTENING"):
+            self.stop()
+            raise AssertionError(f"fake provider {name} did not start")
         self.port = int(line[1])
         self.base_url = (f"https://localhost:{self.port}/v1" if self.tls else f"http://127.0.0.1:{self.port}/v1")
 
@@ -175,8 +193,16 @@ class Router:
                 self.stop()
                 if attempt == 2 or "in use" not in str(e):
                     raise
+            except BaseException:
+                self.stop()
+                raise
         if wait_table:
-            self.wait_table()
+            try:
+                self.wait_table()
+            except BaseException:
+                # Whatever was started is stopped, even when setup fails.
+                self.stop()
+                raise
 
     def header(self):
         return (f"server:\n  listen: 127.0.0.1:{self.api_port}\n  admin: 127.0.0.1:{self.admin_port}\n"
@@ -226,11 +252,12 @@ class Router:
                         timeout=timeout, what="router /health")
 
     def logs(self):
+        """Both whole logs (for scans that must see every line)."""
         out = []
         for name in ("control-plane.log", "envoy.log"):
             p = self.dir / name
             if p.exists():
-                out.append(f"--- {name}\n" + p.read_text(errors="replace")[-6000:])
+                out.append(f"--- {name}\n" + p.read_text(errors="replace"))
         return "\n".join(out)
 
     # client side

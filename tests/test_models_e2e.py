@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from harness import Fake, Router, channel_yaml, request
+from harness import assert_error, Fake, Router, channel_yaml, request
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +80,16 @@ def test_date_suffix_and_name_as_tags(world):
 
 def test_unknown_tag_is_404_naming_it(world):
     r, _ = world
-    resp = r.chat("tag:qwen3,nosuchtag")
-    assert resp.status == 404
-    err = resp.json()["error"]
-    assert err["code"] == "model_not_found" and '"nosuchtag"' in err["message"]
-    resp = r.chat("tag:!free")
-    assert resp.status == 400
-    resp = r.chat("auto:nonsense")
-    assert resp.status == 404 and "auto:free" in resp.json()["error"]["message"]
+    err = assert_error(r.chat("tag:qwen3,nosuchtag"), 404, "model_not_found")
+    assert '"nosuchtag"' in err["message"]
+    # A query of only negative tags matches everything but them: refused.
+    err = assert_error(r.chat("tag:!free"), 400, "invalid_model_query")
+    assert "positive tag" in err["message"], err
+    err = assert_error(r.chat("auto:nonsense"), 404, "model_not_found")
+    assert "auto:free" in err["message"]
     # Non-chat models are not reachable by tags.
-    resp = r.chat("tag:bge")
-    assert resp.status == 404 and "not chat models" in resp.json()["error"]["message"]
+    err = assert_error(r.chat("tag:bge"), 404, "model_not_found")
+    assert "not chat models" in err["message"]
 
 
 def test_groups_route_and_are_listed(world):
@@ -111,7 +110,7 @@ def test_groups_route_and_are_listed(world):
 def test_admin_explain(world):
     r, _ = world
     token = (r.dir / "data" / "admin.token").read_text().strip()
-    assert request(r.cp_port, "POST", "/admin/v1/explain", {"model": "x"}).status == 401
+    assert_error(request(r.cp_port, "POST", "/admin/v1/explain", {"model": "x"}), 401, "invalid_admin_token")
     resp = request(r.cp_port, "POST", "/admin/v1/explain", {"model": "tag:qwen3,!local"},
                    headers={"authorization": f"Bearer {token}"})
     assert resp.status == 200, resp

@@ -10,6 +10,21 @@ KEY_A = "sk-reload-a-0001"
 KEY_A2 = "sk-reload-a-0002"
 
 
+def model_of(resp):
+    """The model a routed answer came from; any answer but a 200 fails the test."""
+    assert resp.status == 200, resp
+    return resp.headers["x-router-model"]
+
+
+def served_or_unknown(resp):
+    """True once a model is served; a 404 (not in the table yet) is "not yet",
+    anything else fails the test."""
+    assert resp.status in (200, 404), resp
+    if resp.status == 404:
+        assert resp.json()["error"]["code"] == "model_not_found", resp
+    return resp.status == 200
+
+
 @pytest.fixture
 def setup(tmp_path):
     a = Fake("A", ["ep-old", "ep-new", "m1"], keys=[KEY_A, KEY_A2])
@@ -27,7 +42,8 @@ def setup(tmp_path):
 
 
 def routed_within(r, seconds, predicate):
-    """Time until `predicate(response)` holds, failing after `seconds`."""
+    """Time until `predicate()` holds, failing after `seconds`. The predicates
+    below check the status first: a reload may not produce a single error."""
     start = time.time()
     wait_for(predicate, timeout=seconds, interval=0.05, what="routing change")
     return time.time() - start
@@ -38,20 +54,21 @@ def test_alias_key_and_model_list_edits_apply_within_2s(setup):
     assert r.chat("std-model").headers["x-router-model"] == "ep-old"
 
     r.write_config(config(alias="ep-new"))
-    routed_within(r, 2.0, lambda: r.chat("std-model").headers.get("x-router-model") == "ep-new")
+    routed_within(r, 2.0, lambda: model_of(r.chat("std-model")) == "ep-new")
 
     a.reset()
     r.write_config(config(alias="ep-new", key=KEY_A2))
 
     def new_key_used():
         a.reset()
-        return r.chat("m1").status == 200 and a.requests()[-1]["headers"]["authorization"] == f"Bearer {KEY_A2}"
+        assert r.chat("m1").status == 200
+        return a.requests()[-1]["headers"]["authorization"] == f"Bearer {KEY_A2}"
 
     routed_within(r, 2.0, new_key_used)
 
     assert r.chat("m2").status == 404
     r.write_config(config(alias="ep-new", key=KEY_A2, models=("m1", "m2")))
-    routed_within(r, 2.0, lambda: r.chat("m2").status == 200)
+    routed_within(r, 2.0, lambda: served_or_unknown(r.chat("m2")))
     assert "m2" in [m["id"] for m in r.get("/v1/models").json()["data"]]
 
 
@@ -70,30 +87,71 @@ def test_broken_yaml_keeps_the_last_good_table(setup):
     assert "channels[0].base_ur: unknown field" in log
     # A good edit after the bad ones applies again.
     r.write_config(config(models=("m1", "m3")))
-    routed_within(r, 2.0, lambda: r.chat("m3").status == 200)
+    routed_within(r, 2.0, lambda: served_or_unknown(r.chat("m3")))
 
 
 def test_envoy_keeps_routing_when_the_control_plane_stops(setup):
     a, r, config = setup
+    version = r.get("/health").json()["table_version"]
     r.stop_control_plane()
-    time.sleep(0.5)
-    for _ in range(5):
-        assert r.chat("std-model").status == 200
-    assert r.get("/health").status == 200
+    # Longer than a table fetch may take (5 s): every poll has failed by then.
+    deadline = time.time() + 6.5
+    while time.time() < deadline:
+        resp = r.chat("std-model")
+        assert resp.status == 200, resp
+        assert model_of(resp) == "ep-old", "still the last table"
+        assert r.get("/health").json()["table_version"] == version
+        time.sleep(0.25)
     # And picks up tables again once the control plane is back.
     r.write_config(config(models=("m1", "m4")))
     r.start_control_plane()
-    routed_within(r, 3.0, lambda: r.chat("m4").status == 200)
+    routed_within(r, 3.0, lambda: served_or_unknown(r.chat("m4")))
 
 
 def test_table_endpoint_needs_the_token(setup):
     a, r, config = setup
-    from harness import request
-    assert request(r.cp_port, "GET", "/v1/table").status == 401
-    assert request(r.cp_port, "GET", "/v1/table", headers={"authorization": "Bearer wrong"}).status == 401
+    from harness import assert_error, request
+    assert_error(request(r.cp_port, "GET", "/v1/table"), 401, "invalid_table_token")
+    assert_error(request(r.cp_port, "GET", "/v1/table", headers={"authorization": "Bearer wrong"}), 401,
+                 "invalid_table_token")
     token = (r.dir / "data" / "table.token").read_text().strip()
     ok = request(r.cp_port, "GET", "/v1/table", headers={"authorization": f"Bearer {token}"})
     assert ok.status == 200 and ok.json()["schema"] == 1
     same = request(r.cp_port, "GET", "/v1/table",
                    headers={"authorization": f"Bearer {token}", "if-none-match": ok.headers["etag"]})
     assert same.status == 304
+
+
+def test_traffic_through_reloads_sees_only_the_old_or_the_new_table(setup):
+    """Clients keep sending while the config changes back and forth: every answer
+    is a 200 from one table or the other, never an error in between."""
+    import threading
+    a, r, config = setup
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def client():
+        while not stop.is_set():
+            try:
+                resp = r.chat("std-model")
+                if resp.status != 200:
+                    errors.append(resp)
+                else:
+                    seen.append(resp.headers["x-router-model"])
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for alias in ("ep-new", "ep-old", "ep-new", "ep-old", "ep-new"):
+            r.write_config(config(alias=alias))
+            time.sleep(0.6)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert errors == [], errors[:3]
+    assert len(seen) > 40, len(seen)
+    assert set(seen) == {"ep-old", "ep-new"}, set(seen)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import Fake, Router, channel_yaml, free_port, request, wait_for
+from harness import Fake, Router, assert_error, channel_yaml, free_port, request, wait_for
 
 KEYS = {"a": "sk-aaaa-secret-1111", "b": "sk-bbbb-secret-2222", "c": "sk-cccc-secret-3333"}
 
@@ -113,6 +113,7 @@ def test_failover_503_429_then_200_json(fakes, router):
     assert resp.status == 200, resp
     assert resp.json()["provider"] == "C"
     assert resp.headers["x-envoy-attempt-count"] == "3"
+    assert resp.headers["x-router-attempts"] == "3"
     assert resp.headers["x-router-channel"] == "c"
     for fake, cid in ((a, "a"), (b, "b"), (c, "c")):
         [seen] = fake.requests()
@@ -167,6 +168,7 @@ def test_failover_503_429_then_200_sse_streams_event_by_event(fakes, router):
     status, headers, events = read_sse(r.api_port, {"model": "m", "stream": True, "messages": []})
     assert status == 200
     assert headers["x-router-channel"] == "c"
+    assert headers["x-router-attempts"] == "3"
     assert headers["content-type"].startswith("text/event-stream")
     data = [e for _, e in events if e]
     assert [d["provider"] for d in data] == ["C"] * 5
@@ -203,6 +205,7 @@ def test_8mb_body_is_routed_and_rewritten_on_every_attempt(fakes, router):
     resp = r.post_raw("/v1/chat/completions", body)
     assert resp.status == 200, resp
     assert resp.json()["provider"] == "B"
+    assert resp.headers["x-router-attempts"] == "2"
     for fake, name in ((a, "ep-1"), (b, "ep-2")):
         [seen] = fake.requests()
         expected = body.replace(b'"big-model"', json.dumps(name).encode(), 1)
@@ -233,10 +236,9 @@ def test_client_errors_are_openai_shaped(fakes, router):
         err = resp.json()["error"]
         assert err["code"] == code and err["type"] and err["message"], err
     assert "no-such-model-xyz" in r.post_raw("/v1/chat/completions", b'{"model": "no-such-model-xyz"}').json()["error"]["message"]
-    resp = r.get("/v1/nothing-here")
-    assert resp.status == 404 and resp.json()["error"]["code"] == "unknown_url"
-    resp = r.get("/v1/chat/completions")
-    assert resp.status == 405
+    assert_error(r.get("/v1/nothing-here"), 404, "unknown_url")
+    assert_error(r.get("/v1/chat/completions"), 405, "method_not_allowed")
+    assert_error(r.post_raw("/v1/models", b"{}"), 405, "method_not_allowed")
 
 
 def test_body_over_the_limit_is_413(fakes, router, tmp_path):
@@ -285,6 +287,11 @@ def test_all_channels_failed_is_503_listing_channels_and_no_key_leaks(fakes, rou
                  r.chat("unknown"), r.post_raw("/v1/chat/completions", b"{")]
     for x in responses:
         assert_no_keys(x.body, json.dumps(x.headers))
+    # Stats, the control plane's admin view and every line of both logs.
+    token = (r.dir / "data" / "admin.token").read_text().strip()
+    admin = request(r.cp_port, "GET", "/admin/v1/channels", headers={"authorization": f"Bearer {token}"})
+    assert admin.status == 200
+    assert_no_keys(r.stats(), r.prometheus(), admin.body)
     r.stop()
     assert_no_keys(r.logs())
 
@@ -335,13 +342,13 @@ def test_models_health_and_stats(fakes, router):
 def test_client_auth(fakes, router):
     a = fakes("A", ["m"], KEYS["a"])
     r = router("auth:\n  enabled: true\n  api_tokens: [sar-test-token]\nchannels:\n" + channel_yaml("a", a, key=KEYS["a"]))
-    assert r.chat("m").status == 401
-    assert r.chat("m", headers={"authorization": "Bearer wrong"}).status == 401
+    assert_error(r.chat("m"), 401, "invalid_api_key")
+    assert_error(r.chat("m", headers={"authorization": "Bearer wrong"}), 401, "invalid_api_key")
     # A header that is not UTF-8 must not crash the filter.
-    assert r.chat("m", headers={"authorization": b"Bearer \xff\xfe".decode("latin-1")}).status == 401
+    assert_error(r.chat("m", headers={"authorization": b"Bearer \xff\xfe".decode("latin-1")}), 401, "invalid_api_key")
     ok = r.chat("m", headers={"authorization": "Bearer sar-test-token"})
     assert ok.status == 200, ok
     # The client's token never reaches the provider; the channel's key does.
     assert a.requests()[0]["headers"]["authorization"] == f"Bearer {KEYS['a']}"
     assert r.get("/health").status == 200  # health stays open for probes
-    assert r.get("/v1/models").status == 401
+    assert_error(r.get("/v1/models"), 401, "invalid_api_key")

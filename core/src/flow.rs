@@ -310,8 +310,7 @@ impl DebugHeaders<'_> {
             add("x-router-provider", provider);
             add("x-router-model", model);
         }
-        let mut digits = [0u8; 20];
-        add("x-router-attempts", crate::wire::decimal(self.attempts as u64, &mut digits));
+        add("x-router-attempts", itoa::Buffer::new().format(self.attempts));
         if let Some(score) = self.score {
             add("x-router-score", &fixed4(score));
         }
@@ -340,8 +339,7 @@ fn fixed4(x: f64) -> StackText {
     // (`as` truncates: adding a half rounds a non-negative value without the
     // library call `f64::round` costs.)
     let scaled = (x * 10_000.0 + 0.5) as u64;
-    let mut digits = [0u8; 20];
-    let _ = out.write_str(crate::wire::decimal(scaled / 10_000, &mut digits));
+    let _ = out.write_str(itoa::Buffer::new().format(scaled / 10_000));
     let frac = scaled % 10_000;
     let _ = out.write_str(".");
     for digit in [frac / 1000, frac / 100 % 10, frac / 10 % 10, frac % 10] {

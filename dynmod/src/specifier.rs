@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use router_core::wire::{attempt_cluster, decimal, RETRIES_OVERRIDE_PREFIX};
+use router_core::wire::{attempt_cluster, RETRIES_OVERRIDE_PREFIX};
 use serde::Deserialize;
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, SpecifierContext, ATTEMPT_COUNT_ATTRIBUTE};
@@ -94,8 +94,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
 /// `retries_<n>` written into `buf` (no allocation on the request path).
 fn retries_override(buf: &mut [u8; 32], n: usize) -> &str {
     let prefix = RETRIES_OVERRIDE_PREFIX.as_bytes();
-    let mut digits = [0u8; 20];
-    let digits = decimal(n as u64, &mut digits).as_bytes();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
     let len = prefix.len() + digits.len();
     buf[..prefix.len()].copy_from_slice(prefix);
     buf[prefix.len()..len].copy_from_slice(digits);

@@ -255,9 +255,7 @@ impl Host for WasmHost {
         // Past the end of the plan the specifier repeats the last group: cap the
         // retries at the plan, unless the route's own count already does.
         if self.num_retries != Some(retries) {
-            let mut digits = [0u8; 20];
-            let n = router_core::wire::decimal(retries as u64, &mut digits);
-            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", Some(n));
+            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", Some(itoa::Buffer::new().format(retries)));
         }
         true
     }

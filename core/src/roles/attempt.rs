@@ -110,8 +110,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             host.set_request_header(name, Some(value));
         }
         if let Some(len) = rw.content_length {
-            let mut digits = [0u8; 20];
-            host.set_request_header("content-length", Some(crate::wire::decimal(len as u64, &mut digits)));
+            host.set_request_header("content-length", Some(itoa::Buffer::new().format(len)));
         }
         let shared = host.shared();
         self.started_ms = live::should_time(shared, &rw.channel.id, &rw.model).then(|| shared.now_ms());
