@@ -56,6 +56,7 @@ unit: deps-wasm deps-venv
 # The whole suite runs twice: with the proxy-wasm filter (the default) and with
 # the native dynamic module (render-envoy --dynamic-module).
 e2e: build deps-venv
+	@scripts/deps.sh postgres
 	$(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
 	SAR_FILTER=dynamic-module $(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
 

@@ -10,6 +10,8 @@
 #             and the Python test clients, from tests/requirements.txt
 #   bench     wrk (load) and valgrind (instruction counts), from Debian; without
 #             root or apt-get the bench runs without them and says so
+#   postgres  a PostgreSQL server (Debian's package), which the tests start in a
+#             temporary folder of their own
 #
 # Nothing here trusts a marker file to say that a tool is installed: each check
 # asks the tool itself (rustup's list of installed targets, Envoy's --version,
@@ -79,10 +81,21 @@ install_bench() {
   apt_install wrk valgrind || true
 }
 
+have_postgres() {
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null
+}
+
+install_postgres() {
+  say "installing PostgreSQL (Debian's package) for the storage tests"
+  apt_install postgresql
+  # Debian starts a cluster of its own; the tests start theirs.
+  command -v systemctl >/dev/null && systemctl disable --now postgresql >/dev/null 2>&1 || true
+}
+
 missing=0
 for name in "$@"; do
   case "$name" in
-    wasm | venv | bench) ;;
+    wasm | venv | bench | postgres) ;;
     *) say "unknown prerequisite \"$name\""; exit 2 ;;
   esac
   if "have_$name"; then

@@ -10,6 +10,7 @@ mod envoy;
 mod secrets;
 mod table;
 mod telemetry;
+mod usage;
 
 use std::process::ExitCode;
 

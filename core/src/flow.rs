@@ -17,7 +17,7 @@ use crate::plan::{self, Live};
 use crate::request::parse_chat_head;
 use crate::score::PerfMap;
 use crate::table::Channel;
-use crate::wire::{encode_plan, model_literal, AttemptView, PlanHead};
+use crate::wire::{encode_plan, model_literal, AttemptView, PlanHead, PlanOptions, UsageEdit};
 use crate::{RouterError, Table};
 
 /// The only endpoint routed to channels; the rest are answered by the router.
@@ -42,13 +42,15 @@ pub fn fails_over(status: u16) -> bool {
 pub enum HeadersVerdict {
     /// Answer locally with this status and JSON body.
     Reply(u16, String),
+    /// Answer locally with this error.
+    Fail(RouterError),
     /// A chat request: buffer the whole body, then call [`route_body`].
     WaitForBody,
 }
 
 impl HeadersVerdict {
     fn fail(e: &RouterError) -> Self {
-        Self::Reply(e.status, e.to_json())
+        Self::Fail(e.clone())
     }
 }
 
@@ -136,6 +138,10 @@ pub struct Decision<T> {
     pub attempts: Vec<plan::Attempt>,
     pub strategy: Cow<'static, str>,
     pub scores: Vec<f64>,
+    /// A streaming request.
+    pub stream: bool,
+    /// The request body's length (the prompt estimate when no usage comes back).
+    pub body_len: usize,
 }
 
 impl<T: Deref<Target = Table>> Decision<T> {
@@ -189,12 +195,18 @@ pub fn route_body<T: Deref<Target = Table>>(
                 && path.ends_with(ENDPOINT)
         })
     });
+    // A stream's usage comes in its last event, and only when asked for: each
+    // attempt asks, whatever the client said (the router bills every request);
+    // what the client did not ask for it does not get.
+    let usage_edit = (head.stream && !head.include_usage).then(|| UsageEdit {
+        span: head.stream_options_span.unwrap_or((head.object_start + 1, head.object_start + 1)),
+    });
     let head_line = PlanHead {
         request_id: rotation,
         body_len: body.len(),
         model_span: head.model_span,
         endpoint: ENDPOINT,
-        keep_path,
+        options: PlanOptions { keep_path, stream: head.stream, client_usage: head.include_usage, usage_edit },
         requested: &head.model,
     };
     let plan_text = encode_plan(
@@ -210,7 +222,15 @@ pub fn route_body<T: Deref<Target = Table>>(
         request_id: rotation,
         retries,
         probes,
-        decision: Decision { table, requested: head.model, attempts: plan.attempts, strategy, scores },
+        decision: Decision {
+            table,
+            requested: head.model,
+            attempts: plan.attempts,
+            strategy,
+            scores,
+            stream: head.stream,
+            body_len: body.len(),
+        },
     })
 }
 
@@ -393,8 +413,9 @@ pub struct AttemptPlan<'t> {
     /// New `content-length`, when any attempt of the plan changes the body's length
     /// (all attempts share one header map, so each sets its own).
     pub content_length: Option<usize>,
-    /// The span of `model`'s value in the body and the JSON literal to put there.
-    pub splice: Option<((usize, usize), String)>,
+    /// Byte ranges of the body and what to put there, in body order: the model's
+    /// value for this channel, and the ask for a stream's usage event.
+    pub edits: Vec<((usize, usize), String)>,
     /// The model this attempt asks the channel for (health and speed are per model).
     pub model: String,
 }
@@ -427,22 +448,40 @@ pub fn attempt_rewrite<'t, 'p>(
     Ok(AttemptPlan {
         channel,
         channel_handle,
-        path: (!state.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
+        path: (!state.options.keep_path).then(|| format!("{}{}", channel.path_prefix, state.endpoint)),
         auth: (!channel.auth_header.is_empty()).then_some((channel.auth_header.as_str(), channel.auth_value.as_str())),
-        content_length: state.rewrites_model.then(|| state.body_len_for(&rewrite)),
-        splice: rewrite.model_literal.map(|lit| (state.model_span, lit.to_string())),
+        content_length: state.changes_length().then(|| state.body_len_for(&rewrite)),
+        edits: state.edits_for(&rewrite).into_iter().map(|(span, lit)| (span, lit.to_string())).collect(),
         model,
     })
 }
 
-/// `body` with the bytes of `span` replaced by `literal` (an attempt's `splice`);
-/// `None` when the body is shorter than the span (it is then sent unchanged).
-pub fn spliced(body: &[u8], span: (usize, usize), literal: &str) -> Option<Vec<u8>> {
-    let (before, after) = (body.get(..span.0)?, body.get(span.1..)?);
-    let mut out = Vec::with_capacity(before.len() + literal.len() + after.len());
-    out.extend_from_slice(before);
-    out.extend_from_slice(literal.as_bytes());
-    out.extend_from_slice(after);
+/// `body` with each edit's byte range replaced by its text (an attempt's
+/// `edits`, in body order, not overlapping); `None` when the body is shorter
+/// than an edit's range.
+pub fn edited<S: AsRef<str>>(body: &[u8], edits: &[((usize, usize), S)]) -> Option<Vec<u8>> {
+    let end = edits.last().map_or(0, |((_, end), _)| *end);
+    let mut out = Vec::with_capacity(body.len() + edits.iter().map(|(_, lit)| lit.as_ref().len()).sum::<usize>());
+    out.extend_from_slice(&edited_prefix(body.get(..end)?, edits)?);
+    out.extend_from_slice(body.get(end..)?);
+    Some(out)
+}
+
+/// The first bytes of a body (through the last edit's range) with the edits
+/// made: what replaces that prefix (the wasm host can replace a body only from
+/// its start).
+pub fn edited_prefix<S: AsRef<str>>(prefix: &[u8], edits: &[((usize, usize), S)]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(prefix.len() + 64);
+    let mut at = 0;
+    for ((start, end), literal) in edits {
+        if *start < at || end < start {
+            return None;
+        }
+        out.extend_from_slice(prefix.get(at..*start)?);
+        out.extend_from_slice(literal.as_ref().as_bytes());
+        at = *end;
+    }
+    out.extend_from_slice(prefix.get(at..)?);
     Some(out)
 }
 
@@ -533,16 +572,16 @@ mod tests {
         assert!(matches!(reply("GET", "/health"), HeadersVerdict::Reply(200, _)));
         assert!(matches!(reply("GET", "/v1/models?x=1"), HeadersVerdict::Reply(200, _)));
         assert_eq!(reply("POST", "/v1/chat/completions"), HeadersVerdict::WaitForBody);
-        assert!(matches!(reply("GET", "/v1/chat/completions"), HeadersVerdict::Reply(405, _)));
-        assert!(matches!(reply("POST", "/v2/nothing"), HeadersVerdict::Reply(404, _)));
+        assert!(matches!(reply("GET", "/v1/chat/completions"), HeadersVerdict::Fail(ref e) if e.status == 405));
+        assert!(matches!(reply("POST", "/v2/nothing"), HeadersVerdict::Fail(ref e) if e.status == 404));
         let none = on_request_headers(None, "POST", CHAT_PATH, false, 100, no_headers);
-        assert!(matches!(none, HeadersVerdict::Reply(503, ref b) if b.contains("table_not_loaded")));
+        assert!(matches!(none, HeadersVerdict::Fail(ref e) if e.code == "table_not_loaded"));
         let big = on_request_headers(Some(&t), "POST", CHAT_PATH, false, 100, |h| {
             (h == "content-length").then(|| "101".to_string())
         });
-        assert!(matches!(big, HeadersVerdict::Reply(413, _)));
+        assert!(matches!(big, HeadersVerdict::Fail(ref e) if e.status == 413));
         let empty = on_request_headers(Some(&t), "POST", CHAT_PATH, true, 100, no_headers);
-        assert!(matches!(empty, HeadersVerdict::Reply(400, _)));
+        assert!(matches!(empty, HeadersVerdict::Fail(ref e) if e.status == 400));
     }
 
     #[test]
@@ -566,9 +605,9 @@ mod tests {
         assert!(matches!(with(Some("Bearer sar-1")), HeadersVerdict::Reply(200, _)));
         assert!(matches!(with(Some("bearer  sar-1 ")), HeadersVerdict::Reply(200, _)));
         assert!(matches!(with(Some("sar-1")), HeadersVerdict::Reply(200, _)));
-        assert!(matches!(with(Some("Basic sar-1")), HeadersVerdict::Reply(401, _)));
-        assert!(matches!(with(Some("Bearer nope")), HeadersVerdict::Reply(401, _)));
-        assert!(matches!(with(None), HeadersVerdict::Reply(401, _)));
+        assert!(matches!(with(Some("Basic sar-1")), HeadersVerdict::Fail(ref e) if e.status == 401));
+        assert!(matches!(with(Some("Bearer nope")), HeadersVerdict::Fail(ref e) if e.status == 401));
+        assert!(matches!(with(None), HeadersVerdict::Fail(ref e) if e.status == 401));
         // /health stays open for probes.
         let health = on_request_headers(Some(&t), "GET", "/health", false, 100, no_headers);
         assert!(matches!(health, HeadersVerdict::Reply(200, _)));
@@ -584,7 +623,7 @@ mod tests {
         assert_eq!(clusters, vec!["channel_a", "channel_b"]);
         assert_eq!(r.retries, 1);
         assert_eq!(r.request_id, 1);
-        assert!(!state.keep_path, "channel b lives under /api/v1");
+        assert!(!state.options.keep_path, "channel b lives under /api/v1");
         assert_eq!(state.attempts[1].model_literal.as_deref(), Some("\"vendor/m\""));
         assert_eq!(state.encode(), r.plan_text, "the owned state encodes the same text");
 
@@ -593,7 +632,7 @@ mod tests {
         assert_eq!(first.channel.id, "a");
         assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
         assert_eq!(first.auth, Some(("authorization", "Bearer key-a")));
-        assert!(first.splice.is_none());
+        assert!(first.edits.is_empty());
         assert_eq!(first.content_length, Some(body.len()), "another attempt changes the length");
 
         let second = attempt_rewrite(&view, 2, &t).unwrap();
@@ -601,11 +640,10 @@ mod tests {
         assert_eq!(second.path.as_deref(), Some("/api/v1/chat/completions"));
         assert_eq!(second.auth, Some(("x-api-key", "key-b")));
         assert_eq!(second.model, "vendor/m");
-        let (span, literal) = second.splice.clone().unwrap();
-        let rewritten = spliced(body, span, &literal).unwrap();
+        let rewritten = edited(body, &second.edits).unwrap();
         assert_eq!(rewritten, br#"{"model":"vendor/m","messages":[]}"#);
         assert_eq!(second.content_length, Some(rewritten.len()));
-        assert_eq!(spliced(b"{}", span, &literal), None, "a short body is left alone");
+        assert_eq!(edited(b"{}", &second.edits), None, "a short body is left alone");
 
         // Past the plan, Envoy's specifier repeats the last group; so does the rewrite.
         assert_eq!(attempt_rewrite(&view, 7, &t).unwrap().channel.id, "b");

@@ -15,8 +15,11 @@
 //! - [`wire`]: how a plan is handed to Envoy and to the per-attempt filter.
 //! - [`flow`]: what the router decides for one request.
 //! - [`roles`]: the router's Envoy filters, for both Envoy hosts.
+//! - [`usage`], [`cost`], [`sse`]: token usage as providers report it, what it
+//!   cost, and a stream's usage read as it passes.
 //! - [`error`]: OpenAI-shaped errors.
 
+pub mod cost;
 pub mod error;
 pub mod flow;
 pub mod groups;
@@ -25,13 +28,16 @@ pub mod known;
 pub mod names;
 pub mod plan;
 pub mod query;
+pub mod record;
 pub mod request;
 pub mod resolve;
 pub mod roles;
 pub mod score;
+pub mod sse;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testrng;
+pub mod usage;
 pub mod wire;
 
 pub use error::RouterError;

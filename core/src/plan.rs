@@ -113,7 +113,20 @@ pub fn rank<'t>(
     rotation: u64,
     explain: bool,
 ) -> Result<Ranking<'t>, RouterError> {
-    let strategy = strategy(table, found.group.as_deref());
+    rank_with(table, requested, found, perf, rotation, explain, None)
+}
+
+/// [`rank`] with `strategy` in place of the one the table or group sets.
+pub fn rank_with<'t>(
+    table: &'t Table,
+    requested: &str,
+    found: crate::resolve::Resolution,
+    perf: &PerfMap,
+    rotation: u64,
+    explain: bool,
+    strategy_override: Option<&'t Strategy>,
+) -> Result<Ranking<'t>, RouterError> {
+    let strategy = strategy_override.unwrap_or_else(|| strategy(table, found.group.as_deref()));
     let mut candidates = found.candidates;
     let mut filtered_out = Vec::new();
     // routing.model_filters narrow tag queries and groups; a named model is served.
@@ -152,6 +165,14 @@ pub fn rank<'t>(
         scored.extend(score::order(&ranks, rotation).into_iter().filter_map(|i| slots.get_mut(i)?.take()));
     }
     Ok(Ranking { strategy, candidates: scored, filtered_out })
+}
+
+/// The candidate `requested` would go to first under `strategy`, with no live
+/// data (for advice on what another strategy would have cost).
+pub fn first_choice(table: &Table, requested: &str, strategy: &Strategy) -> Option<Candidate> {
+    let found = resolve_query(table, requested, Mode::route(SCORED)).ok()?;
+    let ranked = rank_with(table, requested, found, &PerfMap::default(), 0, false, Some(strategy)).ok()?;
+    ranked.candidates.into_iter().next().map(|r| r.candidate)
 }
 
 /// Resolve the requested name (see [`crate::resolve`]) in preference order, with

@@ -19,6 +19,12 @@ pub struct ChatHead {
     pub stream: bool,
     /// Byte range of the `model` value (the JSON string, quotes included).
     pub model_span: (usize, usize),
+    /// Where the top-level object opens (the `{`).
+    pub object_start: usize,
+    /// Byte range of the `stream_options` value, if the client sent one.
+    pub stream_options_span: Option<(usize, usize)>,
+    /// The client asked for the usage event itself (`stream_options.include_usage: true`).
+    pub include_usage: bool,
 }
 
 /// Nesting deeper than this is refused (serde_json's own limit): the scanner
@@ -45,7 +51,23 @@ pub fn parse_chat_head(body: &[u8]) -> Result<ChatHead, RouterError> {
             format!("\"model\" is too long ({} bytes): {}", model.len(), ascii_safe(&model, 64)),
         ));
     }
-    Ok(ChatHead { model, stream: fields.stream, model_span: (start, end) })
+    let include_usage = fields.stream_options.is_some_and(|(a, b)| {
+        #[derive(serde::Deserialize)]
+        struct StreamOptions {
+            #[serde(default)]
+            include_usage: bool,
+        }
+        // (Rare: only requests that set stream_options pay for this parse.)
+        serde_json::from_slice::<StreamOptions>(body.get(a..b).unwrap_or_default()).is_ok_and(|o| o.include_usage)
+    });
+    Ok(ChatHead {
+        model,
+        stream: fields.stream,
+        model_span: (start, end),
+        object_start: fields.object_start,
+        stream_options_span: fields.stream_options,
+        include_usage,
+    })
 }
 
 /// A syntax error: what was expected, at which byte.
@@ -67,6 +89,8 @@ struct Fields {
     /// Byte range of `model`'s value, whatever its type.
     model: Option<(usize, usize)>,
     stream: bool,
+    object_start: usize,
+    stream_options: Option<(usize, usize)>,
 }
 
 /// Scan the whole document, which must be one object, noting `model` and `stream`.
@@ -78,6 +102,7 @@ fn top_level(b: &[u8]) -> Result<Fields, Syntax> {
     if s.peek() != Some(b'{') {
         return Err(Syntax { what: "a JSON object", at: s.i });
     }
+    fields.object_start = s.i;
     s.container(0, b'}', &mut |(key_start, key_end), (value_start, value_end)| {
         let value = b.get(value_start..value_end).unwrap_or_default();
         match key_name(b.get(key_start..key_end).unwrap_or_default()) {
@@ -96,6 +121,13 @@ fn top_level(b: &[u8]) -> Result<Fields, Syntax> {
                 };
                 Ok(())
             }
+            Key::StreamOptions if fields.stream_options.is_some() => {
+                Err(Syntax { what: "one \"stream_options\" field", at: key_start })
+            }
+            Key::StreamOptions => {
+                fields.stream_options = Some((value_start, value_end));
+                Ok(())
+            }
             Key::Other => Ok(()),
         }
     })?;
@@ -112,6 +144,7 @@ type OnMember<'f> = dyn FnMut((usize, usize), (usize, usize)) -> Result<(), Synt
 enum Key {
     Model,
     Stream,
+    StreamOptions,
     Other,
 }
 
@@ -128,6 +161,7 @@ fn key_name(raw: &[u8]) -> Key {
     match &*name {
         b"model" => Key::Model,
         b"stream" => Key::Stream,
+        b"stream_options" => Key::StreamOptions,
         _ => Key::Other,
     }
 }
@@ -390,6 +424,26 @@ mod tests {
         assert_eq!(h.model, "gpt-4o");
         assert!(h.stream);
         assert_eq!(&body[h.model_span.0..h.model_span.1], br#""gpt-4o""#);
+    }
+
+    #[test]
+    fn notes_stream_options_and_where_the_object_opens() {
+        let body = br#"  {"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let h = parse_chat_head(body).unwrap();
+        assert_eq!(h.object_start, 2);
+        assert!(h.include_usage);
+        let (a, b) = h.stream_options_span.unwrap();
+        assert_eq!(&body[a..b], br#"{"include_usage":true}"#);
+        for (body, asked) in [
+            (&br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#[..], false),
+            (br#"{"model":"m","stream":true,"stream_options":null}"#, false),
+            (br#"{"model":"m","stream":true,"stream_options":{"other":1}}"#, false),
+            (br#"{"model":"m","stream":true}"#, false),
+        ] {
+            assert_eq!(parse_chat_head(body).unwrap().include_usage, asked);
+        }
+        let twice = br#"{"model":"m","stream_options":{},"stream_options":{}}"#;
+        assert_eq!(parse_chat_head(twice).unwrap_err().code, "invalid_json");
     }
 
     #[test]

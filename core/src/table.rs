@@ -162,6 +162,12 @@ pub struct ModelDoc {
     pub input_price: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_price: Option<f64>,
+    /// USD per 1M prompt tokens read from the provider's cache, when it has a price of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_price: Option<f64>,
+    /// USD per 1M prompt tokens written to the provider's cache (Anthropic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_price: Option<f64>,
 }
 
 /// A channel that can receive attempts. Index into [`Table::channels`] is its handle.
@@ -232,6 +238,10 @@ pub struct ModelEntry {
     pub quality: Option<f64>,
     pub price_in: Option<f64>,
     pub price_out: Option<f64>,
+    pub price_cached_in: Option<f64>,
+    pub price_cache_write: Option<f64>,
+    /// What a request costs here, in picodollars per token (`None`: not known).
+    pub price: Option<crate::cost::Price>,
 }
 
 /// A group compiled against this table. Matching models are kept as entry
@@ -412,8 +422,7 @@ impl Table {
                             id: upstream.clone(),
                             context_length: None,
                             capabilities: vec![],
-                            input_price: None,
-                            output_price: None,
+                            ..ModelDoc::default()
                         };
                         let f = name_facts(upstream, &mut interner);
                         own.insert(upstream.as_str(), entries.len());
@@ -456,6 +465,15 @@ impl Table {
                 healthy: c.healthy,
                 key_ok_ms: c.key_ok_ms,
             });
+        }
+
+        // Free and local models cost nothing whatever a price list says.
+        for e in &mut entries {
+            e.price = if e.free || e.local {
+                Some(crate::cost::Price::FREE)
+            } else {
+                crate::cost::Price::from_per_million(e.price_in, e.price_out, e.price_cached_in, e.price_cache_write)
+            };
         }
 
         let mut tag_index: Vec<Vec<u32>> = vec![Vec::new(); interner.names.len()];
@@ -772,6 +790,9 @@ fn model_entry(channel: u32, m: &ModelDoc, facts: &NameFacts, channel_tags: &[u3
         quality: facts.quality,
         price_in: m.input_price,
         price_out: m.output_price,
+        price_cached_in: m.cached_input_price,
+        price_cache_write: m.cache_write_price,
+        price: None,
     }
 }
 
@@ -813,8 +834,7 @@ pub(crate) mod tests {
                     id: (*m).into(),
                     context_length: None,
                     capabilities: vec![],
-                    input_price: None,
-                    output_price: None,
+                    ..ModelDoc::default()
                 })
                 .collect(),
             aliases: BTreeMap::new(),

@@ -91,14 +91,17 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// The plan as the per-attempt side reads it, one text:
 ///
 /// ```text
-/// sar2 <request id> <body_len> <span_start> <span_end> <flags> <endpoint> <requested model JSON literal>
+/// sar3 <request id> <body_len> <span_start> <span_end> <flags> <usage edit> <endpoint> <requested model JSON literal>
 /// <channel_id> <cluster> <model JSON literal, or "=" when the body is sent unchanged>
 /// ...one line per attempt
 /// ```
 ///
 /// Channel ids and cluster names contain no spaces and a JSON string literal no
 /// newline, so the format needs no escaping. The literal is exactly the bytes
-/// spliced over the span.
+/// spliced over the span. Flags: `p` keep the path, `s` a streaming request, `u`
+/// the client asked for the usage event (`-`: none). The usage edit is `-` or
+/// `<start>,<end>`: the bytes where the attempt asks for the usage event (see
+/// [`UsageEdit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptState {
     /// Unique per worker thread: ties each attempt to its request, whose filters all
@@ -108,12 +111,95 @@ pub struct AttemptState {
     pub model_span: (usize, usize),
     /// Path appended to the channel's prefix, e.g. `/chat/completions`.
     pub endpoint: String,
-    /// Every attempt's path equals the client's: no attempt rewrites `:path`.
-    /// (Flag `p` on the wire; `-` when there is no flag.)
-    pub keep_path: bool,
+    pub options: PlanOptions,
     /// The model as the client asked for it (JSON literal), for attempts that keep it.
     pub requested: String,
     pub attempts: Vec<AttemptRewrite>,
+}
+
+/// What every attempt of a plan shares besides the body's layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Every attempt's path equals the client's: no attempt rewrites `:path`.
+    pub keep_path: bool,
+    /// A streaming request.
+    pub stream: bool,
+    /// The client asked for the usage event (`stream_options.include_usage`).
+    pub client_usage: bool,
+    /// Where each attempt asks for the usage event the client did not.
+    pub usage_edit: Option<UsageEdit>,
+}
+
+/// Asking a streaming attempt for its usage event: the byte range of the
+/// client's `stream_options` value, replaced with `{"include_usage":true}`, or,
+/// when there is none (start equals end), the place just inside the top-level
+/// object where `"stream_options":{"include_usage":true},` is inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageEdit {
+    pub span: (usize, usize),
+}
+
+impl UsageEdit {
+    pub const INSERT: &'static str = "\"stream_options\":{\"include_usage\":true},";
+    pub const REPLACE: &'static str = "{\"include_usage\":true}";
+
+    /// The bytes to put over `span`.
+    pub fn literal(&self) -> &'static str {
+        if self.span.0 == self.span.1 {
+            Self::INSERT
+        } else {
+            Self::REPLACE
+        }
+    }
+}
+
+impl PlanOptions {
+    fn flags(&self) -> &'static str {
+        match (self.keep_path, self.stream, self.client_usage) {
+            (false, false, false) => "-",
+            (true, false, false) => "p",
+            (false, true, false) => "s",
+            (true, true, false) => "ps",
+            (false, false, true) => "u",
+            (true, false, true) => "pu",
+            (false, true, true) => "su",
+            (true, true, true) => "psu",
+        }
+    }
+
+    fn push(&self, s: &mut String) {
+        s.push(' ');
+        s.push_str(self.flags());
+        s.push(' ');
+        match self.usage_edit {
+            Some(e) => {
+                push_decimal(s, e.span.0 as u64);
+                s.push(',');
+                push_decimal(s, e.span.1 as u64);
+            }
+            None => s.push('-'),
+        }
+    }
+
+    fn parse(flags: &str, edit: &str) -> Option<Self> {
+        let usage_edit = match edit {
+            "-" => None,
+            _ => {
+                let (a, b) = edit.split_once(',')?;
+                let span: (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if span.0 > span.1 {
+                    return None;
+                }
+                Some(UsageEdit { span })
+            }
+        };
+        Some(Self {
+            keep_path: flags.contains('p'),
+            stream: flags.contains('s'),
+            client_usage: flags.contains('u'),
+            usage_edit,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +266,7 @@ pub struct PlanHead<'a> {
     pub body_len: usize,
     pub model_span: (usize, usize),
     pub endpoint: &'a str,
-    pub keep_path: bool,
+    pub options: PlanOptions,
     /// The requested model (plain text; written as a JSON literal).
     pub requested: &'a str,
 }
@@ -198,7 +284,8 @@ pub fn encode_plan<'a, L: AsRef<str>>(
         s.push(' ');
         push_decimal(&mut s, n);
     }
-    s.push_str(if head.keep_path { " p " } else { " - " });
+    head.options.push(&mut s);
+    s.push(' ');
     s.push_str(head.endpoint);
     s.push(' ');
     push_json_string(&mut s, head.requested);
@@ -260,7 +347,7 @@ pub struct AttemptView<'a> {
     pub body_len: usize,
     pub model_span: (usize, usize),
     pub endpoint: &'a str,
-    pub keep_path: bool,
+    pub options: PlanOptions,
     /// The requested model as a JSON literal.
     requested: &'a str,
     /// The attempt lines (checked by `parse`).
@@ -272,7 +359,7 @@ pub struct AttemptView<'a> {
 impl<'a> AttemptView<'a> {
     pub fn parse(text: &'a str) -> Result<Self, RouterError> {
         let (head, attempts) = split_at_byte(text, b'\n').ok_or_else(corrupt)?;
-        // Seven words; the last (the requested model's JSON literal) may hold spaces.
+        // Eight words; the last (the requested model's JSON literal) may hold spaces.
         let mut rest = head;
         let mut word = || {
             let (w, tail) = split_at_byte(rest, b' ').ok_or_else(corrupt)?;
@@ -286,14 +373,18 @@ impl<'a> AttemptView<'a> {
         let body_len = word()?.parse::<usize>().map_err(|_| corrupt())?;
         let model_span =
             (word()?.parse::<usize>().map_err(|_| corrupt())?, word()?.parse::<usize>().map_err(|_| corrupt())?);
-        let keep_path = word()?.contains('p');
+        let flags = word()?;
+        let options = PlanOptions::parse(flags, word()?).ok_or_else(corrupt)?;
         let endpoint = word()?;
         let requested = rest;
-        if model_span.0 > model_span.1 || model_span.1 > body_len || !requested.starts_with('"') {
+        let edit_fits = options
+            .usage_edit
+            .is_none_or(|e| e.span.1 <= body_len && (e.span.1 <= model_span.0 || e.span.0 >= model_span.1));
+        if model_span.0 > model_span.1 || model_span.1 > body_len || !edit_fits || !requested.starts_with('"') {
             return Err(corrupt());
         }
         let mut view =
-            Self { request_id, body_len, model_span, endpoint, keep_path, requested, attempts, rewrites_model: false };
+            Self { request_id, body_len, model_span, endpoint, options, requested, attempts, rewrites_model: false };
         for line in plan_lines(attempts) {
             let a = parse_line(line).ok_or_else(corrupt)?;
             view.rewrites_model |= a.model_literal.is_some();
@@ -316,12 +407,34 @@ impl<'a> AttemptView<'a> {
         nth_attempt(self.lines(), number)
     }
 
-    /// Body length once `line`'s model is spliced in.
-    pub fn body_len_for(&self, line: &AttemptLine) -> usize {
-        match line.model_literal {
-            Some(lit) => self.body_len - (self.model_span.1 - self.model_span.0) + lit.len(),
-            None => self.body_len,
+    /// The body edits for `line`, in body order: its model, and the usage ask.
+    pub fn edits_for(&self, line: &AttemptLine<'a>) -> Vec<((usize, usize), &'a str)> {
+        let mut edits = Vec::with_capacity(2);
+        if let Some(lit) = line.model_literal {
+            edits.push((self.model_span, lit));
         }
+        if let Some(e) = self.options.usage_edit {
+            edits.push((e.span, e.literal()));
+        }
+        edits.sort_unstable_by_key(|(span, _)| span.0);
+        edits
+    }
+
+    /// Body length once `line`'s edits are made.
+    pub fn body_len_for(&self, line: &AttemptLine) -> usize {
+        let mut len = self.body_len;
+        if let Some(lit) = line.model_literal {
+            len = len - (self.model_span.1 - self.model_span.0) + lit.len();
+        }
+        if let Some(e) = self.options.usage_edit {
+            len = len - (e.span.1 - e.span.0) + e.literal().len();
+        }
+        len
+    }
+
+    /// Whether attempts change the body's length (so each sets `content-length`).
+    pub fn changes_length(&self) -> bool {
+        self.rewrites_model || self.options.usage_edit.is_some()
     }
 }
 
@@ -335,7 +448,7 @@ fn parse_line(line: &str) -> Option<AttemptLine<'_>> {
 }
 
 /// First word of an encoded [`AttemptState`]; bumped when the format changes.
-const TAG: &str = "sar2";
+const TAG: &str = "sar3";
 
 /// Attempt `number` (1 for the first) among `lines`, or the last one past the end.
 fn nth_attempt<'a>(lines: impl Iterator<Item = AttemptLine<'a>>, number: usize) -> Option<AttemptLine<'a>> {
@@ -371,7 +484,7 @@ impl AttemptState {
             body_len: self.body_len,
             model_span: self.model_span,
             endpoint: &self.endpoint,
-            keep_path: self.keep_path,
+            options: self.options,
             requested: &self.requested,
         };
         encode_plan(
@@ -396,18 +509,10 @@ impl AttemptState {
             body_len: v.body_len,
             model_span: v.model_span,
             endpoint: v.endpoint.to_string(),
-            keep_path: v.keep_path,
+            options: v.options,
             requested,
             attempts,
         })
-    }
-
-    /// Body length once attempt `i`'s model is spliced in.
-    pub fn body_len_for(&self, rewrite: &AttemptRewrite) -> usize {
-        match &rewrite.model_literal {
-            Some(lit) => self.body_len - (self.model_span.1 - self.model_span.0) + lit.len(),
-            None => self.body_len,
-        }
     }
 }
 
@@ -447,7 +552,7 @@ mod tests {
             body_len: 10,
             model_span: (1, 2),
             endpoint: "/chat/completions".into(),
-            keep_path: true,
+            options: PlanOptions { keep_path: true, ..PlanOptions::default() },
             requested: "m".into(),
             attempts: vec![
                 AttemptRewrite::new("a", "channel_a", "m", "m"),
@@ -459,7 +564,7 @@ mod tests {
         assert_eq!(attempt_cluster(&text, 1), Some(("channel_a", 2)));
         assert_eq!(attempt_cluster(&text, 2), Some(("channel_b", 2)));
         assert_eq!(attempt_cluster(&text, 7), Some(("channel_b", 2)));
-        for bad in ["", "sar1 x\na channel_a =\n", "sar2 1 2 3 4 p /x \"m\"\n", "sar2\na\n"] {
+        for bad in ["", "sar1 x\na channel_a =\n", "sar2 1 2 3 4 p - /x \"m\"\n", "sar2\na\n"] {
             assert_eq!(attempt_cluster(bad, 1), None, "{bad:?}");
         }
     }
@@ -471,7 +576,7 @@ mod tests {
             body_len: 100,
             model_span: (9, 17),
             endpoint: "/chat/completions".into(),
-            keep_path: true,
+            options: PlanOptions { keep_path: true, ..PlanOptions::default() },
             requested: "gpt 4o".into(),
             attempts: vec![
                 AttemptRewrite::new("a", "channel_a", "gpt-4o", "gpt-4o"),
@@ -482,8 +587,44 @@ mod tests {
         assert_eq!(d, s);
         assert_eq!(d.attempts[0].model_literal, None);
         assert_eq!(d.attempts[1].model_literal.as_deref(), Some(r#""ep-1 with \"quote\"\n""#));
-        assert_eq!(d.body_len_for(&d.attempts[0]), 100);
-        assert_eq!(d.body_len_for(&d.attempts[1]), 100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len());
+        let text = s.encode();
+        let v = AttemptView::parse(&text).unwrap();
+        let lines: Vec<_> = v.lines().collect();
+        assert_eq!(v.body_len_for(&lines[0]), 100);
+        assert_eq!(v.body_len_for(&lines[1]), 100 - 8 + d.attempts[1].model_literal.as_ref().unwrap().len());
+        assert!(!v.options.stream);
+    }
+
+    #[test]
+    fn a_streaming_plan_carries_its_usage_ask() {
+        for (span, literal) in [((1, 1), UsageEdit::INSERT), ((30, 48), UsageEdit::REPLACE)] {
+            let s = AttemptState {
+                request_id: 1,
+                body_len: 60,
+                model_span: (9, 12),
+                endpoint: "/chat/completions".into(),
+                options: PlanOptions {
+                    keep_path: false,
+                    stream: true,
+                    client_usage: false,
+                    usage_edit: Some(UsageEdit { span }),
+                },
+                requested: "m".into(),
+                attempts: vec![AttemptRewrite::new("a", "channel_a", "m", "vendor/m")],
+            };
+            let text = s.encode();
+            assert_eq!(AttemptState::decode(&text).unwrap(), s);
+            let v = AttemptView::parse(&text).unwrap();
+            let line = v.lines().next().unwrap();
+            let edits = v.edits_for(&line);
+            assert_eq!(edits.len(), 2);
+            assert!(edits[0].0 .0 <= edits[1].0 .0, "in body order");
+            assert!(edits.iter().any(|(sp, lit)| *sp == span && *lit == literal));
+            assert_eq!(v.body_len_for(&line), 60 - 3 + 10 - (span.1 - span.0) + literal.len());
+            assert!(v.changes_length());
+        }
+        // An edit overlapping the model's span is a corrupt plan.
+        assert!(AttemptView::parse("sar3 1 60 9 12 s 10,20 /chat/completions \"m\"\na channel_a =\n").is_err());
     }
 
     #[test]
@@ -507,12 +648,13 @@ mod tests {
     fn corrupt_state_is_an_error_not_a_panic() {
         for s in [
             "",
-            "sar2 1 2 3 - /x",
+            "sar3 1 2 3 - - /x",
             "sar1 1 2",
-            "sar1 1 5 3 - /x",
-            "sar2 10 1 2 - /x \"m\"\nnospace",
-            "sar2 10 1 2 - /x \"m\"\none space",
-            "sar1 10 1 2 - /x",
+            "sar3 1 5 3 - - /x",
+            "sar3 10 1 2 - - /x \"m\"\nnospace",
+            "sar3 10 1 2 - - /x \"m\"\none space",
+            "sar3 10 1 2 - 3 /x \"m\"\na c =\n",
+            "sar3 10 1 2 - 5,3 /x \"m\"\na c =\n",
             "sar1 10 1 2 - /x nojson",
         ] {
             assert!(AttemptState::decode(s).is_err(), "{s}");

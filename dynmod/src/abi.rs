@@ -278,6 +278,21 @@ extern "C" {
         value: u64,
     ) -> MetricsResult;
 
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: EnvoyFilterConfig,
+        name: ModuleBuffer,
+        label_names: *mut ModuleBuffer,
+        label_names_length: usize,
+        histogram_id: *mut usize,
+    ) -> MetricsResult;
+    pub fn envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+        config: EnvoyFilterConfig,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+
     /// A handle that delivers `on_http_filter_config_scheduled` on Envoy's main thread.
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: EnvoyFilterConfig) -> *mut c_void;
     /// Safe from any thread.

@@ -233,8 +233,8 @@ impl Host for ModuleHost {
         read(&self.whole_body(true))
     }
 
-    fn splice_request_body(&mut self, span: (usize, usize), literal: &str) -> bool {
-        let Some(body) = router_core::flow::spliced(&self.whole_body(true), span, literal) else {
+    fn edit_request_body(&mut self, edits: &[((usize, usize), String)]) -> bool {
+        let Some(body) = router_core::flow::edited(&self.whole_body(true), edits) else {
             return false;
         };
         self.replace_body(true, &body)

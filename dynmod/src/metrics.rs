@@ -13,7 +13,7 @@
 
 use std::sync::Mutex;
 
-use router_core::roles::stats::Counter;
+use router_core::roles::stats::{Counter, Histogram};
 
 use crate::abi::{self, EnvoyFilterConfig, MetricsResult, ModuleBuffer};
 use crate::state;
@@ -24,6 +24,7 @@ struct Flusher {
     config: usize,
     scheduler: usize,
     ids: [usize; Counter::ALL.len()],
+    histograms: [usize; Histogram::ALL.len()],
 }
 
 static FLUSHER: Mutex<Option<Flusher>> = Mutex::new(None);
@@ -34,6 +35,7 @@ pub fn define(config: EnvoyFilterConfig) {
     for (i, counter) in Counter::ALL.iter().enumerate() {
         let name = format!("sar.{}", counter.metric());
         let mut labels = [ModuleBuffer::of(counter.label().as_bytes())];
+        let n = usize::from(counter.has_label());
         // SAFETY: Envoy's config pointer is valid during config_new; buffers live for
         // the call and `ids[i]` is written by Envoy.
         let r = unsafe {
@@ -41,12 +43,31 @@ pub fn define(config: EnvoyFilterConfig) {
                 config,
                 ModuleBuffer::of(name.as_bytes()),
                 labels.as_mut_ptr(),
-                1,
+                n,
                 &mut ids[i],
             )
         };
         if r != MetricsResult::Success {
             log::warn!("smart-router: cannot define counter {name}: {r:?}; stats are off");
+            return;
+        }
+    }
+    let mut histograms = [0usize; Histogram::ALL.len()];
+    for (i, h) in Histogram::ALL.iter().enumerate() {
+        let name = format!("sar.{}", h.metric());
+        let mut labels = [ModuleBuffer::of(h.label().as_bytes())];
+        // SAFETY: as for the counters.
+        let r = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
+                config,
+                ModuleBuffer::of(name.as_bytes()),
+                labels.as_mut_ptr(),
+                1,
+                &mut histograms[i],
+            )
+        };
+        if r != MetricsResult::Success {
+            log::warn!("smart-router: cannot define histogram {name}: {r:?}; stats are off");
             return;
         }
     }
@@ -57,7 +78,9 @@ pub fn define(config: EnvoyFilterConfig) {
         return;
     }
     if let Ok(mut f) = FLUSHER.lock() {
-        if let Some(old) = f.replace(Flusher { config: config as usize, scheduler: scheduler as usize, ids }) {
+        if let Some(old) =
+            f.replace(Flusher { config: config as usize, scheduler: scheduler as usize, ids, histograms })
+        {
             // SAFETY: the old scheduler was made by Envoy and is deleted once.
             unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(old.scheduler as _) };
         }
@@ -98,7 +121,8 @@ pub fn flush(config: EnvoyFilterConfig) {
     let Some(f) = flusher.as_ref().filter(|f| f.config == config as usize) else {
         return;
     };
-    for (counter, label, by) in state::process().drain_stats() {
+    let (counts, samples) = state::process().drain_stats();
+    for (counter, label, by) in counts {
         let Some(id) = Counter::ALL.iter().position(|c| *c == counter).and_then(|i| f.ids.get(i)) else {
             continue;
         };
@@ -109,8 +133,24 @@ pub fn flush(config: EnvoyFilterConfig) {
                 config,
                 *id,
                 values.as_mut_ptr(),
-                1,
+                usize::from(counter.has_label()),
                 by,
+            );
+        }
+    }
+    for (h, label, value) in samples {
+        let Some(id) = Histogram::ALL.iter().position(|x| *x == h).and_then(|i| f.histograms.get(i)) else {
+            continue;
+        };
+        let mut values = [ModuleBuffer::of(label.as_bytes())];
+        // SAFETY: as above.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+                config,
+                *id,
+                values.as_mut_ptr(),
+                1,
+                value,
             );
         }
     }

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use router_core::health::HealthMap;
+use router_core::record::Record;
 use router_core::roles::config::ControlPlaneLink;
+use router_core::roles::delivery::RecordBuffer;
 use router_core::roles::intake::{Answer, TableFollower};
-use router_core::roles::stats::Stats;
+use router_core::roles::stats::{Counter, Stats};
 use router_core::roles::Shared;
 use router_core::score::{PerfBatch, PerfMap};
 use router_core::Table;
@@ -28,6 +30,11 @@ pub struct Process {
     perf: RwLock<PerfMap>,
     pending_perf: Mutex<PerfBatch>,
     stats: Mutex<Stats>,
+    /// Usage records until the control plane has them.
+    records: Mutex<RecordBuffer>,
+    /// This process's record ids: a random prefix and a count.
+    record_prefix: u64,
+    record_count: AtomicU64,
     started: OnceLock<()>,
 }
 
@@ -42,8 +49,21 @@ pub fn process() -> &'static Process {
         perf: RwLock::new(PerfMap::default()),
         pending_perf: Mutex::new(PerfBatch::default()),
         stats: Mutex::new(Stats::default()),
+        records: Mutex::new(RecordBuffer::default()),
+        record_prefix: random_prefix(),
+        record_count: AtomicU64::new(0),
         started: OnceLock::new(),
     })
+}
+
+/// A random record-id prefix for this process (the clock, should there be no
+/// randomness): ids of different Envoys do not meet.
+fn random_prefix() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b) | 1,
+        Err(_) => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1,
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -98,6 +118,19 @@ impl Shared for Process {
             record(&mut s);
         }
     }
+
+    fn next_record_id(&self) -> String {
+        let n = self.record_count.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:016x}-{n}", self.record_prefix)
+    }
+
+    fn emit_record(&self, record: Record) {
+        let line = record.to_line().into_bytes();
+        match self.records.lock() {
+            Ok(mut r) => r.push(line),
+            Err(_) => self.stats(|s| s.add(Counter::UsageRecordsDropped, "", 1)),
+        }
+    }
 }
 
 impl Process {
@@ -111,8 +144,14 @@ impl Process {
     }
 
     /// What the stats flush hands to Envoy.
-    pub fn drain_stats(&self) -> Vec<(router_core::roles::stats::Counter, String, u64)> {
-        self.stats.lock().map(|mut s| if s.is_empty() { Vec::new() } else { s.drain() }).unwrap_or_default()
+    #[allow(clippy::type_complexity)]
+    pub fn drain_stats(
+        &self,
+    ) -> (Vec<(Counter, String, u64)>, Vec<(router_core::roles::stats::Histogram, String, u64)>) {
+        self.stats
+            .lock()
+            .map(|mut s| if s.is_empty() { (Vec::new(), Vec::new()) } else { (s.drain(), s.drain_samples()) })
+            .unwrap_or_default()
     }
 
     pub fn has_stats(&self) -> bool {
@@ -134,6 +173,7 @@ impl Process {
         let mut follower = TableFollower::default();
         let mut reported = 0u64;
         let mut last_flush = 0u64;
+        let mut usage_failing = false;
         let period = Duration::from_millis(link.poll_ms.max(50));
         loop {
             let answer = client.table(follower.version());
@@ -153,6 +193,17 @@ impl Process {
                     *t = Some(Arc::new(table));
                 }
             }
+            let failing = self.deliver_records(&client);
+            if failing != usage_failing {
+                let waiting = self.records.lock().map(|r| r.len()).unwrap_or(0);
+                match failing {
+                    true => {
+                        log::warn!("smart-router: the control plane does not take usage records; {waiting} waiting")
+                    }
+                    false => log::info!("smart-router: usage records delivered again"),
+                }
+                usage_failing = failing;
+            }
             let hv = self.health_version.load(Ordering::Acquire);
             if hv != reported {
                 let report = self.health(HealthMap::encode);
@@ -168,6 +219,31 @@ impl Process {
             // Stats reach Envoy within one poll period.
             crate::metrics::request_flush();
             std::thread::sleep(period);
+        }
+    }
+
+    /// Send what is waiting, batch by batch, until the control plane refuses one
+    /// or nothing is left; true when it refused.
+    fn deliver_records(&self, client: &ControlPlane) -> bool {
+        loop {
+            let Some(body) = self.records.lock().ok().and_then(|mut r| r.next_batch()) else {
+                return false;
+            };
+            let stored = client.send_records(body);
+            let dropped = match self.records.lock() {
+                Ok(mut r) => {
+                    r.delivered(stored);
+                    r.take_dropped()
+                }
+                Err(_) => return true,
+            };
+            if dropped > 0 {
+                self.stats(|s| s.add(Counter::UsageRecordsDropped, "", dropped));
+                log::warn!("smart-router: {dropped} usage records dropped: the buffer for the control plane is full");
+            }
+            if !stored {
+                return true;
+            }
         }
     }
 
@@ -215,6 +291,16 @@ impl ControlPlane {
         }
         let body = response.body_mut().with_config().limit(MAX_TABLE).read_to_vec().map_err(|e| e.to_string())?;
         Ok((status, body))
+    }
+
+    /// `POST /v1/usage` with one batch of records; true when they are stored.
+    fn send_records(&self, body: Vec<u8>) -> bool {
+        self.agent
+            .post(format!("{}/v1/usage", self.base))
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/x-ndjson")
+            .send(&body[..])
+            .is_ok_and(|r| r.status().as_u16() == 204)
     }
 
     /// `POST /v1/health-report`; true when the control plane took it.

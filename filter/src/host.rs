@@ -58,6 +58,15 @@ pub fn set_shared_data(key: &str, value: &[u8]) -> bool {
     hostcalls::set_shared_data(key, Some(value), None).is_ok()
 }
 
+/// Nanoseconds since the epoch, from Envoy's clock.
+pub fn now_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the epoch, from Envoy's clock.
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
@@ -87,12 +96,32 @@ pub fn http_call_body(len: usize) -> Option<Vec<u8>> {
     get_buffer(BufferType::HttpCallResponseBody, 0, len)
 }
 
-pub fn define_counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+pub fn define_metric(name: &str, histogram: bool) -> Option<u32> {
+    hostcalls::define_metric(if histogram { MetricType::Histogram } else { MetricType::Counter }, name).ok()
 }
 
 pub fn increment(metric: u32, by: i64) {
     let _ = hostcalls::increment_metric(metric, by);
+}
+
+pub fn record(metric: u32, value: u64) {
+    let _ = hostcalls::record_metric(metric, value);
+}
+
+pub fn register_queue(name: &str) -> Option<u32> {
+    hostcalls::register_shared_queue(name).ok()
+}
+
+pub fn resolve_queue(vm_id: &str, name: &str) -> Option<u32> {
+    hostcalls::resolve_shared_queue(vm_id, name).ok().flatten()
+}
+
+pub fn enqueue(queue: u32, value: &[u8]) -> bool {
+    hostcalls::enqueue_shared_queue(queue, Some(value)).is_ok()
+}
+
+pub fn dequeue(queue: u32) -> Option<Vec<u8>> {
+    hostcalls::dequeue_shared_queue(queue).ok().flatten()
 }
 
 /// Envoy's `clear_route_cache` foreign function: the route is resolved again.
@@ -197,15 +226,17 @@ impl Host for WasmHost {
         read(&get_buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default())
     }
 
-    fn splice_request_body(&mut self, (start, end): (usize, usize), literal: &str) -> bool {
-        // Only the bytes before `model` are copied into the VM: Envoy can replace
-        // a body only from offset 0, so drain through the old value and prepend.
-        let mut prefix = if start > 0 { get_buffer(BufferType::HttpRequestBody, 0, start) } else { Some(Vec::new()) };
-        let Some(prefix) = prefix.as_mut().filter(|p| p.len() == start) else {
+    fn edit_request_body(&mut self, edits: &[((usize, usize), String)]) -> bool {
+        // Only the bytes through the last edit are copied into the VM: Envoy can
+        // replace a body only from offset 0, so drain that prefix and prepend it
+        // edited.
+        let end = edits.last().map_or(0, |((_, end), _)| *end);
+        let prefix = if end > 0 { get_buffer(BufferType::HttpRequestBody, 0, end) } else { Some(Vec::new()) };
+        let Some(edited) = prefix.filter(|p| p.len() == end).and_then(|p| router_core::flow::edited_prefix(&p, edits))
+        else {
             return false;
         };
-        prefix.extend_from_slice(literal.as_bytes());
-        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, end, prefix).is_ok()
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, end, &edited).is_ok()
     }
 
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {

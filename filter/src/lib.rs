@@ -61,6 +61,15 @@ impl Context for Root {
     }
 }
 
+impl Root {
+    fn service(&mut self) -> Option<&mut service::TableFetcher> {
+        match &mut self.role {
+            Some(RootRole::Service(f)) => Some(f),
+            _ => None,
+        }
+    }
+}
+
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = host::plugin_configuration().unwrap_or_default();
@@ -91,9 +100,18 @@ impl RootContext for Root {
         true
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(f) = self.service() {
+            f.on_queue_ready(queue_id);
+        }
+    }
+
     fn on_tick(&mut self) {
         match &mut self.role {
-            Some(RootRole::Service(fetcher)) => fetcher.poll(),
+            Some(RootRole::Service(fetcher)) => {
+                fetcher.poll();
+                vm::flush_stats();
+            }
             Some(RootRole::Router { .. } | RootRole::Attempt) => vm::tick(),
             Some(RootRole::ClearRoute) | None => {}
         }

@@ -2,15 +2,19 @@
 //! the control plane for the channel table and publishes each table that compiles
 //! in shared data for every worker VM; a table that does not compile is never
 //! published, so workers keep the last good one, as they do when the control
-//! plane is down. It also reports the workers' breaker states to the control plane.
+//! plane is down. It also reports the workers' breaker states to the control
+//! plane, and delivers the usage records workers put on the usage queue.
 
 use std::time::Duration;
 
 use router_core::roles::config::ServiceConfig;
+use router_core::roles::delivery::RecordBuffer;
 use router_core::roles::intake::{Answer, TableFollower};
+use router_core::roles::stats::Counter;
+use router_core::roles::Shared;
 
 use crate::host;
-use crate::vm::{HEALTH_KEY, TABLE_KEY, TABLE_VERSION_KEY};
+use crate::vm::{Vm, HEALTH_KEY, TABLE_KEY, TABLE_VERSION_KEY, USAGE_QUEUE};
 
 pub struct TableFetcher {
     cluster: String,
@@ -21,6 +25,12 @@ pub struct TableFetcher {
     /// The health report in flight, and the shared-data version last reported.
     report_call: Option<u32>,
     reported_cas: Option<u32>,
+    /// Workers' usage records, until the control plane has them.
+    queue: Option<u32>,
+    records: RecordBuffer,
+    usage_call: Option<u32>,
+    /// Delivery trouble is logged once per change.
+    usage_problem: Option<String>,
 }
 
 impl TableFetcher {
@@ -34,11 +44,75 @@ impl TableFetcher {
             in_flight: false,
             report_call: None,
             reported_cas: None,
+            queue: host::register_queue(USAGE_QUEUE),
+            records: RecordBuffer::default(),
+            usage_call: None,
+            usage_problem: None,
+        }
+    }
+
+    /// Workers put records on the queue: take them all, then send a batch.
+    pub fn on_queue_ready(&mut self, queue: u32) {
+        if Some(queue) != self.queue {
+            return;
+        }
+        while let Some(line) = host::dequeue(queue) {
+            self.records.push(line);
+        }
+        let dropped = self.records.take_dropped();
+        if dropped > 0 {
+            Vm.stats(|s| s.add(Counter::UsageRecordsDropped, "", dropped));
+            log::warn!("smart-router: {dropped} usage records dropped: the buffer for the control plane is full");
+        }
+        self.deliver();
+    }
+
+    /// Send the next batch of records, if none is in flight.
+    fn deliver(&mut self) {
+        if self.usage_call.is_some() {
+            return;
+        }
+        let Some(body) = self.records.next_batch() else {
+            return;
+        };
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/usage"),
+            (":authority", self.authority.as_str()),
+            ("authorization", self.authorization.as_str()),
+            ("content-type", "application/x-ndjson"),
+        ];
+        match host::http_call(&self.cluster, &headers, Some(&body), Duration::from_secs(10)) {
+            Some(token) => self.usage_call = Some(token),
+            None => self.records.delivered(false),
+        }
+    }
+
+    fn on_usage_response(&mut self) {
+        self.usage_call = None;
+        let status = host::http_call_status();
+        let stored = status == Some(204);
+        self.records.delivered(stored);
+        let problem = (!stored).then(|| match status {
+            Some(s) => format!("control plane answered {s} to usage records; {} waiting", self.records.len()),
+            None => format!("control plane unreachable for usage records; {} waiting", self.records.len()),
+        });
+        if problem.is_some() != self.usage_problem.is_some() {
+            match &problem {
+                Some(p) => log::warn!("smart-router: {p}"),
+                None => log::info!("smart-router: usage records delivered again"),
+            }
+        }
+        self.usage_problem = problem;
+        if stored {
+            // More waiting: straight on (a busy Envoy makes more than a batch a poll).
+            self.deliver();
         }
     }
 
     pub fn poll(&mut self) {
         self.report_health();
+        self.deliver();
         if self.in_flight {
             return;
         }
@@ -83,6 +157,10 @@ impl TableFetcher {
     }
 
     pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        if self.usage_call == Some(token) {
+            self.on_usage_response();
+            return;
+        }
         if self.report_call == Some(token) {
             self.report_call = None;
             // Not delivered (control plane down): send it again next poll.

@@ -19,8 +19,9 @@ use std::rc::Rc;
 use std::thread::LocalKey;
 
 use router_core::health::HealthMap;
+use router_core::record::Record;
 use router_core::roles::intake;
-use router_core::roles::stats::Stats;
+use router_core::roles::stats::{Counter, Stats};
 use router_core::roles::Shared;
 use router_core::score::{PerfBatch, PerfMap};
 use router_core::Table;
@@ -28,6 +29,10 @@ use router_core::Table;
 use crate::host;
 
 pub const TABLE_KEY: &str = "sar.table";
+/// The shared queue (of this `vm_id`) workers put finished requests' usage
+/// records on; the service takes them off and delivers them.
+pub const USAGE_QUEUE: &str = "sar.usage";
+pub const VM_ID: &str = "smart_router";
 pub const TABLE_VERSION_KEY: &str = "sar.table_version";
 pub const HEALTH_KEY: &str = "sar.health";
 const PERF_KEY: &str = "sar.perf";
@@ -70,6 +75,9 @@ thread_local! {
     static STATS: RefCell<Stats> = RefCell::new(Stats::default());
     /// Metric ids by full name: defined once per VM, then only incremented.
     static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// This VM's record ids: a random prefix and a count.
+    static RECORD_IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    static QUEUE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
 /// The roles' shared state in this VM: thread-locals and Envoy's shared data.
@@ -110,6 +118,41 @@ impl Shared for Vm {
 
     fn stats(&self, record: impl FnOnce(&mut Stats)) {
         STATS.with(|s| record(&mut s.borrow_mut()));
+    }
+
+    fn next_record_id(&self) -> String {
+        let (mut prefix, n) = RECORD_IDS.get();
+        if prefix == 0 {
+            prefix = random_prefix();
+        }
+        RECORD_IDS.set((prefix, n + 1));
+        format!("{prefix:016x}-{}", n + 1)
+    }
+
+    fn emit_record(&self, record: Record) {
+        let line = record.to_line();
+        let queue = QUEUE.get().or_else(|| {
+            let q = host::resolve_queue(VM_ID, USAGE_QUEUE);
+            QUEUE.set(q);
+            q
+        });
+        if !queue.is_some_and(|q| host::enqueue(q, line.as_bytes())) {
+            // (The service registers the queue when Envoy starts; a record that
+            // finds none is lost, and said so.)
+            QUEUE.set(None);
+            self.stats(|s| s.add(Counter::UsageRecordsDropped, "", 1));
+            log::warn!("smart-router: usage record {} dropped: no usage queue", record.id);
+        }
+    }
+}
+
+/// A random record-id prefix for this VM (the clock, should there be no
+/// randomness): ids of different VMs and Envoys do not meet.
+fn random_prefix() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b) | 1,
+        Err(_) => host::now_nanos() | 1,
     }
 }
 
@@ -168,30 +211,40 @@ pub fn tick() {
 
 /// Hand the pending counts to Envoy: `sar.<label>.<label>=<value>.<name>`,
 /// which the bootstrap's stats tags turn into `sar_<label>_<name>{<label>="<value>"}`.
-fn flush_stats() {
+pub fn flush_stats() {
     let pending = STATS.with(|s| {
         let mut s = s.borrow_mut();
         if s.is_empty() {
-            Vec::new()
+            None
         } else {
-            s.drain()
+            Some(s.drain())
         }
     });
-    if pending.is_empty() {
+    let Some(pending) = pending else {
         return;
-    }
+    };
+    let samples = STATS.with(|s| s.borrow_mut().drain_samples());
     METRIC_IDS.with(|ids| {
         let mut ids = ids.borrow_mut();
+        let mut id_of = |name: String, histogram: bool| match ids.get(&name) {
+            Some(id) => Some(*id),
+            None => host::define_metric(&name, histogram).inspect(|&id| {
+                ids.insert(name, id);
+            }),
+        };
         for (counter, label, by) in pending {
-            let name = format!("sar.{0}.{0}={label}.{1}", counter.label(), counter.name());
-            let id = match ids.get(&name) {
-                Some(id) => Some(*id),
-                None => host::define_counter(&name).inspect(|&id| {
-                    ids.insert(name, id);
-                }),
+            let name = if counter.has_label() {
+                format!("sar.{0}.{0}={label}.{1}", counter.label(), counter.name())
+            } else {
+                format!("sar.{}.{}", counter.label(), counter.name())
             };
-            if let Some(id) = id {
+            if let Some(id) = id_of(name, false) {
                 host::increment(id, i64::try_from(by).unwrap_or(i64::MAX));
+            }
+        }
+        for (h, label, value) in samples {
+            if let Some(id) = id_of(format!("sar.{0}.{0}={label}.{1}", h.label(), h.name()), true) {
+                host::record(id, value);
             }
         }
     });

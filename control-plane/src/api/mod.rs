@@ -3,15 +3,19 @@
 //! every route but `/healthz` needs a bearer token.
 //!
 //! - `GET /healthz`: liveness and the published table version (no token).
-//! - `GET /v1/table`, `POST /v1/health-report`: Envoy's side (table token).
-//! - `/admin/v1/...`: explain, channels, strategy (admin token).
+//! - `GET /v1/table`, `POST /v1/health-report`, `POST /v1/usage`: Envoy's side
+//!   (table token).
+//! - `/admin/v1/...`: explain, channels, strategy, usage records and statistics
+//!   (admin token).
 
 mod auth;
 mod channels;
 mod error;
 mod explain;
+mod stats;
 mod strategy;
 mod table;
+mod usage;
 
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +49,10 @@ pub struct ApiState {
     pub health: Mutex<(router_core::health::HealthMap, u64)>,
     /// Changes the API asks of the serve loop.
     pub commands: mpsc::UnboundedSender<Command>,
+    /// Usage records.
+    pub store: Arc<crate::usage::Store>,
+    /// Where statistics count days, weeks and months.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 pub type State = Arc<ApiState>;
@@ -53,11 +61,18 @@ pub fn router(state: State) -> Router {
     let envoy = Router::new()
         .route("/v1/table", get(table::get_table))
         .route("/v1/health-report", post(table::health_report))
+        .route("/v1/usage", post(usage::ingest))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::table_token));
     let admin = Router::new()
         .route("/admin/v1/explain", post(explain::explain))
         .route("/admin/v1/channels", get(channels::list))
         .route("/admin/v1/strategy", get(strategy::get).put(strategy::put))
+        .route("/admin/v1/usage", get(usage::list))
+        .route("/admin/v1/stats/summary", get(stats::summary))
+        .route("/admin/v1/stats/breakdown", get(stats::breakdown))
+        .route("/admin/v1/stats/timeseries", get(stats::timeseries))
+        .route("/admin/v1/stats/forecast", get(stats::forecast))
+        .route("/admin/v1/stats/savings", get(stats::savings))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::admin_token));
     Router::new()
         .route("/healthz", get(table::healthz))

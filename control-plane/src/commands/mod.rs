@@ -37,6 +37,8 @@ pub enum Error {
     Runtime(std::io::Error),
     #[error("cannot write the output: {0}")]
     Output(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] crate::usage::StoreError),
 }
 
 pub fn run(command: Command) -> Result<(), Error> {

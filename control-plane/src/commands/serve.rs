@@ -397,6 +397,9 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         eprintln!("{}", super::summary(&path, &cp.config, doc, &cp.channel_models()));
     }
 
+    let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
+    let timezone = jiff::tz::TimeZone::get(&cp.config.statistics.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    spawn_retention(store.clone(), cp.config.storage.retention_days);
     let state = Arc::new(ApiState {
         table: table_rx,
         table_token: cp.secrets.table_token.clone(),
@@ -404,6 +407,8 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         channels: channels_rx,
         health: std::sync::Mutex::new(Default::default()),
         commands,
+        store,
+        timezone,
     });
     tokio::spawn(api::serve(listener, state));
     tracing::info!("control plane listening on {listen}");
@@ -433,6 +438,25 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
             }
         }
     }
+}
+
+/// Delete records past `storage.retention_days`, at start and once a day.
+fn spawn_retention(store: Arc<crate::usage::Store>, days: u32) {
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every_day = tokio::time::interval(Duration::from_secs(86_400));
+        loop {
+            every_day.tick().await;
+            let before = epoch_ms().saturating_sub(u64::from(days) * 86_400_000);
+            match store.delete_before(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention: deleted {n} usage records older than {days} days"),
+                Err(e) => tracing::warn!("retention: {e}"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -17,11 +17,39 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
-    /// Virtual model groups. Validated here; see README for what routes today.
+    /// Virtual model groups.
     #[serde(default)]
     pub model_groups: BTreeMap<String, ModelGroupConfig>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// Where usage records (and, later, administrative changes) are kept.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub statistics: StatisticsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://path` or `postgres://user:pass@host/db`. Empty: SQLite in
+    /// `<data_dir>/router.db`.
+    pub url: String,
+    /// Usage records older than this many days are deleted (0: kept for ever).
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatisticsConfig {
+    /// The time zone days, weeks and months are counted in (an IANA name).
+    pub timezone: String,
+}
+
+impl Default for StatisticsConfig {
+    fn default() -> Self {
+        Self { timezone: "UTC".into() }
+    }
 }
 
 /// Envoy's side: where clients connect.
@@ -291,6 +319,10 @@ impl fmt::Debug for ChannelConfig {
 pub struct PricingConfig {
     pub input: Option<f64>,
     pub output: Option<f64>,
+    /// Prompt tokens read from the provider's cache (default: the input price).
+    pub cached_input: Option<f64>,
+    /// Prompt tokens written to the provider's cache (default: the input price).
+    pub cache_write: Option<f64>,
     pub multiplier: Option<f64>,
     pub models: BTreeMap<String, ModelPrice>,
 }
@@ -300,6 +332,10 @@ pub struct PricingConfig {
 pub struct ModelPrice {
     pub input: f64,
     pub output: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
 }
 
 fn openai_compatible() -> String {

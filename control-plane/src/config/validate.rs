@@ -99,6 +99,21 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
         }
     }
 
+    let url = &c.storage.url;
+    if !(url.is_empty()
+        || url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        return e("storage.url", "must be sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE".into());
+    }
+    if jiff::tz::TimeZone::get(&c.statistics.timezone).is_err() {
+        return e(
+            "statistics.timezone",
+            format!("unknown time zone \"{}\" (an IANA name such as UTC or Asia/Shanghai)", c.statistics.timezone),
+        );
+    }
+
     let mut ids = BTreeSet::new();
     for (i, ch) in c.channels.iter_mut().enumerate() {
         let at = format!("channels[{i}]");
@@ -167,8 +182,12 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
             );
         }
         if let Some(p) = &ch.pricing {
-            let prices = [p.input, p.output, p.multiplier].into_iter().flatten();
-            let model_prices = p.models.values().flat_map(|m| [m.input, m.output]);
+            let prices = [p.input, p.output, p.cached_input, p.cache_write, p.multiplier].into_iter().flatten();
+            let model_prices = p
+                .models
+                .values()
+                .flat_map(|m| [Some(m.input), Some(m.output), m.cached_input, m.cache_write])
+                .flatten();
             if prices.chain(model_prices).any(|x| !(x >= 0.0 && x.is_finite())) {
                 return e(&format!("{at}.pricing"), "prices and multipliers must be zero or positive".into());
             }

@@ -43,6 +43,10 @@ struct ProviderPricing {
     prompt: serde_json::Value,
     #[serde(default)]
     completion: serde_json::Value,
+    #[serde(default)]
+    input_cache_read: serde_json::Value,
+    #[serde(default)]
+    input_cache_write: serde_json::Value,
 }
 
 /// A per-token price (string or number) as USD per 1M tokens.
@@ -202,6 +206,8 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<ModelDoc>, String> {
             capabilities: m.capabilities(),
             input_price: m.pricing.as_ref().and_then(|p| per_million(&p.prompt)),
             output_price: m.pricing.as_ref().and_then(|p| per_million(&p.completion)),
+            cached_input_price: m.pricing.as_ref().and_then(|p| per_million(&p.input_cache_read)),
+            cache_write_price: m.pricing.as_ref().and_then(|p| per_million(&p.input_cache_write)),
             id: m.id,
             context_length: m.context_length.or(m.context_window),
         })

@@ -127,12 +127,19 @@ fn priced(c: &ChannelConfig, models: Vec<ModelDoc>) -> Vec<ModelDoc> {
     models
         .into_iter()
         .map(|mut m| {
-            let (i, o) = match p.models.get(&m.id) {
-                Some(mp) => (Some(mp.input), Some(mp.output)),
-                None => (p.input.or(m.input_price), p.output.or(m.output_price)),
+            let (i, o, ci, cw) = match p.models.get(&m.id) {
+                Some(mp) => (Some(mp.input), Some(mp.output), mp.cached_input, mp.cache_write),
+                None => (
+                    p.input.or(m.input_price),
+                    p.output.or(m.output_price),
+                    p.cached_input.or(m.cached_input_price),
+                    p.cache_write.or(m.cache_write_price),
+                ),
             };
             m.input_price = i.map(|x| x * k);
             m.output_price = o.map(|x| x * k);
+            m.cached_input_price = ci.map(|x| x * k);
+            m.cache_write_price = cw.map(|x| x * k);
             m
         })
         .collect()

@@ -1,8 +1,11 @@
 //! The attempt role: the upstream filter Envoy runs once per attempt. It
 //! rewrites the request for the channel the plan names for this attempt
-//! (authority, path, key, the body's `model`), records how the attempt went
-//! (breakers, speed), turns a provider's context-length 400 into a retriable
-//! 503, and masks the channel's key in any error body a provider sends back.
+//! (authority, path, key, the body's `model`, a stream's ask for its usage),
+//! records how the attempt went (breakers, speed), turns a provider's
+//! context-length 400 into a retriable 503, masks the channel's key in any error
+//! body a provider sends back, and reads the answer's usage as it passes: a
+//! JSON answer is held until its body is whole (it arrives right after its
+//! headers) so it can carry `x-router-cost`; a stream is read event by event.
 //!
 //! All attempts of a request share one request-header map, so each rewrites from
 //! the plan rather than from what it sees. The client's own credentials never
@@ -12,27 +15,50 @@
 
 use std::ops::Deref;
 
+use crate::cost::{usd_text, Price};
 use crate::error::{mask_secret, RouterError};
 use crate::flow::{self, CONTEXT_EXCEEDED_HEADER, FAILOVER_STATUSES};
 use crate::health::{classify, is_context_length_error};
+use crate::sse::{Edit, SseProcessor};
+use crate::usage::{self, Usage};
 use crate::wire::AttemptView;
 use crate::Table;
 
 use super::host::{Host, Shared, Step};
-use super::live;
+use super::live::{self, Outcome};
+use super::router::entry_price;
 use super::stats::Counter;
 
+/// The response header carrying a JSON answer's cost in USD.
+pub const COST_HEADER: &str = "x-router-cost";
+
+/// How the attempt reads its response.
+#[derive(Debug, Default)]
+enum Reading {
+    #[default]
+    Nothing,
+    /// A provider's 4xx, held until its body is whole (context length, key).
+    Error(u16),
+    /// A JSON answer, held until its body is whole (usage, cost header).
+    Answer,
+    /// A stream, read as it passes.
+    Stream(Box<SseProcessor>),
+}
+
 pub struct AttemptRole<T> {
-    /// The model's span in the body and the literal to put there, when this
-    /// attempt changes `model`.
-    splice: Option<((usize, usize), String)>,
+    /// The body's edits for this attempt (its model, a stream's usage ask).
+    edits: Vec<((usize, usize), String)>,
     /// This attempt's channel (its handle in `table`) and model.
     target: Option<(u32, String)>,
     table: Option<T>,
     /// Response headers arrived; without them the attempt ended unanswered.
     answered: bool,
-    /// A provider's 4xx held back until its body is read (context length, key).
-    held: Option<u16>,
+    reading: Reading,
+    /// The request streams, and whether its client asked for the usage event.
+    stream: bool,
+    client_usage: bool,
+    /// The request body's length (a prompt estimate, when no usage comes back).
+    body_len: usize,
     /// When this attempt left (ms), when it is timed.
     started_ms: Option<u64>,
     /// The request this attempt belongs to.
@@ -41,7 +67,18 @@ pub struct AttemptRole<T> {
 
 impl<T> Default for AttemptRole<T> {
     fn default() -> Self {
-        Self { splice: None, target: None, table: None, answered: false, held: None, started_ms: None, request_id: 0 }
+        Self {
+            edits: Vec::new(),
+            target: None,
+            table: None,
+            answered: false,
+            reading: Reading::Nothing,
+            stream: false,
+            client_usage: false,
+            body_len: 0,
+            started_ms: None,
+            request_id: 0,
+        }
     }
 }
 
@@ -86,7 +123,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         };
         let table = host.shared().table().ok_or_else(|| internal("the router has no channel table"))?;
         let n = host.attempt_number().unwrap_or(1).max(1);
-        let (rw, request_id) = {
+        let (rw, request_id, options, body_len) = {
             let text = host.plan_text().ok_or_else(|| internal("the request reached a channel without a plan"))?;
             let state = AttemptView::parse(&text).map_err(|_| internal("the attempt plan is unreadable"))?;
             self.request_id = state.request_id;
@@ -100,8 +137,11 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
                 },
                 flow::AttemptError::Corrupt => internal("the attempt plan is unreadable"),
             })?;
-            (rw, state.request_id)
+            (rw, state.request_id, state.options, state.body_len)
         };
+        self.stream = options.stream;
+        self.client_usage = options.client_usage;
+        self.body_len = body_len;
         host.set_request_header(":authority", Some(&rw.channel.authority));
         if let Some(path) = &rw.path {
             host.set_request_header(":path", Some(path));
@@ -116,22 +156,22 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         self.started_ms = live::should_time(shared, &rw.channel.id, &rw.model).then(|| shared.now_ms());
         self.request_id = request_id;
         self.target = Some((rw.channel_handle, rw.model));
-        self.splice = rw.splice;
+        self.edits = rw.edits;
         self.table = Some(table);
         Ok(())
     }
 
     pub fn on_request_body<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Step {
-        let Some((span, literal)) = &self.splice else {
+        if self.edits.is_empty() {
             return Step::Continue;
-        };
+        }
         if !end_of_stream {
             return Step::Stop;
         }
-        if !host.splice_request_body(*span, literal) {
-            log::error!("smart-router: could not rewrite the request body's model; sending it unchanged");
+        if !host.edit_request_body(&self.edits) {
+            log::error!("smart-router: could not rewrite the request body for its channel; sending it unchanged");
         }
-        self.splice = None;
+        self.edits.clear();
         Step::Continue
     }
 
@@ -155,8 +195,8 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             // The client gets this answer as it is, so its body is read first:
             // a context-length 400 should go to a channel with a larger context
             // (Envoy does not retry a 400), and a key the provider quotes back is
-            // masked. Only error answers wait; the rest pass at once.
-            self.held = Some(status);
+            // masked.
+            self.reading = Reading::Error(status);
             return Step::Stop;
         }
         let class = classify(status);
@@ -168,24 +208,92 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             let ttfb = self.started_ms.map(|t| shared.now_ms().saturating_sub(t) as f64);
             shared.add_perf(&channel.id, model, class.is_none(), ttfb);
         }
-        Step::Continue
+        if !(200..300).contains(&status) {
+            return Step::Continue;
+        }
+        // This attempt answers the request: what it used is the request's.
+        live::report_outcome(self.request_id, Outcome { channel: *handle, model: model.clone(), ..Outcome::default() });
+        if end_of_stream {
+            live::update_outcome(self.request_id, |o| o.complete = true);
+            return Step::Continue;
+        }
+        if self.stream {
+            self.reading = Reading::Stream(Box::new(SseProcessor::new(self.client_usage)));
+            return Step::Continue;
+        }
+        self.reading = Reading::Answer;
+        Step::Stop
     }
 
     pub fn on_response_body<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Step {
-        let Some(status) = self.held else {
-            return Step::Continue;
-        };
-        if !end_of_stream {
-            return Step::Stop;
+        match &mut self.reading {
+            Reading::Nothing => Step::Continue,
+            Reading::Error(_) | Reading::Answer if !end_of_stream => Step::Stop,
+            Reading::Error(status) => {
+                let status = *status;
+                self.reading = Reading::Nothing;
+                self.error_body(host, status);
+                Step::Continue
+            }
+            Reading::Answer => {
+                self.reading = Reading::Nothing;
+                let found = host.with_response_body(usage::from_json);
+                let cost = self.price().zip(found).map(|(p, u)| p.cost(&u));
+                if let Some(c) = cost {
+                    if !host.set_response_header(COST_HEADER, &usd_text(c)) {
+                        log::warn!("smart-router: could not set {COST_HEADER}");
+                    }
+                }
+                live::update_outcome(self.request_id, |o| {
+                    o.usage = found;
+                    o.cost_pico = cost;
+                    o.complete = true;
+                });
+                Step::Continue
+            }
+            Reading::Stream(sse) => {
+                let price = self.target.as_ref().zip(self.table.as_ref()).and_then(|((h, m), t)| entry_price(t, *h, m));
+                let prompt_estimate = (self.body_len as u64).div_ceil(4);
+                let mut cost_comment = |p: &SseProcessor| {
+                    let (usage, estimated) = match p.usage {
+                        Some(u) => (u, false),
+                        None => (
+                            Usage { prompt_tokens: prompt_estimate, completion_tokens: p.events, ..Usage::default() },
+                            true,
+                        ),
+                    };
+                    let c = usd_text(price?.cost(&usage));
+                    Some(if estimated { format!("{c} estimated") } else { c })
+                };
+                let edit = host.with_response_body(|chunk| sse.chunk(chunk, end_of_stream, &mut cost_comment));
+                if let Edit::Replace(bytes) = edit {
+                    if !host.replace_response_body(&bytes) {
+                        log::error!("smart-router: could not edit a streamed answer");
+                    }
+                }
+                let (found, events, done) = (sse.usage, sse.events, sse.done || end_of_stream);
+                let cost = price.zip(found).map(|(p, u)| p.cost(&u));
+                live::update_outcome(self.request_id, |o| {
+                    o.usage = found;
+                    o.events = events;
+                    o.cost_pico = cost;
+                    o.complete = done;
+                });
+                Step::Continue
+            }
         }
-        self.held = None;
+    }
+
+    /// A provider's whole 4xx body: a context-length 400 is made retriable;
+    /// anything else goes to the client with the channel's key masked.
+    fn error_body<H: Host>(&mut self, host: &mut H, status: u16) {
         if status == 400 && host.with_response_body(is_context_length_error) {
             // Retriable for Envoy, and marked so the router role can tell the
             // client what it means if no channel is left.
             if !(host.set_response_header(":status", "503") && host.set_response_header(CONTEXT_EXCEEDED_HEADER, "1")) {
                 log::warn!("smart-router: could not mark a context-length error for failover");
             }
-            return Step::Continue;
+            return;
         }
         let secret =
             self.target.as_ref().zip(self.table.as_ref()).and_then(|((h, _), t)| t.channel(*h)).map(|c| c.secret());
@@ -194,7 +302,12 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
                 log::error!("smart-router: could not mask a provider key in an error body");
             }
         }
-        Step::Continue
+    }
+
+    /// This attempt's price, when the table knows it.
+    fn price(&self) -> Option<Price> {
+        let ((handle, model), table) = self.target.as_ref().zip(self.table.as_ref())?;
+        entry_price(table, *handle, model)
     }
 
     /// The attempt is over. Refused, reset or timed out before any response: the

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::ops::Deref;
 
 use crate::health::HealthMap;
+use crate::record::Record;
 use crate::score::PerfMap;
 use crate::Table;
 
@@ -38,6 +39,11 @@ pub trait Shared {
     fn add_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>);
     /// Counts for Envoy's stats, handed to Envoy later.
     fn stats(&self, record: impl FnOnce(&mut Stats));
+    /// A usage record id no other request of this Envoy has had or will have.
+    fn next_record_id(&self) -> String;
+    /// Hand a finished request's record to the control plane (through a bounded
+    /// buffer; a record that does not fit is counted as dropped, never silently).
+    fn emit_record(&self, record: Record);
 }
 
 /// One request's stream, as a filter sees it. Methods are only called where
@@ -53,8 +59,9 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// `read` applied to the whole buffered request body.
     fn with_request_body<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R;
-    /// Replace the bytes of `span` in the buffered request body with `literal`.
-    fn splice_request_body(&mut self, span: (usize, usize), literal: &str) -> bool;
+    /// Make `edits` (byte ranges and what to put there, in body order) in the
+    /// buffered request body.
+    fn edit_request_body(&mut self, edits: &[((usize, usize), String)]) -> bool;
 
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>>;
     /// Set a response header; false when Envoy refused (it may, once the

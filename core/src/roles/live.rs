@@ -77,6 +77,61 @@ thread_local! {
     static ATTEMPT_ERRORS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What the answering attempt of a request learnt from its response: kept
+/// per thread by request id for the router role, which makes the request's
+/// record when the request ends (an attempt may end before or after it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The channel's handle in the request's table, and the model it was asked for.
+    pub channel: u32,
+    pub model: String,
+    /// What the provider reported.
+    pub usage: Option<crate::usage::Usage>,
+    /// Events streamed so far (the completion estimate when no usage comes).
+    pub events: u64,
+    pub cost_pico: Option<u64>,
+    /// The response ended as it should (a whole body, or a stream's `[DONE]`).
+    pub complete: bool,
+}
+
+thread_local! {
+    static OUTCOMES: RefCell<hashbrown::HashMap<u64, Outcome>> = RefCell::new(hashbrown::HashMap::new());
+}
+
+/// Bound on outcomes kept per thread (a leak guard, should a request's end never be seen).
+const MAX_OUTCOMES: usize = 4096;
+
+/// The answering attempt's outcome so far (a later report replaces it).
+pub fn report_outcome(request_id: u64, outcome: Outcome) {
+    OUTCOMES.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.len() >= MAX_OUTCOMES && !o.contains_key(&request_id) {
+            o.clear();
+        }
+        o.insert(request_id, outcome);
+    });
+}
+
+/// Update the outcome in place (a stream's progress), if there is one.
+pub fn update_outcome(request_id: u64, change: impl FnOnce(&mut Outcome)) {
+    OUTCOMES.with(|o| {
+        if let Some(out) = o.borrow_mut().get_mut(&request_id) {
+            change(out);
+        }
+    });
+}
+
+/// The request's outcome, taken (the request is over).
+pub fn take_outcome(request_id: u64) -> Option<Outcome> {
+    OUTCOMES.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.is_empty() {
+            return None;
+        }
+        o.remove(&request_id)
+    })
+}
+
 /// Bound on requests remembered in [`ATTEMPT_ERRORS`] (a leak guard).
 const MAX_ATTEMPT_ERRORS: usize = 1024;
 

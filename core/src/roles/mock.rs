@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::health::HealthMap;
+use crate::record::Record;
 use crate::score::{PerfBatch, PerfMap};
 use crate::Table;
 
@@ -20,6 +21,8 @@ pub struct MockShared {
     pub perf: RefCell<PerfMap>,
     pub perf_batch: RefCell<PerfBatch>,
     pub stats: RefCell<Stats>,
+    pub records: RefCell<Vec<Record>>,
+    pub next_id: Cell<u64>,
 }
 
 impl MockShared {
@@ -60,6 +63,15 @@ impl Shared for Rc<MockShared> {
 
     fn stats(&self, record: impl FnOnce(&mut Stats)) {
         record(&mut self.stats.borrow_mut());
+    }
+
+    fn next_record_id(&self) -> String {
+        self.next_id.set(self.next_id.get() + 1);
+        format!("mock-{}", self.next_id.get())
+    }
+
+    fn emit_record(&self, record: Record) {
+        self.records.borrow_mut().push(record);
     }
 }
 
@@ -137,8 +149,8 @@ impl Host for MockHost {
         read(&self.request_body)
     }
 
-    fn splice_request_body(&mut self, span: (usize, usize), literal: &str) -> bool {
-        match crate::flow::spliced(&self.request_body, span, literal) {
+    fn edit_request_body(&mut self, edits: &[((usize, usize), String)]) -> bool {
+        match crate::flow::edited(&self.request_body, edits) {
             Some(b) => {
                 self.request_body = b;
                 true

@@ -13,6 +13,7 @@
 
 mod attempt;
 pub mod config;
+pub mod delivery;
 pub mod host;
 pub mod intake;
 pub mod live;

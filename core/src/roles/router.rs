@@ -2,19 +2,26 @@
 //! listings, health and errors itself, buffers a chat request, plans its
 //! attempts and hands the plan to Envoy; on the way back it adds the debug
 //! headers, counts stats, and turns a failure that survived every attempt into
-//! an OpenAI-shaped error naming the channels tried.
+//! an OpenAI-shaped error naming the channels tried. When a chat request ends,
+//! however it ends, it makes the request's one usage record.
 
 use std::borrow::Cow;
 use std::ops::Deref;
 
 use crate::error::RouterError;
 use crate::flow::{self, Decision, HeadersVerdict, ResponseVerdict, CONTEXT_EXCEEDED_HEADER};
+use crate::record::Record;
+use crate::usage::Usage;
 use crate::Table;
 
 use super::host::{Host, Shared, Step};
 use super::live;
+use super::stats::Histogram;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The status recorded for a request whose client left before any answer.
+pub const CLIENT_CLOSED: u16 = 499;
 
 pub struct RouterRole<T> {
     max_body_bytes: usize,
@@ -28,6 +35,13 @@ pub struct RouterRole<T> {
     routed: Option<(u64, T)>,
     /// The client got response headers (it did not leave first).
     responded: bool,
+    /// A chat request's record, filled in as the request goes, made at its end.
+    record: Option<Record>,
+    started_ms: u64,
+    /// What the record needs of the decision once the response has it.
+    answered_by: Option<(u32, String)>,
+    stream: bool,
+    body_len: usize,
 }
 
 impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
@@ -40,11 +54,17 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             decision: None,
             routed: None,
             responded: false,
+            record: None,
+            started_ms: 0,
+            answered_by: None,
+            stream: false,
+            body_len: 0,
         }
     }
 
     fn reply<H: Host>(&mut self, host: &mut H, status: u16, headers: &[(&str, &str)], body: &str) -> Step {
         self.answered = true;
+        self.responded = true;
         let mut all = Vec::with_capacity(headers.len() + 1);
         all.push(JSON);
         all.extend_from_slice(headers);
@@ -53,6 +73,10 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
     }
 
     fn fail<H: Host>(&mut self, host: &mut H, e: &RouterError) -> Step {
+        if let Some(r) = &mut self.record {
+            r.status = e.status;
+            r.error = Some(e.code.to_string());
+        }
         self.reply(host, e.status, &[], &e.to_json())
     }
 
@@ -62,7 +86,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         H::Shared: Shared<Table = T>,
     {
         let table = host.shared().table();
-        let (verdict, path) = {
+        let (verdict, path, chat) = {
             let path = host.request_header(":path").unwrap_or_default();
             let method = host.request_header(":method").unwrap_or_default();
             let verdict = flow::on_request_headers(
@@ -73,12 +97,41 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 self.max_body_bytes,
                 |name| host.request_header(name),
             );
+            let chat = method == "POST" && path.split('?').next() == Some(flow::CHAT_PATH);
             let path =
                 if path == flow::CHAT_PATH { Cow::Borrowed(flow::CHAT_PATH) } else { Cow::Owned(path.into_owned()) };
-            (verdict, path)
+            (verdict, path, chat)
         };
+        if chat {
+            // Every chat request gets a record, answered here or not.
+            let shared = host.shared();
+            self.started_ms = shared.now_ms();
+            self.record = Some(Record {
+                id: shared.next_record_id(),
+                ts_ms: self.started_ms,
+                client: None,
+                model_requested: None,
+                model_used: None,
+                channel: None,
+                provider: None,
+                stream: false,
+                status: 0,
+                attempts: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
+                cost_pico: None,
+                latency_ms: 0,
+                ttft_ms: None,
+                usage_estimated: false,
+                error: None,
+            });
+        }
         match verdict {
             HeadersVerdict::Reply(status, body) => self.reply(host, status, &[], &body),
+            HeadersVerdict::Fail(e) => self.fail(host, &e),
             HeadersVerdict::WaitForBody => {
                 self.path = path;
                 self.waiting_for_body = true;
@@ -120,7 +173,14 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         });
         let routed = match routed {
             Ok(r) => r,
-            Err(e) => return self.fail(host, &e),
+            Err(e) => {
+                // The model, if the body named one, still goes in the record.
+                if let Some(r) = &mut self.record {
+                    r.model_requested =
+                        host.with_request_body(|b| crate::request::parse_chat_head(b).ok().map(|h| h.model));
+                }
+                return self.fail(host, &e);
+            }
         };
         live::start_probes(host.shared(), &routed.probes, &routed.decision.table.routing.health);
         if !host.deliver_plan(&routed.plan_text, routed.decision.clusters(), routed.retries) {
@@ -129,6 +189,12 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 &RouterError::new(500, "server_error", "internal_error", "could not hand the attempt plan to Envoy"),
             );
         }
+        if let Some(r) = &mut self.record {
+            r.model_requested = Some(routed.decision.requested.clone());
+            r.stream = routed.decision.stream;
+        }
+        self.stream = routed.decision.stream;
+        self.body_len = routed.decision.body_len;
         self.routed = Some((routed.request_id, routed.decision.table.clone()));
         self.decision = Some(routed.decision);
         Step::Continue
@@ -143,18 +209,34 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         };
         self.responded = true;
         let status = flow::status_code(host.response_header(":status").as_deref());
+        let tried = host.attempts_made();
+        let ttft = host.shared().now_ms().saturating_sub(self.started_ms);
+        let tried_n = tried.unwrap_or(1).clamp(1, d.attempts.len().max(1));
+        self.answered_by = d.attempts.get(tried_n - 1).map(|a| (a.channel, a.upstream_model.clone()));
+        if let Some(r) = &mut self.record {
+            r.status = status;
+            r.attempts = tried_n as u32;
+            r.ttft_ms = Some(ttft);
+        }
         // The attempt side answered with its own error (see `AttemptRole`): it
         // stands as it is.
         if self.routed.as_ref().is_some_and(|(id, _)| live::take_attempt_error(*id)) {
             host.shared().stats(|s| s.request(&d.requested, &[], true));
+            if let Some(r) = &mut self.record {
+                r.error = Some("channel_unavailable".into());
+            }
             return Step::Continue;
         }
         let context_exceeded = status == 503 && host.response_header(CONTEXT_EXCEEDED_HEADER).is_some();
-        let tried = host.attempts_made();
         let (verdict, outcome) = flow::on_response_headers(&d, status, context_exceeded, tried);
         host.shared().stats(|s| s.request(&d.requested, &outcome.channels, outcome.failed));
         match verdict {
             ResponseVerdict::Replace(status, headers, body) => {
+                if let Some(r) = &mut self.record {
+                    r.status = status;
+                    r.error =
+                        Some(if context_exceeded { "context_length_exceeded" } else { "all_channels_failed" }.into());
+                }
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 self.reply(host, status, &headers, &body)
             }
@@ -169,13 +251,89 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
 
     /// The request is over: its unanswered attempts count against their
     /// channels if the client was still waiting (it got response headers), not
-    /// if it left. (Envoy ends this filter after the attempts when it answered,
-    /// and before the attempt in flight when the client left; the ledger handles
-    /// both.)
-    pub fn on_done<S: Shared>(&mut self, shared: &S) {
-        if let Some((id, table)) = self.routed.take() {
-            live::forget_attempt_error(id);
-            live::settle_unanswered(shared, id, self.responded, &table.routing.health);
+    /// if it left; and its record is made. (Envoy ends this filter after the
+    /// attempts when it answered, and before the attempt in flight when the
+    /// client left; the ledger handles both.)
+    pub fn on_done<S: Shared<Table = T>>(&mut self, shared: &S) {
+        let outcome = match self.routed.take() {
+            Some((id, table)) => {
+                live::forget_attempt_error(id);
+                live::settle_unanswered(shared, id, self.responded, &table.routing.health);
+                live::take_outcome(id).map(|o| (o, table))
+            }
+            None => None,
+        };
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let now = shared.now_ms();
+        record.latency_ms = now.saturating_sub(self.started_ms);
+        if record.status == 0 {
+            // The client left before any answer came.
+            record.status = CLIENT_CLOSED;
+            record.error.get_or_insert_with(|| "client_closed_request".into());
         }
+        let answered = record.status < 400 && record.error.is_none();
+        match outcome {
+            Some((o, table)) => {
+                self.describe_channel(&mut record, &table, o.channel, &o.model);
+                let usage = o.usage.unwrap_or_else(|| {
+                    record.usage_estimated = true;
+                    self.estimate(o.events)
+                });
+                record.set_usage(&usage);
+                record.cost_pico = match (o.cost_pico, o.usage.is_some()) {
+                    (Some(c), true) => Some(c),
+                    // An estimate is priced as the provider would have billed it.
+                    _ => entry_price(&table, o.channel, &o.model).map(|p| p.cost(&usage)),
+                };
+                if answered && !o.complete {
+                    record.error = Some("stream_interrupted".into());
+                }
+                if let (Some(ch), Some(model)) = (&record.channel, &record.model_requested) {
+                    let (cost, u) = (record.cost_pico, record.usage());
+                    shared.stats(|s| {
+                        s.usage(ch, model, &u, cost);
+                        s.sample(Histogram::ChannelRequestDurationMs, ch, record.latency_ms);
+                        if let Some(t) = record.ttft_ms {
+                            s.sample(Histogram::ChannelTimeToFirstTokenMs, ch, t);
+                        }
+                    });
+                }
+            }
+            None => {
+                // No attempt reported back: an error answer, or a client that
+                // left first. The prompt still counts if the request was routed.
+                if let Some((handle, model)) = self.answered_by.take() {
+                    if let Some(table) = shared.table() {
+                        self.describe_channel(&mut record, &table, handle, &model);
+                    }
+                }
+                if self.body_len > 0 && answered {
+                    record.usage_estimated = true;
+                    record.set_usage(&self.estimate(0));
+                }
+            }
+        }
+        shared.emit_record(record);
     }
+
+    fn describe_channel(&self, record: &mut Record, table: &Table, handle: u32, model: &str) {
+        if let Some(ch) = table.channel(handle) {
+            record.channel = Some(ch.id.clone());
+            record.provider = Some(ch.provider.clone());
+        }
+        record.model_used = Some(model.to_string());
+    }
+
+    /// Tokens the router counts itself: the request body (a fourth of its bytes,
+    /// about a token each) and one completion token per streamed event.
+    fn estimate(&self, events: u64) -> Usage {
+        Usage { prompt_tokens: (self.body_len as u64).div_ceil(4), completion_tokens: events, ..Usage::default() }
+    }
+}
+
+/// The price of `model` on channel `handle`, when the table knows it.
+pub(crate) fn entry_price(table: &Table, handle: u32, model: &str) -> Option<crate::cost::Price> {
+    table.entries_for_model(model).iter().filter_map(|&n| table.entry(n)).find(|e| e.channel == handle)?.price
 }

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 
 use hashbrown::HashMap;
 
-/// Counters per channel (label `channel`) and per model as the client named it
-/// (label `model`).
+/// Counters per channel (label `channel`), per model as the client named it
+/// (label `model`), and for the router as a whole (no label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// Attempts sent to the channel.
@@ -30,10 +30,21 @@ pub enum Counter {
     ModelFailovers,
     /// Requests that failed on every channel.
     ModelFailures,
+    /// Prompt and completion tokens the channel's answers used.
+    ChannelPromptTokens,
+    ChannelCompletionTokens,
+    /// What the channel's answers cost, in micro-USD.
+    ChannelCostMicroUsd,
+    ModelPromptTokens,
+    ModelCompletionTokens,
+    ModelCostMicroUsd,
+    /// Usage records Envoy could not keep for the control plane (its buffer
+    /// was full): a loss, said here and in Envoy's log.
+    UsageRecordsDropped,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 14] = [
         Counter::ChannelAttempts,
         Counter::ChannelFailures,
         Counter::ChannelEjections,
@@ -41,17 +52,39 @@ impl Counter {
         Counter::ModelRequests,
         Counter::ModelFailovers,
         Counter::ModelFailures,
+        Counter::ChannelPromptTokens,
+        Counter::ChannelCompletionTokens,
+        Counter::ChannelCostMicroUsd,
+        Counter::ModelPromptTokens,
+        Counter::ModelCompletionTokens,
+        Counter::ModelCostMicroUsd,
+        Counter::UsageRecordsDropped,
     ];
 
-    /// The label's name, which is also the counter's group: `channel` or `model`.
+    /// The label's name, which is also the counter's group: `channel`, `model`,
+    /// or `usage` for the unlabelled ones (whose label is [`Counter::has_label`] false).
     pub fn label(self) -> &'static str {
         match self {
             Counter::ChannelAttempts
             | Counter::ChannelFailures
             | Counter::ChannelEjections
-            | Counter::ChannelAttemptErrors => "channel",
-            Counter::ModelRequests | Counter::ModelFailovers | Counter::ModelFailures => "model",
+            | Counter::ChannelAttemptErrors
+            | Counter::ChannelPromptTokens
+            | Counter::ChannelCompletionTokens
+            | Counter::ChannelCostMicroUsd => "channel",
+            Counter::ModelRequests
+            | Counter::ModelFailovers
+            | Counter::ModelFailures
+            | Counter::ModelPromptTokens
+            | Counter::ModelCompletionTokens
+            | Counter::ModelCostMicroUsd => "model",
+            Counter::UsageRecordsDropped => "usage",
         }
+    }
+
+    /// Whether the counter carries a label (its value is a channel or a model).
+    pub fn has_label(self) -> bool {
+        self.label() != "usage"
     }
 
     /// The counter's name within its group.
@@ -63,6 +96,10 @@ impl Counter {
             Counter::ChannelAttemptErrors => "attempt_errors",
             Counter::ModelRequests => "requests",
             Counter::ModelFailovers => "failovers",
+            Counter::ChannelPromptTokens | Counter::ModelPromptTokens => "prompt_tokens",
+            Counter::ChannelCompletionTokens | Counter::ModelCompletionTokens => "completion_tokens",
+            Counter::ChannelCostMicroUsd | Counter::ModelCostMicroUsd => "cost_micro_usd",
+            Counter::UsageRecordsDropped => "records_dropped",
         }
     }
 
@@ -96,6 +133,38 @@ pub fn label(s: &str) -> Cow<'_, str> {
     Cow::Owned(s.chars().take(MAX_LABEL).map(|c| if clean(c) { c } else { '_' }).collect())
 }
 
+/// Histograms, by channel: time to the first byte of the answer and the
+/// request's whole duration, in milliseconds (OpenTelemetry's GenAI
+/// `gen_ai.server.time_to_first_token` and `gen_ai.client.operation.duration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Histogram {
+    ChannelTimeToFirstTokenMs,
+    ChannelRequestDurationMs,
+}
+
+impl Histogram {
+    pub const ALL: [Histogram; 2] = [Histogram::ChannelTimeToFirstTokenMs, Histogram::ChannelRequestDurationMs];
+
+    pub fn label(self) -> &'static str {
+        "channel"
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Histogram::ChannelTimeToFirstTokenMs => "time_to_first_token_ms",
+            Histogram::ChannelRequestDurationMs => "request_duration_ms",
+        }
+    }
+
+    pub fn metric(self) -> String {
+        format!("{}_{}", self.label(), self.name())
+    }
+}
+
+/// Samples kept between flushes at most (histograms are statistics: past this
+/// a flush period's extra samples are left out).
+const MAX_SAMPLES: usize = 8192;
+
 /// Counts not yet handed to Envoy.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -103,6 +172,10 @@ pub struct Stats {
     // label holds both. Keys are cleaned labels, capped in number.)
     pending: HashMap<String, [u64; Counter::ALL.len()]>,
     model_labels: HashSet<String>,
+    samples: Vec<(Histogram, String, u64)>,
+    /// Cost counters count micro-USD; the picodollars below a micro-USD wait
+    /// here for the next ones, so the counters add up to the records.
+    cost_remainders: HashMap<(Counter, String), u64>,
 }
 
 impl Stats {
@@ -112,7 +185,7 @@ impl Stats {
         if by == 0 {
             return;
         }
-        let l = label(who);
+        let l = if counter.has_label() { label(who) } else { Cow::Borrowed("") };
         let l = if counter.label() == "model" { self.model_label(l) } else { l };
         // Look up before inserting: a label's key is allocated once per flush.
         match self.pending.get_mut(l.as_ref()) {
@@ -154,8 +227,29 @@ impl Stats {
         }
     }
 
+    /// What an answered request used and cost, for its channel and its model
+    /// as the client named it.
+    pub fn usage(&mut self, channel: &str, model: &str, usage: &crate::usage::Usage, cost_pico: Option<u64>) {
+        self.add(Counter::ChannelPromptTokens, channel, usage.prompt_tokens);
+        self.add(Counter::ChannelCompletionTokens, channel, usage.completion_tokens);
+        self.add(Counter::ModelPromptTokens, model, usage.prompt_tokens);
+        self.add(Counter::ModelCompletionTokens, model, usage.completion_tokens);
+        if let Some(pico) = cost_pico {
+            // (Picodollars until the flush turns them into micro-USD.)
+            self.add(Counter::ChannelCostMicroUsd, channel, pico);
+            self.add(Counter::ModelCostMicroUsd, model, pico);
+        }
+    }
+
+    /// One histogram sample for `channel`.
+    pub fn sample(&mut self, h: Histogram, channel: &str, value: u64) {
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push((h, label(channel).into_owned(), value));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.samples.is_empty()
     }
 
     /// Everything counted since the last call: (counter, label, amount).
@@ -163,13 +257,24 @@ impl Stats {
         let mut out = Vec::new();
         for (label, counts) in self.pending.drain() {
             for c in Counter::ALL {
-                let by = counts[c.slot()];
+                let mut by = counts[c.slot()];
+                if matches!(c, Counter::ChannelCostMicroUsd | Counter::ModelCostMicroUsd) && by > 0 {
+                    let rest = self.cost_remainders.entry((c, label.clone())).or_insert(0);
+                    let pico = by + *rest;
+                    by = pico / 1_000_000;
+                    *rest = pico % 1_000_000;
+                }
                 if by > 0 {
                     out.push((c, label.clone(), by));
                 }
             }
         }
         out
+    }
+
+    /// The histogram samples since the last call.
+    pub fn drain_samples(&mut self) -> Vec<(Histogram, String, u64)> {
+        std::mem::take(&mut self.samples)
     }
 }
 

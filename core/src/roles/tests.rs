@@ -113,7 +113,7 @@ fn the_plan_is_handed_over_and_the_answer_gets_debug_headers_and_stats() {
     let (plan, clusters, retries) = host.delivered.clone().unwrap();
     assert_eq!(clusters, ["channel_a", "channel_b"]);
     assert_eq!(retries, 1);
-    assert!(plan.starts_with("sar2 "));
+    assert!(plan.starts_with("sar3 "));
 
     host.response_headers = vec![(":status".into(), "200".into())];
     host.attempts_made = Some(2);
@@ -202,11 +202,139 @@ fn a_provider_error_that_quotes_the_key_is_masked() {
     assert_eq!(role.on_response_body(&mut host, true), Step::Continue);
     let body = String::from_utf8(host.response_body).unwrap();
     assert_eq!(body, r#"{"error":{"message":"no model for key key*********"}}"#);
-    // A success is not held.
-    let (mut ok, mut h, _) = attempt(&shared, &plan, 1, r#"{"model":"m"}"#);
-    h.response_headers = vec![(":status".into(), "200".into())];
-    assert_eq!(ok.on_response_headers(&mut h, false), Step::Continue);
-    assert_eq!(ok.on_response_body(&mut h, false), Step::Continue);
+}
+
+/// The table with prices: `m` on a at $1 in, $2 out per million, and on b (as
+/// `vendor/m`) ten times that, so a goes first.
+fn priced_table() -> Table {
+    let mut d = doc(vec![channel("a", 1, &["m"]), channel("b", 2, &["vendor/m"])]);
+    d.channels[1].aliases.insert("m".into(), "vendor/m".into());
+    for (c, (i, o)) in [(0, (1.0, 2.0)), (1, (10.0, 20.0))] {
+        d.channels[c].models[0].input_price = Some(i);
+        d.channels[c].models[0].output_price = Some(o);
+    }
+    Table::compile(d, None).unwrap()
+}
+
+/// One answered request through both roles: the router's host after its
+/// response headers, and the attempt's after its response.
+fn answered(
+    shared: &Rc<MockShared>,
+    body: &str,
+    response_headers: &[(&str, &str)],
+    chunks: &[&str],
+) -> (RouterRole<Rc<Table>>, MockHost, MockHost) {
+    let (mut router, mut rhost) = routed(shared, body);
+    let plan = rhost.delivered.clone().unwrap().0;
+    let (mut role, mut host, _) = attempt(shared, &plan, 1, body);
+    host.response_headers = response_headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    role.on_request_body(&mut host, true);
+    role.on_response_headers(&mut host, false);
+    // Envoy keeps what a filter buffers (`Stop`) and hands it over with the next
+    // chunk; what it lets through is gone.
+    let mut forwarded = Vec::new();
+    let mut buffered = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        buffered.extend_from_slice(c.as_bytes());
+        host.response_body = std::mem::take(&mut buffered);
+        if role.on_response_body(&mut host, i + 1 == chunks.len()) == Step::Stop {
+            buffered = std::mem::take(&mut host.response_body);
+        } else {
+            forwarded.append(&mut host.response_body);
+        }
+    }
+    host.response_body = forwarded;
+    role.on_done();
+    rhost.response_headers = host.response_headers.clone();
+    rhost.attempts_made = Some(1);
+    router.on_response_headers(&mut rhost);
+    router.on_done(shared);
+    (router, rhost, host)
+}
+
+#[test]
+fn a_json_answer_is_held_for_its_usage_and_carries_its_cost() {
+    let shared = MockShared::with_table(priced_table());
+    let usage = r#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1000,"completion_tokens":500}}"#;
+    let (_, rhost, host) = answered(&shared, r#"{"model":"m"}"#, &[(":status", "200")], &[&usage[..20], &usage[20..]]);
+    // 1000 * $1/M + 500 * $2/M = $0.002
+    assert_eq!(header(&host.response_headers, "x-router-cost").as_deref(), Some("0.002"));
+    assert_eq!(header(&rhost.response_headers, "x-router-channel").as_deref(), Some("a"));
+    assert_eq!(String::from_utf8(host.response_body).unwrap(), usage, "the body passes whole");
+    let [r] = &shared.records.borrow()[..] else { panic!("one record") };
+    assert_eq!((r.prompt_tokens, r.completion_tokens, r.cost_pico), (1000, 500, Some(2_000_000_000)));
+    assert_eq!((r.status, r.attempts, r.stream, r.usage_estimated), (200, 1, false, false));
+    assert_eq!(
+        (r.channel.as_deref(), r.model_requested.as_deref(), r.model_used.as_deref()),
+        (Some("a"), Some("m"), Some("m"))
+    );
+    assert_eq!(r.provider.as_deref(), Some("openai"));
+    assert_eq!(r.error, None);
+    assert_eq!(counted(&shared, Counter::ChannelPromptTokens, "a"), 1000);
+    assert_eq!(counted(&shared, Counter::ModelCompletionTokens, "m"), 500);
+}
+
+#[test]
+fn a_stream_asks_for_usage_drops_the_event_the_client_did_not_ask_for_and_comments_its_cost() {
+    let shared = MockShared::with_table(priced_table());
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let content = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3}}\n\n";
+    let (_, _, host) = answered(&shared, body, &[(":status", "200")], &[content, content, usage, "data: [DONE]\n\n"]);
+    let out = String::from_utf8(host.response_body).unwrap();
+    assert_eq!(out, format!("{content}{content}: x-router-cost 0.000016\n\ndata: [DONE]\n\n"));
+    // Each attempt asked for the usage event.
+    let sent = String::from_utf8(host.request_body.clone()).unwrap();
+    assert!(sent.starts_with(r#"{"stream_options":{"include_usage":true},"model":"m""#), "{sent}");
+    let [r] = &shared.records.borrow()[..] else { panic!("one record") };
+    assert_eq!((r.prompt_tokens, r.completion_tokens, r.cost_pico, r.stream), (10, 3, Some(16_000_000), true));
+}
+
+#[test]
+fn every_chat_request_has_one_record_however_it_ends() {
+    let shared = MockShared::with_table(priced_table());
+    // Answered here: a bad body.
+    let mut role: RouterRole<Rc<Table>> = RouterRole::new(1 << 20);
+    let mut host = MockHost::request(&shared, "POST", CHAT, r#"{"model":"nope"}"#);
+    role.on_request_headers(&mut host, false);
+    role.on_request_body(&mut host, true);
+    role.on_done(&shared);
+    // A listing is not a chat request: no record.
+    let mut role: RouterRole<Rc<Table>> = RouterRole::new(1 << 20);
+    let mut host = MockHost::request(&shared, "GET", "/v1/models", "");
+    role.on_request_headers(&mut host, true);
+    role.on_done(&shared);
+    // The client leaves before any answer.
+    let (mut router, _) = routed(&shared, r#"{"model":"m"}"#);
+    router.on_done(&shared);
+    // A stream cut short: what came is estimated.
+    let content = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+    let (mut router, mut rhost) = routed(&shared, r#"{"model":"m","stream":true}"#);
+    let plan = rhost.delivered.clone().unwrap().0;
+    let (mut role, mut host, _) = attempt(&shared, &plan, 1, r#"{"model":"m","stream":true}"#);
+    host.response_headers = vec![(":status".into(), "200".into())];
+    role.on_response_headers(&mut host, false);
+    host.response_body = format!("{content}{content}{content}").into_bytes();
+    role.on_response_body(&mut host, false);
+    rhost.response_headers = host.response_headers.clone();
+    router.on_response_headers(&mut rhost);
+    router.on_done(&shared);
+    role.on_done();
+
+    let records = shared.records.borrow();
+    let got: Vec<_> = records.iter().map(|r| (r.status, r.error.as_deref(), r.usage_estimated)).collect();
+    assert_eq!(
+        got,
+        [
+            (404, Some("model_not_found"), false),
+            (499, Some("client_closed_request"), false),
+            (200, Some("stream_interrupted"), true),
+        ]
+    );
+    assert_eq!(records[0].model_requested.as_deref(), Some("nope"));
+    assert_eq!((records[2].completion_tokens, records[2].prompt_tokens), (3, 7));
+    let ids: std::collections::HashSet<_> = records.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 3, "ids are unique");
 }
 
 #[test]
