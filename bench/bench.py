@@ -285,12 +285,19 @@ def bare_envoy(tmp, upstream_port):
     return p, port
 
 
-def router_config(channels, extra=""):
-    return "routing:\n  debug_headers: true\n" + extra + "channels:\n" + "".join(channels)
+def router_config(channels, extra="", top=""):
+    return top + "routing:\n  debug_headers: true\n" + extra + "channels:\n" + "".join(channels)
+
+
+# The `-nousage` targets: usage accounting off (no records, no tokens or cost read).
+def no_usage(channels):
+    return router_config(channels, top="usage: {enabled: false}\n")
 
 
 def channel(cid, port, models=None, priority=10):
-    text = f"  - id: {cid}\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: bench-key-{cid}\n    priority: {priority}\n"
+    # Priced, so each answer's cost is worked out and sent (the full accounting path).
+    text = (f"  - id: {cid}\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: bench-key-{cid}\n"
+            f"    priority: {priority}\n    pricing: {{input: 0.15, output: 0.6}}\n")
     if models is not None:
         text += f"    discover: false\n    configured_models: {json.dumps(models)}\n"
     return text
@@ -308,7 +315,10 @@ def instructions_only():
                      channel("c", up_port, ["other2"])]
             counted = instructions.run(
                 tmp, up_port, bare_config,
-                [("router-dm", router_config(three), "dynamic-module"), ("router", router_config(three), "wasm")],
+                [("router-dm", router_config(three), "dynamic-module"),
+                 ("router-dm-nousage", no_usage(three), "dynamic-module"),
+                 ("router", router_config(three), "wasm"),
+                 ("router-nousage", no_usage(three), "wasm")],
                 lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
         finally:
             up.terminate()
@@ -427,8 +437,10 @@ def main():
                 counted = instructions.run(
                     tmp, up_port, bare_config,
                     [("router-dm", router_config(three), "dynamic-module"),
+                     ("router-dm-nousage", no_usage(three), "dynamic-module"),
                      ("router-38x-dm", router_config(big), "dynamic-module"),
-                     ("router", router_config(three), "wasm")],
+                     ("router", router_config(three), "wasm"),
+                     ("router-nousage", no_usage(three), "wasm")],
                     lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
         finally:
             for r in routers:

@@ -69,6 +69,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
                 key_ok_ms: 0,
                 models: names.into_iter().map(|id| ModelDoc { id, ..Default::default() }).collect(),
                 aliases,
+                pricing_policies: vec![],
             }
         })
         .collect();
@@ -79,6 +80,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
         auth: AuthDoc::default(),
         channels,
         groups: vec![],
+        usage: Default::default(),
     }
 }
 

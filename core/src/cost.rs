@@ -70,13 +70,21 @@ pub fn usd(pico: u64) -> f64 {
 /// Picodollars as a decimal USD text with twelve decimals, trailing zeros cut
 /// (`0.000375`), ASCII for a header or an SSE comment.
 pub fn usd_text(pico: u64) -> String {
-    let whole = pico / PICO_PER_USD;
-    let frac = pico % PICO_PER_USD;
+    let mut text = String::with_capacity(24);
+    text.push_str(itoa::Buffer::new().format(pico / PICO_PER_USD));
+    let mut frac = pico % PICO_PER_USD;
     if frac == 0 {
-        return whole.to_string();
+        return text;
     }
-    let digits = format!("{frac:012}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+    let mut digits = [b'0'; 12];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    let len = digits.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+    text.push('.');
+    text.extend(digits[..len].iter().map(|&d| char::from(d)));
+    text
 }
 
 #[cfg(test)]
@@ -137,5 +145,9 @@ mod tests {
         assert_eq!(usd_text(0), "0");
         assert_eq!(usd_text(1), "0.000000000001");
         assert_eq!(usd_text(PICO_PER_USD * 3 + 500_000_000_000), "3.5");
+        assert_eq!(usd_text(375_000_000), "0.000375");
+        assert_eq!(usd_text(PICO_PER_USD * 12), "12");
+        assert_eq!(usd_text(u64::MAX), "18446744.073709551615");
+        assert_eq!(usd_text(PICO_PER_USD + 10), "1.00000000001");
     }
 }

@@ -198,7 +198,8 @@ pub fn route_body<T: Deref<Target = Table>>(
     // A stream's usage comes in its last event, and only when asked for: each
     // attempt asks, whatever the client said (the router bills every request);
     // what the client did not ask for it does not get.
-    let usage_edit = (head.stream && !head.include_usage).then(|| UsageEdit {
+    let accounting = table.usage.enabled;
+    let usage_edit = (accounting && head.stream && !head.include_usage).then(|| UsageEdit {
         span: head.stream_options_span.unwrap_or((head.object_start + 1, head.object_start + 1)),
     });
     let head_line = PlanHead {
@@ -206,7 +207,13 @@ pub fn route_body<T: Deref<Target = Table>>(
         body_len: body.len(),
         model_span: head.model_span,
         endpoint: ENDPOINT,
-        options: PlanOptions { keep_path, stream: head.stream, client_usage: head.include_usage, usage_edit },
+        options: PlanOptions {
+            keep_path,
+            stream: head.stream,
+            client_usage: head.include_usage,
+            usage_edit,
+            unaccounted: !accounting,
+        },
         requested: &head.model,
     };
     let plan_text = encode_plan(

@@ -145,7 +145,7 @@ fn has_choices(data: &[u8]) -> bool {
 }
 
 fn count(hay: &[u8], needle: &[u8]) -> u64 {
-    hay.windows(needle.len()).filter(|w| *w == needle).count() as u64
+    memchr::memmem::find_iter(hay, needle).count() as u64
 }
 
 #[cfg(test)]

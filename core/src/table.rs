@@ -34,6 +34,22 @@ pub struct TableDoc {
     /// User groups; they replace built-in groups of the same name.
     #[serde(default)]
     pub groups: Vec<GroupDoc>,
+    #[serde(default)]
+    pub usage: UsageDoc,
+}
+
+/// Usage accounting: a record per chat request, tokens and cost read from
+/// every answer, and their stats. Off, the router only routes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct UsageDoc {
+    pub enabled: bool,
+}
+
+impl Default for UsageDoc {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -124,6 +140,9 @@ pub struct ChannelDoc {
     /// Standard name a client may use -> the name this channel's provider expects.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+    /// Pricing policies in force (their multipliers are in the prices already).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pricing_policies: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -281,6 +300,7 @@ pub struct Table {
     pub version: String,
     pub routing: RoutingDoc,
     pub auth: AuthDoc,
+    pub usage: UsageDoc,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
     pub entries: Vec<ModelEntry>,
@@ -514,6 +534,7 @@ impl Table {
         let mut table = Self {
             version: doc.version,
             routing: doc.routing,
+            usage: doc.usage,
             auth: doc.auth,
             channels,
             channel_index,
@@ -838,6 +859,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             aliases: BTreeMap::new(),
+            pricing_policies: vec![],
         }
     }
 
@@ -849,6 +871,7 @@ pub(crate) mod tests {
             auth: AuthDoc::default(),
             channels,
             groups: vec![],
+            usage: Default::default(),
         }
     }
 

@@ -98,10 +98,26 @@ struct WithUsage {
 /// The `usage` of one JSON document (a chat completion, or one stream event):
 /// `None` when it has none (or `"usage": null`, as OpenAI sends in every event
 /// but the last).
+///
+/// Every answer passes through here, so only the usage object is parsed: the
+/// last `"usage"` key found by a byte search (providers put usage at the end)
+/// is read where it stands. Should that not be the document's own key (the
+/// same bytes inside message text), the whole document is parsed instead.
 pub fn from_json(doc: &[u8]) -> Option<Usage> {
-    // Most stream events carry no usage: a byte search is far cheaper than a parse.
-    if !contains(doc, b"\"usage\"") {
+    static KEY: std::sync::OnceLock<memchr::memmem::FinderRev<'static>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| memchr::memmem::FinderRev::new(b"\"usage\"")).rfind(doc)?;
+    let mut rest = doc.get(key + 7..)?.trim_ascii_start();
+    rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    if rest.starts_with(b"null") {
         return None;
+    }
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<OpenAiUsage>();
+    if let Some(Ok(u)) = values.next() {
+        // The object must be followed by what can follow a member: `,` or `}`.
+        let after = rest.get(values.byte_offset()..).unwrap_or_default().trim_ascii_start();
+        if matches!(after.first(), Some(b',' | b'}')) {
+            return Some(u.normalise());
+        }
     }
     let parsed: WithUsage = serde_json::from_slice(doc).ok()?;
     parsed.usage.map(OpenAiUsage::normalise)
@@ -109,7 +125,7 @@ pub fn from_json(doc: &[u8]) -> Option<Usage> {
 
 /// Whether `needle` occurs in `hay`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 /// A rough token count for text a provider did not count (about four bytes a
@@ -181,6 +197,16 @@ mod tests {
         // A part larger than its whole is cut to it (a provider's bug is not billed twice).
         let u = from_json(br#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99}}}"#).unwrap();
         assert_eq!(u.cached_tokens, 10);
+    }
+
+    #[test]
+    fn the_usage_key_inside_message_text_does_not_fool_the_quick_read() {
+        let doc = br#"{"choices":[{"message":{"content":"see "usage": {"prompt_tokens": 99}"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        assert_eq!(from_json(doc).unwrap().prompt_tokens, 3);
+        let text_only = br#"{"choices":[{"message":{"content":""usage": {"prompt_tokens": 99} and more"}}]}"#;
+        assert_eq!(from_json(text_only), None);
+        let spaced = br#"{ "usage" :  { "prompt_tokens" : 5 , "completion_tokens": 2 } }"#;
+        assert_eq!(from_json(spaced).unwrap().total(), 7);
     }
 
     #[test]

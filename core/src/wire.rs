@@ -99,7 +99,7 @@ pub fn priority_groups_header<'a>(clusters: impl IntoIterator<Item = &'a str>) -
 /// Channel ids and cluster names contain no spaces and a JSON string literal no
 /// newline, so the format needs no escaping. The literal is exactly the bytes
 /// spliced over the span. Flags: `p` keep the path, `s` a streaming request, `u`
-/// the client asked for the usage event (`-`: none). The usage edit is `-` or
+/// the client asked for the usage event, `n` usage accounting is off (`-`: none). The usage edit is `-` or
 /// `<start>,<end>`: the bytes where the attempt asks for the usage event (see
 /// [`UsageEdit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,8 @@ pub struct PlanOptions {
     pub client_usage: bool,
     /// Where each attempt asks for the usage event the client did not.
     pub usage_edit: Option<UsageEdit>,
+    /// Usage accounting is off: attempts pass answers through unread.
+    pub unaccounted: bool,
 }
 
 /// Asking a streaming attempt for its usage event: the byte range of the
@@ -154,22 +156,18 @@ impl UsageEdit {
 }
 
 impl PlanOptions {
-    fn flags(&self) -> &'static str {
-        match (self.keep_path, self.stream, self.client_usage) {
-            (false, false, false) => "-",
-            (true, false, false) => "p",
-            (false, true, false) => "s",
-            (true, true, false) => "ps",
-            (false, false, true) => "u",
-            (true, false, true) => "pu",
-            (false, true, true) => "su",
-            (true, true, true) => "psu",
-        }
-    }
-
     fn push(&self, s: &mut String) {
         s.push(' ');
-        s.push_str(self.flags());
+        let len = s.len();
+        for (on, flag) in [(self.keep_path, 'p'), (self.stream, 's'), (self.client_usage, 'u'), (self.unaccounted, 'n')]
+        {
+            if on {
+                s.push(flag);
+            }
+        }
+        if s.len() == len {
+            s.push('-');
+        }
         s.push(' ');
         match self.usage_edit {
             Some(e) => {
@@ -197,6 +195,7 @@ impl PlanOptions {
             keep_path: flags.contains('p'),
             stream: flags.contains('s'),
             client_usage: flags.contains('u'),
+            unaccounted: flags.contains('n'),
             usage_edit,
         })
     }
@@ -596,6 +595,29 @@ mod tests {
     }
 
     #[test]
+    fn every_option_combination_round_trips() {
+        for bits in 0..16u8 {
+            let options = PlanOptions {
+                keep_path: bits & 1 != 0,
+                stream: bits & 2 != 0,
+                client_usage: bits & 4 != 0,
+                unaccounted: bits & 8 != 0,
+                usage_edit: None,
+            };
+            let s = AttemptState {
+                request_id: 1,
+                body_len: 20,
+                model_span: (9, 12),
+                endpoint: "/chat/completions".into(),
+                options,
+                requested: "m".into(),
+                attempts: vec![AttemptRewrite::new("a", "channel_a", "m", "m")],
+            };
+            assert_eq!(AttemptState::decode(&s.encode()).unwrap().options, options);
+        }
+    }
+
+    #[test]
     fn a_streaming_plan_carries_its_usage_ask() {
         for (span, literal) in [((1, 1), UsageEdit::INSERT), ((30, 48), UsageEdit::REPLACE)] {
             let s = AttemptState {
@@ -608,6 +630,7 @@ mod tests {
                     stream: true,
                     client_usage: false,
                     usage_edit: Some(UsageEdit { span }),
+                    unaccounted: false,
                 },
                 requested: "m".into(),
                 attempts: vec![AttemptRewrite::new("a", "channel_a", "m", "vendor/m")],

@@ -138,20 +138,22 @@ pub fn flush(config: EnvoyFilterConfig) {
             );
         }
     }
-    for (h, label, value) in samples {
+    for (h, label, values) in samples {
         let Some(id) = Histogram::ALL.iter().position(|x| *x == h).and_then(|i| f.histograms.get(i)) else {
             continue;
         };
-        let mut values = [ModuleBuffer::of(label.as_bytes())];
-        // SAFETY: as above.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
-                config,
-                *id,
-                values.as_mut_ptr(),
-                1,
-                value,
-            );
+        let mut labels = [ModuleBuffer::of(label.as_bytes())];
+        for value in values {
+            // SAFETY: as above.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+                    config,
+                    *id,
+                    labels.as_mut_ptr(),
+                    1,
+                    value,
+                );
+            }
         }
     }
 }

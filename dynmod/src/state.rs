@@ -121,11 +121,12 @@ impl Shared for Process {
 
     fn next_record_id(&self) -> String {
         let n = self.record_count.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{:016x}-{n}", self.record_prefix)
+        Record::id_for(self.record_prefix, n)
     }
 
     fn emit_record(&self, record: Record) {
-        let line = record.to_line().into_bytes();
+        let mut line = Vec::with_capacity(256);
+        record.encode_line(&mut line);
         match self.records.lock() {
             Ok(mut r) => r.push(line),
             Err(_) => self.stats(|s| s.add(Counter::UsageRecordsDropped, "", 1)),
@@ -144,10 +145,7 @@ impl Process {
     }
 
     /// What the stats flush hands to Envoy.
-    #[allow(clippy::type_complexity)]
-    pub fn drain_stats(
-        &self,
-    ) -> (Vec<(Counter, String, u64)>, Vec<(router_core::roles::stats::Histogram, String, u64)>) {
+    pub fn drain_stats(&self) -> (Vec<(Counter, String, u64)>, router_core::roles::stats::Samples) {
         self.stats
             .lock()
             .map(|mut s| if s.is_empty() { (Vec::new(), Vec::new()) } else { (s.drain(), s.drain_samples()) })
@@ -193,8 +191,7 @@ impl Process {
                     *t = Some(Arc::new(table));
                 }
             }
-            let failing = self.deliver_records(&client);
-            if failing != usage_failing {
+            if let Some(failing) = self.deliver_records(&client).filter(|&f| f != usage_failing) {
                 let waiting = self.records.lock().map(|r| r.len()).unwrap_or(0);
                 match failing {
                     true => {
@@ -222,12 +219,14 @@ impl Process {
         }
     }
 
-    /// Send what is waiting, batch by batch, until the control plane refuses one
-    /// or nothing is left; true when it refused.
-    fn deliver_records(&self, client: &ControlPlane) -> bool {
+    /// Send what is due, batch by batch, until the control plane refuses one or
+    /// nothing more is due: whether the last batch sent was refused (none when
+    /// none was sent).
+    fn deliver_records(&self, client: &ControlPlane) -> Option<bool> {
+        let mut refused = None;
         loop {
-            let Some(body) = self.records.lock().ok().and_then(|mut r| r.next_batch()) else {
-                return false;
+            let Some(body) = self.records.lock().ok().and_then(|mut r| r.next_batch(now_ms())) else {
+                return refused;
             };
             let stored = client.send_records(body);
             let dropped = match self.records.lock() {
@@ -235,15 +234,16 @@ impl Process {
                     r.delivered(stored);
                     r.take_dropped()
                 }
-                Err(_) => return true,
+                Err(_) => return Some(true),
             };
             if dropped > 0 {
                 self.stats(|s| s.add(Counter::UsageRecordsDropped, "", dropped));
                 log::warn!("smart-router: {dropped} usage records dropped: the buffer for the control plane is full");
             }
             if !stored {
-                return true;
+                return Some(true);
             }
+            refused = Some(false);
         }
     }
 

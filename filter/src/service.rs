@@ -51,13 +51,16 @@ impl TableFetcher {
         }
     }
 
-    /// Workers put records on the queue: take them all, then send a batch.
+    /// Workers put records on the queue: take them all, then send a batch if one is due.
     pub fn on_queue_ready(&mut self, queue: u32) {
         if Some(queue) != self.queue {
             return;
         }
-        while let Some(line) = host::dequeue(queue) {
-            self.records.push(line);
+        // (A message holds a worker's records, one a line.)
+        while let Some(message) = host::dequeue(queue) {
+            for line in message.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                self.records.push(line.to_vec());
+            }
         }
         let dropped = self.records.take_dropped();
         if dropped > 0 {
@@ -67,12 +70,12 @@ impl TableFetcher {
         self.deliver();
     }
 
-    /// Send the next batch of records, if none is in flight.
+    /// Send the next batch of records, if one is due and none is in flight.
     fn deliver(&mut self) {
         if self.usage_call.is_some() {
             return;
         }
-        let Some(body) = self.records.next_batch() else {
+        let Some(body) = self.records.next_batch(host::now_ms()) else {
             return;
         };
         let headers = [
@@ -105,7 +108,8 @@ impl TableFetcher {
         }
         self.usage_problem = problem;
         if stored {
-            // More waiting: straight on (a busy Envoy makes more than a batch a poll).
+            // More waiting: straight on when a batch's worth is (a busy Envoy
+            // makes more than a batch a poll).
             self.deliver();
         }
     }

@@ -78,6 +78,8 @@ thread_local! {
     /// This VM's record ids: a random prefix and a count.
     static RECORD_IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
     static QUEUE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    /// Records not yet on the queue: their lines, and how many.
+    static RECORDS: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
 /// The roles' shared state in this VM: thread-locals and Envoy's shared data.
@@ -126,23 +128,47 @@ impl Shared for Vm {
             prefix = random_prefix();
         }
         RECORD_IDS.set((prefix, n + 1));
-        format!("{prefix:016x}-{}", n + 1)
+        Record::id_for(prefix, n + 1)
     }
 
     fn emit_record(&self, record: Record) {
-        let line = record.to_line();
-        let queue = QUEUE.get().or_else(|| {
-            let q = host::resolve_queue(VM_ID, USAGE_QUEUE);
-            QUEUE.set(q);
-            q
+        let full = RECORDS.with(|r| {
+            let mut r = r.borrow_mut();
+            record.encode_line(&mut r.0);
+            r.0.push(b'\n');
+            r.1 += 1;
+            r.1 >= RECORDS_PER_MESSAGE
         });
-        if !queue.is_some_and(|q| host::enqueue(q, line.as_bytes())) {
-            // (The service registers the queue when Envoy starts; a record that
-            // finds none is lost, and said so.)
-            QUEUE.set(None);
-            self.stats(|s| s.add(Counter::UsageRecordsDropped, "", 1));
-            log::warn!("smart-router: usage record {} dropped: no usage queue", record.id);
+        if full {
+            send_records();
         }
+    }
+}
+
+/// Records a worker puts on the service's queue in one message (and at every
+/// tick whatever waits): one queue crossing per request would cost more than
+/// making the record.
+const RECORDS_PER_MESSAGE: usize = 64;
+
+/// Put this worker's waiting records on the service's queue.
+pub fn send_records() {
+    let Some((lines, n)) = RECORDS.with(|r| {
+        let mut r = r.borrow_mut();
+        (r.1 > 0).then(|| (std::mem::take(&mut r.0), std::mem::take(&mut r.1)))
+    }) else {
+        return;
+    };
+    let queue = QUEUE.get().or_else(|| {
+        let q = host::resolve_queue(VM_ID, USAGE_QUEUE);
+        QUEUE.set(q);
+        q
+    });
+    if !queue.is_some_and(|q| host::enqueue(q, &lines)) {
+        // (The service registers the queue when Envoy starts; records that
+        // find none are lost, and said so.)
+        QUEUE.set(None);
+        Vm.stats(|s| s.add(Counter::UsageRecordsDropped, "", n as u64));
+        log::warn!("smart-router: {n} usage records dropped: no usage queue");
     }
 }
 
@@ -207,6 +233,7 @@ pub fn tick() {
     // Expire locally too: a channel with no traffic writes nothing that would.
     refresh(PERF_KEY, &PERF, |map| map.expire(now));
     flush_stats();
+    send_records();
 }
 
 /// Hand the pending counts to Envoy: `sar.<label>.<label>=<value>.<name>`,
@@ -242,9 +269,11 @@ pub fn flush_stats() {
                 host::increment(id, i64::try_from(by).unwrap_or(i64::MAX));
             }
         }
-        for (h, label, value) in samples {
+        for (h, label, values) in samples {
             if let Some(id) = id_of(format!("sar.{0}.{0}={label}.{1}", h.label(), h.name()), true) {
-                host::record(id, value);
+                for value in values {
+                    host::record(id, value);
+                }
             }
         }
     });

@@ -57,6 +57,8 @@ pub struct AttemptRole<T> {
     /// The request streams, and whether its client asked for the usage event.
     stream: bool,
     client_usage: bool,
+    /// Usage accounting is off: the answer passes unread.
+    unaccounted: bool,
     /// The request body's length (a prompt estimate, when no usage comes back).
     body_len: usize,
     /// When this attempt left (ms), when it is timed.
@@ -75,6 +77,7 @@ impl<T> Default for AttemptRole<T> {
             reading: Reading::Nothing,
             stream: false,
             client_usage: false,
+            unaccounted: false,
             body_len: 0,
             started_ms: None,
             request_id: 0,
@@ -141,6 +144,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         };
         self.stream = options.stream;
         self.client_usage = options.client_usage;
+        self.unaccounted = options.unaccounted;
         self.body_len = body_len;
         host.set_request_header(":authority", Some(&rw.channel.authority));
         if let Some(path) = &rw.path {
@@ -208,7 +212,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             let ttfb = self.started_ms.map(|t| shared.now_ms().saturating_sub(t) as f64);
             shared.add_perf(&channel.id, model, class.is_none(), ttfb);
         }
-        if !(200..300).contains(&status) {
+        if !(200..300).contains(&status) || self.unaccounted {
             return Step::Continue;
         }
         // This attempt answers the request: what it used is the request's.

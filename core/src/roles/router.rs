@@ -102,7 +102,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 if path == flow::CHAT_PATH { Cow::Borrowed(flow::CHAT_PATH) } else { Cow::Owned(path.into_owned()) };
             (verdict, path, chat)
         };
-        if chat {
+        if chat && table.as_ref().is_none_or(|t| t.usage.enabled) {
             // Every chat request gets a record, answered here or not.
             let shared = host.shared();
             self.started_ms = shared.now_ms();

@@ -165,6 +165,9 @@ impl Histogram {
 /// a flush period's extra samples are left out).
 const MAX_SAMPLES: usize = 8192;
 
+/// Drained histogram samples: each histogram's values by label.
+pub type Samples = Vec<(Histogram, String, Vec<u64>)>;
+
 /// Counts not yet handed to Envoy.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -172,7 +175,9 @@ pub struct Stats {
     // label holds both. Keys are cleaned labels, capped in number.)
     pending: HashMap<String, [u64; Counter::ALL.len()]>,
     model_labels: HashSet<String>,
-    samples: Vec<(Histogram, String, u64)>,
+    /// Histogram samples by histogram, then by label.
+    samples: [HashMap<String, Vec<u64>>; Histogram::ALL.len()],
+    sample_count: usize,
     /// Cost counters count micro-USD; the picodollars below a micro-USD wait
     /// here for the next ones, so the counters add up to the records.
     cost_remainders: HashMap<(Counter, String), u64>,
@@ -182,20 +187,24 @@ impl Stats {
     /// Add `by` to `counter` for `who` (a channel id, or a model name as the
     /// client wrote it).
     pub fn add(&mut self, counter: Counter, who: &str, by: u64) {
-        if by == 0 {
-            return;
+        if by > 0 {
+            self.counts(counter.label(), who)[counter.slot()] += by;
         }
-        let l = if counter.has_label() { label(who) } else { Cow::Borrowed("") };
-        let l = if counter.label() == "model" { self.model_label(l) } else { l };
-        // Look up before inserting: a label's key is allocated once per flush.
-        match self.pending.get_mut(l.as_ref()) {
-            Some(counts) => counts[counter.slot()] += by,
-            None => {
-                let mut counts = [0; Counter::ALL.len()];
-                counts[counter.slot()] = by;
-                self.pending.insert(l.into_owned(), counts);
+    }
+
+    /// The pending counts of `who` in `group` (a [`Counter::label`]): one label
+    /// and one lookup for all of a request's counters of that group.
+    fn counts(&mut self, group: &'static str, who: &str) -> &mut [u64; Counter::ALL.len()] {
+        let l = match group {
+            "channel" => label(who),
+            "model" => {
+                let l = label(who);
+                self.model_label(l)
             }
-        }
+            _ => Cow::Borrowed(""),
+        };
+        // (The label's key is allocated once per flush.)
+        self.pending.entry_ref(l.as_ref()).or_insert([0; Counter::ALL.len()])
     }
 
     fn model_label<'a>(&mut self, l: Cow<'a, str>) -> Cow<'a, str> {
@@ -215,41 +224,47 @@ impl Stats {
     pub fn request(&mut self, model: &str, channels_tried: &[&str], failed: bool) {
         let n = channels_tried.len();
         for (i, ch) in channels_tried.iter().enumerate() {
-            self.add(Counter::ChannelAttempts, ch, 1);
+            let counts = self.counts("channel", ch);
+            counts[Counter::ChannelAttempts.slot()] += 1;
             if i + 1 < n || failed {
-                self.add(Counter::ChannelFailures, ch, 1);
+                counts[Counter::ChannelFailures.slot()] += 1;
             }
         }
-        self.add(Counter::ModelRequests, model, 1);
-        self.add(Counter::ModelFailovers, model, n.saturating_sub(1) as u64);
-        if failed {
-            self.add(Counter::ModelFailures, model, 1);
-        }
+        let counts = self.counts("model", model);
+        counts[Counter::ModelRequests.slot()] += 1;
+        counts[Counter::ModelFailovers.slot()] += n.saturating_sub(1) as u64;
+        counts[Counter::ModelFailures.slot()] += u64::from(failed);
     }
 
     /// What an answered request used and cost, for its channel and its model
-    /// as the client named it.
+    /// as the client named it. (Cost counters hold picodollars until the flush
+    /// turns them into micro-USD.)
     pub fn usage(&mut self, channel: &str, model: &str, usage: &crate::usage::Usage, cost_pico: Option<u64>) {
-        self.add(Counter::ChannelPromptTokens, channel, usage.prompt_tokens);
-        self.add(Counter::ChannelCompletionTokens, channel, usage.completion_tokens);
-        self.add(Counter::ModelPromptTokens, model, usage.prompt_tokens);
-        self.add(Counter::ModelCompletionTokens, model, usage.completion_tokens);
-        if let Some(pico) = cost_pico {
-            // (Picodollars until the flush turns them into micro-USD.)
-            self.add(Counter::ChannelCostMicroUsd, channel, pico);
-            self.add(Counter::ModelCostMicroUsd, model, pico);
+        for (group, who, [prompt, completion, cost]) in [
+            (
+                "channel",
+                channel,
+                [Counter::ChannelPromptTokens, Counter::ChannelCompletionTokens, Counter::ChannelCostMicroUsd],
+            ),
+            ("model", model, [Counter::ModelPromptTokens, Counter::ModelCompletionTokens, Counter::ModelCostMicroUsd]),
+        ] {
+            let counts = self.counts(group, who);
+            counts[prompt.slot()] += usage.prompt_tokens;
+            counts[completion.slot()] += usage.completion_tokens;
+            counts[cost.slot()] += cost_pico.unwrap_or(0);
         }
     }
 
     /// One histogram sample for `channel`.
     pub fn sample(&mut self, h: Histogram, channel: &str, value: u64) {
-        if self.samples.len() < MAX_SAMPLES {
-            self.samples.push((h, label(channel).into_owned(), value));
+        if self.sample_count < MAX_SAMPLES {
+            self.sample_count += 1;
+            self.samples[h as usize].entry_ref(label(channel).as_ref()).or_default().push(value);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.samples.is_empty()
+        self.pending.is_empty() && self.sample_count == 0
     }
 
     /// Everything counted since the last call: (counter, label, amount).
@@ -272,9 +287,14 @@ impl Stats {
         out
     }
 
-    /// The histogram samples since the last call.
-    pub fn drain_samples(&mut self) -> Vec<(Histogram, String, u64)> {
-        std::mem::take(&mut self.samples)
+    /// The histogram samples since the last call, by histogram and label.
+    pub fn drain_samples(&mut self) -> Samples {
+        self.sample_count = 0;
+        let mut out = Vec::new();
+        for h in Histogram::ALL {
+            out.extend(self.samples[h as usize].drain().map(|(label, values)| (h, label, values)));
+        }
+        out
     }
 }
 

@@ -291,6 +291,25 @@ fn a_stream_asks_for_usage_drops_the_event_the_client_did_not_ask_for_and_commen
 }
 
 #[test]
+fn with_accounting_off_answers_pass_unread_and_nothing_is_recorded() {
+    let mut d = doc(vec![channel("a", 1, &["m"])]);
+    d.channels[0].models[0].input_price = Some(1.0);
+    d.usage.enabled = false;
+    let shared = MockShared::with_table(Table::compile(d, None).unwrap());
+    let usage = r#"{"choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500}}"#;
+    let (_, _, host) = answered(&shared, r#"{"model":"m"}"#, &[(":status", "200")], &[usage]);
+    assert_eq!(header(&host.response_headers, "x-router-cost"), None);
+    let body = r#"{"model":"m","stream":true}"#;
+    let chunk = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+    let (_, _, host) = answered(&shared, body, &[(":status", "200")], &[chunk]);
+    assert_eq!(String::from_utf8(host.request_body.clone()).unwrap(), body, "no usage asked for");
+    assert_eq!(String::from_utf8(host.response_body).unwrap(), chunk, "the stream passes as it came");
+    assert!(shared.records.borrow().is_empty());
+    assert_eq!(counted(&shared, Counter::ChannelPromptTokens, "a"), 0);
+    assert_eq!(counted(&shared, Counter::ChannelAttempts, "a"), 2, "routing stats stay");
+}
+
+#[test]
 fn every_chat_request_has_one_record_however_it_ends() {
     let shared = MockShared::with_table(priced_table());
     // Answered here: a bad body.
