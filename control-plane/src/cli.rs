@@ -41,6 +41,30 @@ pub enum Command {
     /// one model discovery. A running control plane answers the same at
     /// POST /admin/v1/explain.
     Explain(ExplainArgs),
+    /// Usage records in the store the config names (storage.url, else
+    /// SQLite in control_plane.data_dir).
+    #[command(subcommand)]
+    Usage(UsageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Write one day's records as JSON lines (one record a line, oldest first,
+    /// as GET /admin/v1/usage shows them). The day is counted in
+    /// statistics.timezone (default UTC).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The day, as YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub day: jiff::civil::Date,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod discovery;
 mod envoy;
+mod pricing;
 mod secrets;
 mod table;
 mod telemetry;

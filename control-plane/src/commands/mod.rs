@@ -4,6 +4,7 @@ pub mod check;
 pub mod explain;
 pub mod render_envoy;
 pub mod serve;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub enum Error {
     Output(#[from] serde_json::Error),
     #[error(transparent)]
     Store(#[from] crate::usage::StoreError),
+    #[error(transparent)]
+    Export(#[from] crate::usage::export::ExportError),
 }
 
 pub fn run(command: Command) -> Result<(), Error> {
@@ -54,6 +57,10 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::RenderEnvoy(args) => render_envoy::run(args),
         Command::Check(args) => check::run(&args.config),
         Command::Explain(args) => explain::run(args),
+        Command::Usage(command) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+            runtime.block_on(usage::run(command))
+        }
     }
 }
 

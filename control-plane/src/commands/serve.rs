@@ -19,7 +19,7 @@ use crate::api::{self, ApiState, Command, Published};
 use crate::config::{self, Config};
 use crate::discovery::{self, cache};
 use crate::secrets::Secrets;
-use crate::table::{build, models_for, ChannelModels};
+use crate::table::{models_for, ChannelModels};
 
 use super::Error;
 
@@ -66,6 +66,11 @@ struct ControlPlane {
     done_tx: mpsc::UnboundedSender<Done>,
     /// Built for the CA bundle and timeout it was made with; rebuilt when they change.
     client: Option<(String, u64, discovery::Client)>,
+    /// Pricing policies in force per channel (with any policy at all).
+    policies: HashMap<String, crate::pricing::InForce>,
+    /// Each channel's tokens today, for use-based policies, and when they were counted.
+    tokens_today: HashMap<String, u64>,
+    tokens_counted: Option<Instant>,
 }
 
 impl ControlPlane {
@@ -241,6 +246,8 @@ impl ControlPlane {
                         .map(|t| epoch_ms().saturating_sub(t.elapsed().as_millis() as u64)),
                     "last_error": d.and_then(|d| d.last_error.clone()),
                     "key_ok_ms": d.map(|d| d.key_ok_ms).filter(|&k| k > 0),
+                    "pricing_policies": self.policies.get(&c.id).map(|p| p.names.clone()).unwrap_or_default(),
+                    "price_multiplier": self.policies.get(&c.id).map_or(1.0, |p| p.multiplier),
                 })
             })
             .collect();
@@ -264,7 +271,8 @@ impl ControlPlane {
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
         self.update_status();
-        let mut doc = build(&self.config, &self.channel_models(), &self.secrets.client_tokens);
+        let mut doc =
+            crate::table::build_with(&self.config, &self.channel_models(), &self.secrets.client_tokens, &self.policies);
         if let Some(name) = &self.strategy_override {
             doc.routing.default_strategy = name.clone();
             doc.version.clear();
@@ -299,6 +307,38 @@ impl ControlPlane {
             table: Arc::new(table),
         })));
         self.current = Some(doc);
+    }
+
+    /// Work out the pricing policies in force; true when that changed.
+    fn refresh_policies(&mut self) -> bool {
+        let now = epoch_ms();
+        let fresh: HashMap<String, crate::pricing::InForce> = self
+            .config
+            .channels
+            .iter()
+            .filter(|c| c.enabled && !c.pricing_policies.is_empty())
+            .map(|c| {
+                let tokens = self.tokens_today.get(&c.id).copied().unwrap_or(0);
+                (c.id.clone(), crate::pricing::in_force(&c.pricing_policies, now, tokens))
+            })
+            .collect();
+        if fresh == self.policies {
+            return false;
+        }
+        for (id, p) in &fresh {
+            if self.policies.get(id) != Some(p) {
+                let names = if p.names.is_empty() { "no policy in force".to_string() } else { p.names.join(", ") };
+                tracing::info!("channel {id}: prices x{} ({names})", p.multiplier);
+            }
+        }
+        self.policies = fresh;
+        true
+    }
+
+    /// Whether use-based policies need today's token counts again (every 10 s).
+    fn tokens_due(&self) -> bool {
+        self.config.channels.iter().any(|c| c.pricing_policies.iter().any(|p| p.after_tokens_per_day.is_some()))
+            && self.tokens_counted.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
     }
 
     fn check_config_file(&mut self) -> bool {
@@ -376,8 +416,14 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         strategy_override: None,
         done_tx,
         client: None,
+        policies: HashMap::new(),
+        tokens_today: HashMap::new(),
+        tokens_counted: None,
     };
 
+    let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
+    let timezone = jiff::tz::TimeZone::get(&cp.config.statistics.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    cp.refresh_policies();
     // Channels with a fresh enough disk cache start from it, without calling /models.
     cp.load_caches();
     // First discovery round before the first table, bounded by the discovery timeout.
@@ -397,9 +443,8 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         eprintln!("{}", super::summary(&path, &cp.config, doc, &cp.channel_models()));
     }
 
-    let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
-    let timezone = jiff::tz::TimeZone::get(&cp.config.statistics.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
-    spawn_retention(store.clone(), cp.config.storage.retention_days);
+    spawn_retention(store.clone(), &cp.config.storage, timezone.clone());
+    let counts = store.clone();
     let state = Arc::new(ApiState {
         table: table_rx,
         table_token: cp.secrets.table_token.clone(),
@@ -408,7 +453,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         health: std::sync::Mutex::new(Default::default()),
         commands,
         store,
-        timezone,
+        timezone: timezone.clone(),
     });
     tokio::spawn(api::serve(listener, state));
     tracing::info!("control plane listening on {listen}");
@@ -419,8 +464,22 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
             _ = tick.tick() => {
                 let changed = cp.check_config_file();
                 cp.start_due_discoveries();
+                if cp.tokens_due() {
+                    let day = crate::usage::stats::current(crate::usage::stats::Period::Day, epoch_ms(), &timezone);
+                    let by_channel = Some(crate::usage::Dimension::Channel);
+                    if let Ok(rows) = counts.totals(day.since_ms, day.until_ms, by_channel).await {
+                        cp.tokens_today = rows
+                            .into_iter()
+                            .filter_map(|t| Some((t.key?, t.prompt_tokens + t.completion_tokens)))
+                            .collect();
+                    }
+                    cp.tokens_counted = Some(Instant::now());
+                }
+                let priced = cp.refresh_policies();
                 if changed {
                     cp.publish("config changed");
+                } else if priced {
+                    cp.publish("pricing policy");
                 }
             }
             Some(done) = done_rx.recv() => {
@@ -441,18 +500,25 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
 }
 
 /// Delete records past `storage.retention_days`, at start and once a day.
-fn spawn_retention(store: Arc<crate::usage::Store>, days: u32) {
+fn spawn_retention(store: Arc<crate::usage::Store>, storage: &config::StorageConfig, tz: jiff::tz::TimeZone) {
+    let days = storage.retention_days;
     if days == 0 {
         return;
     }
+    let archive = (!storage.archive_dir.is_empty()).then(|| PathBuf::from(&storage.archive_dir));
     tokio::spawn(async move {
-        let mut every_day = tokio::time::interval(Duration::from_secs(86_400));
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3_600));
         loop {
-            every_day.tick().await;
-            let before = epoch_ms().saturating_sub(u64::from(days) * 86_400_000);
-            match store.delete_before(before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("retention: deleted {n} usage records older than {days} days"),
+            every_hour.tick().await;
+            match crate::usage::export::retain(&store, days, archive.as_deref(), &tz, epoch_ms()).await {
+                Ok(done) => {
+                    for path in &done.archived {
+                        tracing::info!("retention: archived {}", path.display());
+                    }
+                    if done.deleted > 0 {
+                        tracing::info!("retention: deleted {} usage records older than {days} days", done.deleted);
+                    }
+                }
                 Err(e) => tracing::warn!("retention: {e}"),
             }
         }

@@ -27,6 +27,21 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub statistics: StatisticsConfig,
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// Usage accounting (records, tokens, cost and their stats); on unless turned off.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    pub enabled: bool,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -37,6 +52,10 @@ pub struct StorageConfig {
     pub url: String,
     /// Usage records older than this many days are deleted (0: kept for ever).
     pub retention_days: u32,
+    /// Before deleting, write each old day's records to
+    /// `<archive_dir>/usage-YYYY-MM-DD.jsonl` (days in `statistics.timezone`).
+    /// Empty: deleted without an archive.
+    pub archive_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -300,6 +319,42 @@ pub struct ChannelConfig {
     pub model_aliases: BTreeMap<String, String>,
     #[serde(default)]
     pub pricing: Option<PricingConfig>,
+    /// Price adjustments in force at some times or past some use (an
+    /// off-peak discount, a surcharge after a day's allowance).
+    #[serde(default)]
+    pub pricing_policies: Vec<PricingPolicy>,
+}
+
+/// One price adjustment: `multiplier` applies to the channel's prices while the
+/// policy is in force. A policy with both a time window and a threshold is in
+/// force when both hold.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PricingPolicy {
+    pub name: String,
+    pub multiplier: f64,
+    #[serde(default)]
+    pub time_window: Option<TimeWindow>,
+    /// In force once the channel's tokens today (in `statistics.timezone`) pass this.
+    #[serde(default)]
+    pub after_tokens_per_day: Option<u64>,
+}
+
+/// `from` to `to` (`HH:MM`, local time in `timezone`; past midnight when `to`
+/// is earlier), on `days` (all days when empty).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default)]
+    pub days: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 impl fmt::Debug for ChannelConfig {

@@ -65,6 +65,16 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
 }
 
 pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_tokens: &[String]) -> TableDoc {
+    build_with(config, models, client_tokens, &HashMap::new())
+}
+
+/// [`build`] with the pricing policies in force per channel applied.
+pub fn build_with(
+    config: &Config,
+    models: &HashMap<String, ChannelModels>,
+    client_tokens: &[String],
+    policies: &HashMap<String, crate::pricing::InForce>,
+) -> TableDoc {
     let channels = config
         .channels
         .iter()
@@ -88,8 +98,9 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
                 // A rejected key or a failed health check makes the channel a last resort.
                 healthy: !list.key_rejected && !list.unreachable,
                 key_ok_ms: list.key_ok_ms,
-                models: priced(c, list.models),
+                models: priced(c, list.models, policies.get(&c.id).map_or(1.0, |p| p.multiplier)),
                 aliases: c.model_aliases.clone(),
+                pricing_policies: policies.get(&c.id).map(|p| p.names.clone()).unwrap_or_default(),
             })
         })
         .collect();
@@ -114,16 +125,33 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
         groups: groups(config),
+        usage: router_core::table::UsageDoc { enabled: config.usage.enabled },
     };
     doc.version = content_version(&doc);
     doc
 }
 
 /// Prices as the channel charges them: the config's per-model price, else its
-/// channel default, else what the provider reported; then the channel multiplier.
-fn priced(c: &ChannelConfig, models: Vec<ModelDoc>) -> Vec<ModelDoc> {
-    let Some(p) = &c.pricing else { return models };
-    let k = p.multiplier.unwrap_or(1.0);
+/// channel default, else what the provider reported; then the channel multiplier
+/// and `policy`, the multiplier of the pricing policies in force.
+fn priced(c: &ChannelConfig, models: Vec<ModelDoc>, policy: f64) -> Vec<ModelDoc> {
+    let Some(p) = &c.pricing else {
+        if policy == 1.0 {
+            return models;
+        }
+        return models
+            .into_iter()
+            .map(|mut m| {
+                for price in
+                    [&mut m.input_price, &mut m.output_price, &mut m.cached_input_price, &mut m.cache_write_price]
+                {
+                    *price = price.map(|x| x * policy);
+                }
+                m
+            })
+            .collect();
+    };
+    let k = p.multiplier.unwrap_or(1.0) * policy;
     models
         .into_iter()
         .map(|mut m| {

@@ -7,6 +7,7 @@
 //! hash, which every control plane computes alike. A record's id is its primary
 //! key: a record delivered twice is stored once.
 
+pub mod export;
 pub mod stats;
 
 use std::collections::HashSet;
@@ -379,6 +380,13 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// When the oldest record was made (none when there are none).
+    pub async fn oldest_ms(&self) -> Result<Option<u64>, StoreError> {
+        let oldest: Option<i64> =
+            sqlx::query("SELECT MIN(ts_ms) FROM usage_records").fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(oldest.map(back))
     }
 
     /// Delete records older than `before_ms`; how many went.

@@ -39,6 +39,18 @@ fn start_of(date: Date, tz: &TimeZone) -> Option<Zoned> {
     date.to_zoned(tz.clone()).ok()
 }
 
+/// The day `date` in `tz` (`[midnight, next midnight)`).
+pub fn day(date: Date, tz: &TimeZone) -> Span {
+    let since = start_of(date, tz).map_or(0, |z| ms(&z));
+    let until = date.tomorrow().ok().and_then(|d| start_of(d, tz)).map_or(u64::MAX, |z| ms(&z));
+    Span { since_ms: since, until_ms: until }
+}
+
+/// The date in `tz` at `at_ms`.
+pub fn date_at(at_ms: u64, tz: &TimeZone) -> Date {
+    zoned(at_ms, tz).date()
+}
+
 /// The current day, week (from Monday) or month around `now_ms` in `tz`.
 pub fn current(period: Period, now_ms: u64, tz: &TimeZone) -> Span {
     let now = zoned(now_ms, tz);
