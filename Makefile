@@ -72,7 +72,7 @@ test: lint unit check-install e2e
 # without it that section is skipped. BENCH_CALLGRIND=0 skips it too.
 bench: build deps-venv
 	cargo build --release -p sar-bench
-	@scripts/deps.sh bench
+	@scripts/deps.sh bench peers
 	$(PY) bench/bench.py
 
 # Only the instruction counts (callgrind), for a change's before and after.

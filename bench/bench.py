@@ -9,6 +9,7 @@ Against one fast Rust upstream (sar-bench upstream), with a 1 KB chat request:
   router-fo     -> router failing over once per request (first channel answers 503)
   *-dm          -> the same three with the native dynamic module instead of wasm
   litellm       -> LiteLLM's proxy on the same upstream, when installed (optional)
+  tensorzero    -> TensorZero's gateway (the `tensorzero` wheel), when installed (optional)
 For each: p50/p99 latency at concurrency 1, requests/s at 16 and 64, and Envoy's
 CPU time per request (utime+stime from /proc) at 1, 16 and 64, measured in
 interleaved rounds; load from wrk when installed (else sar-bench load). Then
@@ -244,6 +245,48 @@ def start_litellm(tmp, upstream_port):
     return p, port
 
 
+def request_ok(url, body_file):
+    """One POST of `body_file` to `url` answered 200."""
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    try:
+        return request(u.port, "POST", u.path, json.loads(Path(body_file).read_text()), timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def tensorzero_installed():
+    return subprocess.run([sys.executable, "-c", "import tensorzero"], capture_output=True).returncode == 0
+
+
+def start_tensorzero(tmp, upstream_port, body_file):
+    """TensorZero's gateway (bench/tensorzero_gateway.py), one model on the same
+    upstream. It names models `tensorzero::model_name::<name>`, so it gets its own
+    copy of the request body."""
+    cfg = Path(tmp) / "tensorzero.toml"
+    cfg.write_text(f"""[models.bench-model]
+routing = ["up"]
+
+[models.bench-model.providers.up]
+type = "openai"
+model_name = "bench-model"
+api_base = "http://127.0.0.1:{upstream_port}/v1/"
+api_key_location = "none"
+""")
+    body = json.loads(Path(body_file).read_text())
+    body["model"] = "tensorzero::model_name::bench-model"
+    tz_body = str(Path(tmp) / "body-tensorzero.json")
+    Path(tz_body).write_text(json.dumps(body))
+    env = {**os.environ, "RUST_LOG": "error"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "bench" / "tensorzero_gateway.py"), str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    base = p.stdout.readline().strip()
+    if not base.startswith("http://"):
+        p.kill()
+        raise RuntimeError("tensorzero gateway did not start")
+    return p, f"{base}/chat/completions", tz_body
+
+
 def bare_config(port, admin, upstream_port):
     """Bare Envoy: the router's listener and one cluster for the same upstream, no filters."""
     return f"""
@@ -301,6 +344,59 @@ def channel(cid, port, models=None, priority=10):
     if models is not None:
         text += f"    discover: false\n    configured_models: {json.dumps(models)}\n"
     return text
+
+
+INGEST_RECORDS = int(os.environ.get("BENCH_INGEST_RECORDS", "100000"))
+INGEST_BATCH = 5000  # the size of Envoy's largest delivery
+
+
+def ingest_rate(tmp, up_port, body_file):
+    """Records per second the control plane stores into SQLite (its default) while
+    Envoy routes at concurrency 16, and the routing latency with and without it.
+    The records are synthetic (JSON lines, unique ids) and POSTed to /v1/usage in
+    Envoy's largest batches, one after the other, as Envoy's deliveries are."""
+    d = Path(tmp) / "ingest"
+    d.mkdir()
+    r = Router(d, router_config([channel("a", up_port, priority=1)]), concurrency=1, filter="dynamic-module")
+    try:
+        pin(r.envoy.pid, PROXY_CPUS)
+        pin(r.cp.pid, LOAD_CPUS)
+        token = (d / "data" / "table.token").read_text().strip()
+        url = f"http://127.0.0.1:{r.api_port}/v1/chat/completions"
+        now = int(time.time() * 1000)
+        batches = []
+        for b in range(INGEST_RECORDS // INGEST_BATCH):
+            batches.append("\n".join(json.dumps({
+                "id": f"bench-{b}-{i}", "ts_ms": now - i, "model_requested": "bench-model",
+                "model_used": "bench-model", "channel": f"ch{i % 8}", "provider": "openai_compatible",
+                "stream": i % 3 == 0, "status": 200, "attempts": 1, "prompt_tokens": 230 + i % 50,
+                "completion_tokens": 40 + i % 20, "cost_pico": 58_500_000, "latency_ms": 3, "ttft_ms": 2})
+                for i in range(INGEST_BATCH)).encode())
+        quiet = load(url, 16, body_file, duration_ms=DURATION_MS)
+        done = {}
+
+        def post_all():
+            start = time.monotonic()
+            for body in batches:
+                resp = request(r.cp_port, "POST", "/v1/usage", body, timeout=120,
+                               headers={"authorization": f"Bearer {token}", "content-type": "application/x-ndjson"})
+                if resp.status != 204:
+                    done["error"] = resp.status
+                    return
+            done["seconds"] = time.monotonic() - start
+
+        import threading
+        poster = threading.Thread(target=post_all)
+        poster.start()
+        busy = load(url, 16, body_file, duration_ms=DURATION_MS)
+        poster.join()
+        seconds = done.get("seconds")
+        return {"records": len(batches) * INGEST_BATCH, "seconds": seconds, "error": done.get("error"),
+                "records_per_s": len(batches) * INGEST_BATCH / seconds if seconds else None,
+                "routing_p50_ms_quiet": quiet["p50_ms"], "routing_p50_ms_ingesting": busy["p50_ms"],
+                "routing_rps_quiet": quiet["rps"], "routing_rps_ingesting": busy["rps"]}
+    finally:
+        r.stop()
 
 
 def instructions_only():
@@ -366,6 +462,17 @@ def main():
                 peers.append(combine("litellm", runs, lite.pid))
                 lite.terminate()
                 print("  litellm done", file=sys.stderr)
+            if tensorzero_installed():
+                # Measured on its own too: it is a different process with its own
+                # body (TensorZero's model names).
+                tz, tz_url, tz_body = start_tensorzero(tmp, up_port, body_file)
+                procs.append(tz)
+                pin(tz.pid, PROXY_CPUS)
+                wait_for(lambda: request_ok(tz_url, tz_body), timeout=60, what="tensorzero gateway")
+                runs = [measure_once(tz_url, tz.pid, tz_body, warm_up=i == 0) for i in range(ROUNDS)]
+                peers.append(combine("tensorzero", runs, tz.pid))
+                tz.terminate()
+                print("  tensorzero done", file=sys.stderr)
             three = [channel("a", up_port, priority=1), channel("b", up_port, ["other"]),
                      channel("c", up_port, ["other2"])]
             big = [channel("a", up_port, priority=1)] + [
@@ -411,6 +518,9 @@ def main():
                 r.stop()
             routers = []
 
+            ingest = ingest_rate(tmp, up_port, body_file)
+            print("  ingest rate done", file=sys.stderr)
+
             # Streaming: time to first event at concurrency 1.
             stream_up, stream_port = start_upstream("--stream-events", "20", "--event-delay-ms", "5")
             procs.append(stream_up)
@@ -450,10 +560,19 @@ def main():
                     p.terminate()
 
     resolve = json.loads(subprocess.run([BENCH, "resolve"], check=True, capture_output=True, text=True).stdout)
-    report(results, ttfe, resolve, counted, paired)
+    report(results, ttfe, resolve, counted, paired, ingest)
 
 
-def report(results, ttfe, resolve, counted, paired):
+def ingest_text(ingest):
+    if not ingest or not ingest.get("records_per_s"):
+        return f"usage records ingested: not measured ({ingest})"
+    return (f"usage records ingested into SQLite while Envoy routes at c16: {ingest['records_per_s']:,.0f}/s "
+            f"({ingest['records']:,} records in {ingest['seconds']:.1f} s); routing p50 "
+            f"{ingest['routing_p50_ms_quiet']:.3f} ms without, {ingest['routing_p50_ms_ingesting']:.3f} ms while ingesting; "
+            f"rps {ingest['routing_rps_quiet']:.0f} and {ingest['routing_rps_ingesting']:.0f}")
+
+
+def report(results, ttfe, resolve, counted, paired, ingest=None):
     by = {r["target"]: r for r in results}
     bare = by.get("bare-envoy", {})
     lines = [f"Smart AI Router bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
@@ -487,6 +606,7 @@ def report(results, ttfe, resolve, counted, paired):
         added = ", ".join(f"{t} {by[t]['c1']['p50_ms'] - direct:.3f} ms" for t in ("bare-envoy", "router", "router-dm")
                           if t in by)
         lines.append(f"\nadded p50 at c1 over direct: {added}")
+    lines.append(ingest_text(ingest))
     lines.append("streaming time to first event (p50, c1): "
                  + ", ".join(f"{t} {v['p50_ms']:.3f} ms" for t, v in ttfe.items()))
     for t, base in (("router-38x", "router"), ("router-38x-dm", "router-dm")):
@@ -525,7 +645,7 @@ def report(results, ttfe, resolve, counted, paired):
     out.write_text(json.dumps({"cores": os.cpu_count(), "loadavg": os.getloadavg(),
                                "date": time.strftime("%Y-%m-%d"), "results": results,
                                "time_to_first_event": ttfe, "resolve": resolve, "paired_cpu_ratio_c16": paired,
-                               "instructions_per_request_c16": counted}, indent=2))
+                               "instructions_per_request_c16": counted, "ingest": ingest}, indent=2))
     print(f"\nwrote {out}")
     write_docs(json.loads(out.read_text()))
 
@@ -550,6 +670,11 @@ def write_docs(data):
         v, b = r[c]["proxy_cpu_us_per_req"], bare.get(c, {}).get("proxy_cpu_us_per_req")
         return f"{v / b:.2f}x" if v and b else "-"
 
+    if "tensorzero" in results:
+        note = ("`tensorzero` is TensorZero's gateway from the `tensorzero` wheel with observability off"
+                " (no ClickHouse or PostgreSQL), so it keeps no records; the router's rows keep one per request.")
+    else:
+        note = ""
     rows = ["| target | p50 c1 | rps c16 | CPU/request c1 | c16 | x bare c1 | c16 | c16 paired | instructions/request | x bare | RSS |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -571,8 +696,9 @@ def write_docs(data):
         f"One run of `make bench` on {data['cores']} cores{f', {when}' if when else ''}"
         f" (load average {data['loadavg'][0]:.2f} at the end). CPU/request is the least of the rounds;"
         " instructions are callgrind's count at concurrency 16.",
-        "", *rows, "",
+        "", *rows, "", *([note, ""] if note else []),
         f"Streaming time to first event (p50, concurrency 1): {ttfe}.", "",
+        ingest_text(data.get("ingest")).capitalize() + ".", "",
         f"Model resolution in `router-core`: {resolve}.",
     ])
     doc = DOCS.read_text()

@@ -10,6 +10,8 @@
 #             and the Python test clients, from tests/requirements.txt
 #   bench     wrk (load) and valgrind (instruction counts), from Debian; without
 #             root or apt-get the bench runs without them and says so
+#   peers     TensorZero's gateway (the tensorzero wheel, PyPI) in $VENV, a peer
+#             `make bench` measures beside the router; optional like bench
 #   postgres  a PostgreSQL server (Debian's package), which the tests start in a
 #             temporary folder of their own
 #
@@ -81,6 +83,15 @@ install_bench() {
   apt_install wrk valgrind || true
 }
 
+have_peers() {
+  "$VENV/bin/python" -c "import tensorzero" >/dev/null 2>&1
+}
+
+install_peers() {
+  say "installing TensorZero's gateway (tensorzero from PyPI) into $VENV for the bench"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check tensorzero || say "tensorzero not installed; the bench leaves it out"
+}
+
 have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null
 }
@@ -95,7 +106,7 @@ install_postgres() {
 missing=0
 for name in "$@"; do
   case "$name" in
-    wasm | venv | bench | postgres) ;;
+    wasm | venv | bench | peers | postgres) ;;
     *) say "unknown prerequisite \"$name\""; exit 2 ;;
   esac
   if "have_$name"; then
