@@ -6,11 +6,12 @@ sees it. On SQLite (the default) and on a real PostgreSQL server."""
 import http.client
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 
-from harness import Fake, Router, channel_yaml, request, wait_for
+from harness import SAR_BIN, Fake, Router, channel_yaml, request, wait_for
 
 PICO = 10 ** 12
 # USD per 1M tokens, as configured; picodollars per token = price * 1e6.
@@ -279,3 +280,15 @@ def test_local_errors_are_recorded_and_listed_in_pages(tmp_path, stack):
     assert all(x["error"] == "invalid_json" and x["status"] == 400 for x in page["data"] + rest["data"])
     assert request(r.cp_port, "GET", "/admin/v1/usage").status == 401
     assert request(r.cp_port, "POST", "/v1/usage", b"{}").status == 401
+    # The day's records as JSON lines, read from the same store the control plane writes.
+    out = tmp_path / "day.jsonl"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    done = subprocess.run([SAR_BIN, "usage", "export", "--config", str(r.config_path), "--day", today,
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(x["id"] for x in page["data"] + rest["data"])
+    assert "3 records" in done.stderr
+    bad = subprocess.run([SAR_BIN, "usage", "export", "--config", str(r.config_path), "--day", "2026-13-01"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "2026-13-01" in bad.stderr and "panicked" not in bad.stderr

@@ -39,8 +39,9 @@ enum Reading {
     Nothing,
     /// A provider's 4xx, held until its body is whole (context length, key).
     Error(u16),
-    /// A JSON answer, held until its body is whole (usage, cost header).
-    Answer,
+    /// A JSON answer, held until its body is whole (usage, cost header);
+    /// whether the provider sent a cost header of its own (replaced, not doubled).
+    Answer { provider_cost_header: bool },
     /// A stream, read as it passes.
     Stream(Box<SseProcessor>),
 }
@@ -225,27 +226,34 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             self.reading = Reading::Stream(Box::new(SseProcessor::new(self.client_usage)));
             return Step::Continue;
         }
-        self.reading = Reading::Answer;
+        self.reading = Reading::Answer { provider_cost_header: host.response_header(COST_HEADER).is_some() };
         Step::Stop
     }
 
     pub fn on_response_body<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Step {
         match &mut self.reading {
             Reading::Nothing => Step::Continue,
-            Reading::Error(_) | Reading::Answer if !end_of_stream => Step::Stop,
+            Reading::Error(_) | Reading::Answer { .. } if !end_of_stream => Step::Stop,
             Reading::Error(status) => {
                 let status = *status;
                 self.reading = Reading::Nothing;
                 self.error_body(host, status);
                 Step::Continue
             }
-            Reading::Answer => {
+            Reading::Answer { provider_cost_header } => {
+                let replace = *provider_cost_header;
                 self.reading = Reading::Nothing;
                 let found = host.with_response_body(usage::from_json);
                 let cost = self.price().zip(found).map(|(p, u)| p.cost(&u));
                 if let Some(c) = cost {
-                    if !host.set_response_header(COST_HEADER, &usd_text(c)) {
-                        log::warn!("smart-router: could not set {COST_HEADER}");
+                    // Adding is much cheaper in Envoy than setting (which first
+                    // searches the whole map), and a provider rarely sends one.
+                    if replace {
+                        if !host.set_response_header(COST_HEADER, &usd_text(c)) {
+                            log::warn!("smart-router: could not set {COST_HEADER}");
+                        }
+                    } else {
+                        host.add_response_header(COST_HEADER, &usd_text(c));
                     }
                 }
                 live::update_outcome(self.request_id, |o| {

@@ -275,6 +275,16 @@ fn a_json_answer_is_held_for_its_usage_and_carries_its_cost() {
 }
 
 #[test]
+fn a_cost_header_the_provider_sent_is_replaced_not_doubled() {
+    let shared = MockShared::with_table(priced_table());
+    let usage = r#"{"usage":{"prompt_tokens":1000,"completion_tokens":500}}"#;
+    let (_, _, host) = answered(&shared, r#"{"model":"m"}"#, &[(":status", "200"), ("x-router-cost", "99")], &[usage]);
+    let costs: Vec<&str> =
+        host.response_headers.iter().filter(|(k, _)| k == "x-router-cost").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(costs, ["0.002"]);
+}
+
+#[test]
 fn a_stream_asks_for_usage_drops_the_event_the_client_did_not_ask_for_and_comments_its_cost() {
     let shared = MockShared::with_table(priced_table());
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
