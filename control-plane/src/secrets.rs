@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use router_core::table::{token_hash_hex, TokenDoc};
+
+use crate::config::{ApiToken, Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -19,7 +21,8 @@ pub enum SecretsError {
 pub struct Secrets {
     pub table_token: String,
     pub admin_token: String,
-    pub client_tokens: Vec<String>,
+    /// Client tokens as the table carries them: an id and the SHA-256.
+    pub client_tokens: Vec<TokenDoc>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -40,10 +43,7 @@ impl Secrets {
             "" => load_or_create(dir, "admin.token", "sara-")?.0,
             t => t.to_string(),
         };
-        let mut client_tokens: Vec<String> = config.auth.api_tokens.iter().filter(|t| !t.is_empty()).cloned().collect();
-        if !config.auth.api_token.is_empty() {
-            client_tokens.push(config.auth.api_token.clone());
-        }
+        let mut client_tokens = configured_client_tokens(config);
         if config.auth.enabled && client_tokens.is_empty() {
             let (token, created) = load_or_create(dir, "api.token", "sar-")?;
             if created {
@@ -53,9 +53,39 @@ impl Secrets {
                     dir.join("api.token").display()
                 );
             }
-            client_tokens.push(token);
+            client_tokens.push(plain(&token));
         }
         Ok(Self { table_token, admin_token, client_tokens })
+    }
+}
+
+/// The client tokens the config names, as the table carries them.
+pub fn configured_client_tokens(config: &Config) -> Vec<TokenDoc> {
+    let mut tokens: Vec<TokenDoc> = config.auth.api_tokens.iter().filter_map(token_doc).collect();
+    if !config.auth.api_token.is_empty() {
+        tokens.push(plain(&config.auth.api_token));
+    }
+    tokens
+}
+
+/// A token given as a bare string: its id is a fingerprint (the hash's first
+/// eight hex digits), so records can tell tokens apart without holding them.
+pub fn plain(token: &str) -> TokenDoc {
+    let sha256 = token_hash_hex(token);
+    TokenDoc { id: format!("token-{}", sha256.get(..8).unwrap_or_default()), sha256, ..Default::default() }
+}
+
+fn token_doc(t: &ApiToken) -> Option<TokenDoc> {
+    match t {
+        ApiToken::Plain(t) if t.is_empty() => None,
+        ApiToken::Plain(t) => Some(plain(t)),
+        ApiToken::Rules(r) => Some(TokenDoc {
+            id: r.id.clone(),
+            sha256: if r.sha256.is_empty() { token_hash_hex(&r.token) } else { r.sha256.trim().to_ascii_lowercase() },
+            channels: r.allow.channels.clone(),
+            tags: r.allow.tags.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
+            models: r.allow.models.clone(),
+        }),
     }
 }
 

@@ -42,6 +42,12 @@ impl RouterError {
         Self::new(401, "invalid_request_error", "invalid_api_key", message)
     }
 
+    /// A client token that may not use what it asked for (OpenAI's
+    /// `permission_error` shape).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "permission_error", "model_not_allowed", message)
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             413,

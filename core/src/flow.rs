@@ -44,8 +44,9 @@ pub enum HeadersVerdict {
     Reply(u16, String),
     /// Answer locally with this error.
     Fail(RouterError),
-    /// A chat request: buffer the whole body, then call [`route_body`].
-    WaitForBody,
+    /// A chat request: buffer the whole body, then call [`route_body`] with
+    /// the client token's id (when tokens are required).
+    WaitForBody { client: Option<String> },
 }
 
 impl HeadersVerdict {
@@ -74,17 +75,19 @@ pub fn on_request_headers<S: AsRef<str>>(
     if route == "/health" && method == "GET" {
         return HeadersVerdict::Reply(200, table.health_json().to_string());
     }
+    let mut client = None;
     if table.auth.enabled {
         let authorization = header("authorization");
         let presented = match &authorization {
             Some(v) => client_token(v.as_ref()).map(str::to_string),
             None => header("x-api-key").map(|v| v.as_ref().trim().to_string()),
         };
-        if !presented.is_some_and(|p| table.auth.tokens.iter().any(|t| same_secret(t, &p))) {
+        let Some(token) = presented.as_deref().and_then(|p| table.client_token(p)) else {
             return HeadersVerdict::fail(&RouterError::unauthorized(
                 "missing or invalid router API token (Authorization: Bearer sar-...)",
             ));
-        }
+        };
+        client = Some(token.id.clone());
     }
     match (method, route) {
         ("GET", "/v1/models") => HeadersVerdict::Reply(200, table.models_json().to_string()),
@@ -99,7 +102,7 @@ pub fn on_request_headers<S: AsRef<str>>(
                     "request body is empty; expected a JSON object",
                 ));
             }
-            HeadersVerdict::WaitForBody
+            HeadersVerdict::WaitForBody { client }
         }
         (_, "/v1/models" | "/health" | CHAT_PATH) => HeadersVerdict::fail(&RouterError::new(
             405,
@@ -169,17 +172,33 @@ pub struct Routed<T> {
 /// per-attempt rewrites. `path` is the client's `:path`; `rotation` is unique per
 /// request on this worker thread (it spreads ties and identifies the request to
 /// its attempts).
+#[allow(clippy::too_many_arguments)]
 pub fn route_body<T: Deref<Target = Table>>(
     table: T,
     path: &str,
     body: &[u8],
+    client: Option<&str>,
     health: &HealthMap,
     perf: &PerfMap,
     now_ms: u64,
     rotation: u64,
 ) -> Result<Routed<T>, RouterError> {
     let head = parse_chat_head(body)?;
-    let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation })?;
+    // The token was checked on the headers; a reload in between may have revoked it.
+    let token = match client {
+        Some(id) => Some(table.token_by_id(id).ok_or_else(|| {
+            RouterError::unauthorized("the router API token was revoked while the request was in flight")
+        })?),
+        None => None,
+    };
+    if let Some(t) = token.filter(|t| !t.may_request(&head.model)) {
+        return Err(RouterError::forbidden(format!(
+            "token {} may not use model \"{}\"",
+            t.id,
+            crate::error::ascii_safe(&head.model, 200)
+        )));
+    }
+    let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation, token })?;
     let plan::Planned { plan, probes, strategy, scores } = planned;
     let probes = probes
         .iter()
@@ -578,7 +597,7 @@ mod tests {
         let reply = |method: &str, path: &str| on_request_headers(Some(&t), method, path, false, 100, no_headers);
         assert!(matches!(reply("GET", "/health"), HeadersVerdict::Reply(200, _)));
         assert!(matches!(reply("GET", "/v1/models?x=1"), HeadersVerdict::Reply(200, _)));
-        assert_eq!(reply("POST", "/v1/chat/completions"), HeadersVerdict::WaitForBody);
+        assert_eq!(reply("POST", "/v1/chat/completions"), HeadersVerdict::WaitForBody { client: None });
         assert!(matches!(reply("GET", "/v1/chat/completions"), HeadersVerdict::Fail(ref e) if e.status == 405));
         assert!(matches!(reply("POST", "/v2/nothing"), HeadersVerdict::Fail(ref e) if e.status == 404));
         let none = on_request_headers(None, "POST", CHAT_PATH, false, 100, no_headers);
@@ -602,7 +621,7 @@ mod tests {
     fn router_tokens_are_checked_only_when_auth_is_on() {
         let mut d = doc(vec![channel("a", 1, &["m"])]);
         d.auth.enabled = true;
-        d.auth.tokens = vec!["sar-1".into()];
+        d.auth.tokens = vec![token("one", "sar-1")];
         let t = Table::compile(d, None).unwrap();
         let with = |auth: Option<&str>| {
             on_request_headers(Some(&t), "GET", "/v1/models", false, 100, |h| {
@@ -620,11 +639,60 @@ mod tests {
         assert!(matches!(health, HeadersVerdict::Reply(200, _)));
     }
 
+    fn token(id: &str, secret: &str) -> crate::table::TokenDoc {
+        crate::table::TokenDoc { id: id.into(), sha256: crate::table::token_hash_hex(secret), ..Default::default() }
+    }
+
+    #[test]
+    fn a_token_reaches_only_what_its_rules_allow() {
+        let mut free = channel("free", 1, &["m", "n"]);
+        free.tags = vec!["free".into()];
+        let mut d = doc(vec![free, channel("paid", 2, &["m", "p"])]);
+        d.auth.enabled = true;
+        d.auth.tokens = vec![
+            crate::table::TokenDoc { tags: vec!["free".into()], ..token("a", "sar-a") },
+            crate::table::TokenDoc { models: vec!["p".into()], ..token("b", "sar-b") },
+            crate::table::TokenDoc { channels: vec!["paid".into()], ..token("c", "sar-c") },
+            token("all", "sar-all"),
+        ];
+        let t = Table::compile(d, None).unwrap();
+        let client = |secret: &str| match on_request_headers(Some(&t), "POST", CHAT_PATH, false, 100, |h| {
+            (h == "authorization").then(|| format!("Bearer {secret}"))
+        }) {
+            HeadersVerdict::WaitForBody { client } => client,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(client("sar-a").as_deref(), Some("a"));
+        let route = |id: &str, model: &str| {
+            let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+            route_body(&t, CHAT_PATH, body.as_bytes(), Some(id), &HealthMap::default(), &PerfMap::default(), 0, 1)
+        };
+        let channels = |r: Result<Routed<&Table>, RouterError>| -> Vec<String> {
+            let r = r.unwrap();
+            let state = crate::wire::AttemptState::decode(&r.plan_text).unwrap();
+            state.attempts.iter().map(|a| a.cluster.clone()).collect()
+        };
+        // Only free: by name, by tag, by a query that names the paid channel's model.
+        assert_eq!(channels(route("a", "m")), ["channel_free"]);
+        assert_eq!(channels(route("a", "tag:free")), ["channel_free", "channel_free"]);
+        let e = route("a", "p").err().unwrap();
+        assert_eq!((e.status, e.code), (403, "model_not_allowed"));
+        // Only model p, wherever it is.
+        assert_eq!(channels(route("b", "p")), ["channel_paid"]);
+        assert_eq!(route("b", "m").err().unwrap().status, 403);
+        // Only the paid channel.
+        assert_eq!(channels(route("c", "m")), ["channel_paid"]);
+        assert_eq!(route("c", "n").err().unwrap().status, 403);
+        assert_eq!(channels(route("all", "m")), ["channel_free", "channel_paid"]);
+        // A token revoked between the headers and the body.
+        assert_eq!(route("gone", "m").err().unwrap().status, 401);
+    }
+
     #[test]
     fn a_routed_body_describes_every_attempt_and_its_rewrites() {
         let t = table();
         let body = br#"{"model":"m","messages":[]}"#;
-        let r = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap();
+        let r = route_body(&t, CHAT_PATH, body, None, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap();
         let state = crate::wire::AttemptState::decode(&r.plan_text).unwrap();
         let clusters: Vec<&str> = state.attempts.iter().map(|a| a.cluster.as_str()).collect();
         assert_eq!(clusters, vec!["channel_a", "channel_b"]);
@@ -654,14 +722,15 @@ mod tests {
 
         // Past the plan, Envoy's specifier repeats the last group; so does the rewrite.
         assert_eq!(attempt_rewrite(&view, 7, &t).unwrap().channel.id, "b");
-        assert!(route_body(&t, CHAT_PATH, b"{}", &HealthMap::default(), &PerfMap::default(), 0, 1).is_err());
+        assert!(route_body(&t, CHAT_PATH, b"{}", None, &HealthMap::default(), &PerfMap::default(), 0, 1).is_err());
     }
 
     #[test]
     fn final_responses_pass_with_debug_headers_or_become_openai_errors() {
         let t = table();
         let body = br#"{"model":"m"}"#;
-        let d = route_body(&t, CHAT_PATH, body, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap().decision;
+        let d =
+            route_body(&t, CHAT_PATH, body, None, &HealthMap::default(), &PerfMap::default(), 0, 1).unwrap().decision;
 
         let (v, o) = on_response_headers(&d, 200, false, Some(2));
         assert_eq!(o.channels, vec!["a", "b"]);

@@ -6,7 +6,7 @@ use crate::error::{ascii_safe, RouterError};
 use crate::health::{Admit, HealthMap};
 use crate::resolve::{resolve as resolve_query, Mode, Stage};
 use crate::score::{self, Facts, PerfMap, Ranked, Scored, Strategy};
-use crate::table::{Candidate, Table};
+use crate::table::{Candidate, ClientToken, Table};
 
 /// One attempt: which channel, and the model name that channel receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct Live<'a> {
     pub perf: &'a PerfMap,
     pub now_ms: u64,
     pub rotation: u64,
+    /// The client token, when tokens are required: a plan holds only what it may use.
+    pub token: Option<&'a ClientToken>,
 }
 
 /// A plan with what the filter reports about it.
@@ -178,7 +180,7 @@ pub fn first_choice(table: &Table, requested: &str, strategy: &Strategy) -> Opti
 /// Resolve the requested name (see [`crate::resolve`]) in preference order, with
 /// no live data: what `explain` and tests use.
 pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
-    let live = Live { health: &HealthMap::default(), perf: &PerfMap::default(), now_ms: 0, rotation: 0 };
+    let live = Live { health: &HealthMap::default(), perf: &PerfMap::default(), now_ms: 0, rotation: 0, token: None };
     plan(table, requested, live).map(|p| p.plan)
 }
 
@@ -195,8 +197,13 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let mut healthy: Vec<(Attempt, f64, bool)> = Vec::with_capacity(ranked.candidates.len().min(budget));
     let mut down: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut out: Vec<String> = Vec::new();
+    let mut denied = 0usize;
     for RankedCandidate { candidate: c, score: s, .. } in ranked.candidates {
         let Some(ch) = table.channel(c.channel) else { continue };
+        if live.token.is_some_and(|t| !t.may_use(table, c.channel, &c.upstream_model)) {
+            denied += 1;
+            continue;
+        }
         let probe = match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
             Admit::Yes => false,
             Admit::Probe => true,
@@ -216,6 +223,13 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
         } else {
             down.push((attempt, s.total, probe));
         }
+    }
+    if healthy.is_empty() && down.is_empty() && out.is_empty() && denied > 0 {
+        let id = live.token.map_or("", |t| t.id.as_str());
+        return Err(RouterError::forbidden(format!(
+            "token {id} may not use any channel serving \"{}\"",
+            ascii_safe(requested, 200)
+        )));
     }
     if healthy.is_empty() && down.is_empty() {
         return Err(RouterError::unavailable(
@@ -278,13 +292,13 @@ mod tests {
         let mut h = HealthMap::default();
         h.record("a", "m", 1_000, classify(429), Some(2_000), &Policy::default());
         let perf = PerfMap::default();
-        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0 };
+        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None };
         let p = plan(&t, "m", live(1_500)).unwrap();
         assert_eq!(ids(&t, &p.plan), [("b".into(), "m".into())]);
         assert!(p.probes.is_empty());
         let mut h = h.clone();
         h.record("b", "m", 1_000, classify(401), None, &Policy::default());
-        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0 };
+        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None };
         let e = plan(&t, "m", live(1_500)).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(e.message.contains("a (rate limited, for 1.5 s)"), "{}", e.message);

@@ -85,19 +85,96 @@ impl Default for RoutingDoc {
     }
 }
 
-/// Client access. Tokens are compared by the filter; the table travels only over
-/// the authenticated control-plane link.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Client access: each client token by its SHA-256, so the table (and Envoy's
+/// memory) never holds a client's token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct AuthDoc {
     pub enabled: bool,
-    pub tokens: Vec<String>,
+    pub tokens: Vec<TokenDoc>,
 }
 
-impl fmt::Debug for AuthDoc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthDoc").field("enabled", &self.enabled).field("tokens", &self.tokens.len()).finish()
+/// One client token and what it may use. Empty lists allow everything; each
+/// list that is not empty must allow a candidate for the token to reach it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TokenDoc {
+    /// The token's name in usage records and logs (never the token).
+    pub id: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+    /// Channel ids the token may reach.
+    pub channels: Vec<String>,
+    /// Tags a model must have (any one of them) for the token to reach it:
+    /// the channel's tags and the model's own (`free` for a `:free` model).
+    pub tags: Vec<String>,
+    /// What `model` may say, exactly as the client writes it (a model, an
+    /// alias, a group or a query).
+    pub models: Vec<String>,
+}
+
+/// A client token compiled against the table: which entries it may reach.
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    pub id: String,
+    hash: [u8; 32],
+    models: Vec<String>,
+    /// By entry index; `None`: every entry.
+    entries: Option<Vec<bool>>,
+}
+
+impl ClientToken {
+    /// Whether the token may name `model` in a request.
+    pub fn may_request(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model.trim())
     }
+
+    /// Whether the token may reach `channel`'s `model`.
+    pub fn may_use(&self, table: &Table, channel: u32, model: &str) -> bool {
+        let Some(allowed) = &self.entries else {
+            return true;
+        };
+        table
+            .entries_for_model(model)
+            .iter()
+            .find(|&&n| table.entry(n).is_some_and(|e| e.channel == channel))
+            .is_some_and(|&n| allowed.get(n as usize).copied().unwrap_or(false))
+    }
+
+    /// Whether the token restricts anything.
+    pub fn restricted(&self) -> bool {
+        self.entries.is_some() || !self.models.is_empty()
+    }
+}
+
+/// SHA-256 as lower-case hex: how a token is written in the table.
+pub fn token_hash_hex(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.trim().as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        let (Some(hi), Some(lo), Some(slot)) =
+            (pair.first().and_then(|&c| nibble(c)), pair.get(1).and_then(|&c| nibble(c)), out.get_mut(i))
+        else {
+            return None;
+        };
+        *slot = hi << 4 | lo;
+    }
+    Some(out)
 }
 
 /// One provider account. `auth_value` is a provider secret: it is written only into
@@ -300,6 +377,8 @@ pub struct Table {
     pub version: String,
     pub routing: RoutingDoc,
     pub auth: AuthDoc,
+    /// `auth.tokens` compiled.
+    pub tokens: Vec<ClientToken>,
     pub usage: UsageDoc,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
@@ -536,6 +615,7 @@ impl Table {
             routing: doc.routing,
             usage: doc.usage,
             auth: doc.auth,
+            tokens: Vec::new(),
             channels,
             channel_index,
             entries,
@@ -562,10 +642,55 @@ impl Table {
                 Group { name, description: g.description, explicit, entries, strategy: g.strategy },
             );
         }
+        table.tokens = table.compile_tokens()?;
         table.models_json = table.render_models();
         table.health_json =
             render_health(&table.version, &table.channels, table.by_model.len(), &table.routing.default_strategy);
         Ok(table)
+    }
+
+    fn compile_tokens(&self) -> Result<Vec<ClientToken>, TableError> {
+        let mut out = Vec::with_capacity(self.auth.tokens.len());
+        for t in &self.auth.tokens {
+            let hash = hex32(&t.sha256)
+                .ok_or_else(|| TableError(format!("client token {}: sha256 is not 64 hex digits", t.id)))?;
+            let tags: Vec<Option<u32>> =
+                t.tags.iter().map(|x| self.tag_ids.get(x.trim().to_ascii_lowercase().as_str()).copied()).collect();
+            let entries = (!t.channels.is_empty() || !t.tags.is_empty()).then(|| {
+                self.entries
+                    .iter()
+                    .map(|e| {
+                        let channel_ok = t.channels.is_empty()
+                            || self.channel(e.channel).is_some_and(|c| t.channels.contains(&c.id));
+                        let tag_ok =
+                            t.tags.is_empty() || tags.iter().flatten().any(|id| e.tags.binary_search(id).is_ok());
+                        channel_ok && tag_ok
+                    })
+                    .collect()
+            });
+            out.push(ClientToken { id: t.id.clone(), hash, models: t.models.clone(), entries });
+        }
+        Ok(out)
+    }
+
+    /// The client token `presented` is, compared in constant time with every
+    /// token (a refusal takes as long as an acceptance).
+    pub fn client_token(&self, presented: &str) -> Option<&ClientToken> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.trim().as_bytes()).into();
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.hash.ct_eq(&digest)) && found.is_none() {
+                found = Some(t);
+            }
+        }
+        found
+    }
+
+    /// A client token by its id.
+    pub fn token_by_id(&self, id: &str) -> Option<&ClientToken> {
+        self.tokens.iter().find(|t| t.id == id)
     }
 
     /// Members of a group: explicit ones first, then every chat entry the group admits.

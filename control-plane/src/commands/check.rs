@@ -12,7 +12,11 @@ use super::Error;
 pub fn run(path: &Path) -> Result<(), Error> {
     let config = config::load(path)?;
     let models: HashMap<_, _> = config.channels.iter().map(|c| (c.id.clone(), table::models_for(c, None))).collect();
-    let tokens = if config.auth.enabled { vec!["(token)".to_string()] } else { vec![] };
+    let mut tokens = crate::secrets::configured_client_tokens(&config);
+    if config.auth.enabled && tokens.is_empty() {
+        // serve generates one.
+        tokens.push(crate::secrets::plain("(generated)"));
+    }
     let doc = table::build(&config, &models, &tokens);
     router_core::Table::compile(doc.clone(), None)?;
     println!("{}", super::summary(path, &config, &doc, &models));

@@ -66,7 +66,13 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     subst(&mut config.auth.api_token, "auth.api_token".into())?;
     subst(&mut config.storage.url, "storage.url".into())?;
     for (i, t) in config.auth.api_tokens.iter_mut().enumerate() {
-        subst(t, format!("auth.api_tokens[{i}]"))?;
+        match t {
+            ApiToken::Plain(t) => subst(t, format!("auth.api_tokens[{i}]"))?,
+            ApiToken::Rules(r) => {
+                subst(&mut r.token, format!("auth.api_tokens[{i}].token"))?;
+                subst(&mut r.sha256, format!("auth.api_tokens[{i}].sha256"))?;
+            }
+        }
     }
     for (i, c) in config.channels.iter_mut().enumerate() {
         if !c.enabled {

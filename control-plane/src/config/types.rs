@@ -152,7 +152,70 @@ impl Default for ControlPlaneConfig {
 pub struct AuthConfig {
     pub enabled: bool,
     pub api_token: String,
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<ApiToken>,
+}
+
+/// A client token: the token itself (a string), or an entry with an id, the
+/// token or its SHA-256, and what it may use.
+#[derive(Clone, PartialEq)]
+pub enum ApiToken {
+    Plain(String),
+    Rules(TokenRules),
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiToken::Plain(_) => f.write_str("ApiToken(<redacted>)"),
+            ApiToken::Rules(r) => f.debug_struct("ApiToken").field("id", &r.id).field("allow", &r.allow).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ApiToken;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a token, or {id, token or sha256, allow}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ApiToken, E> {
+                Ok(ApiToken::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ApiToken, A::Error> {
+                TokenRules::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ApiToken::Rules)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRules {
+    /// Named in usage records (never the token).
+    pub id: String,
+    /// The token (usually `${ENV}`), or ...
+    #[serde(default)]
+    pub token: String,
+    /// ... its SHA-256 in hex, so the file holds no token.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default)]
+    pub allow: TokenAllow,
+}
+
+/// What a token may use; empty lists allow everything.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenAllow {
+    /// Channel ids.
+    pub channels: Vec<String>,
+    /// Tags a model must have one of (its channel's tags and its own).
+    pub tags: Vec<String>,
+    /// What `model` may say (models, aliases, groups, queries).
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use router_core::table::valid_channel_id;
 
 use super::providers::{parse_base_url, provider_template, PROVIDERS};
-use super::types::{Config, SortField};
+use super::types::{ApiToken, Config, SortField};
 
 pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
     let e = |p: &str, m: String| Err((p.to_string(), m));
@@ -93,9 +93,48 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
             ),
         );
     }
-    for (i, t) in c.auth.api_tokens.iter().chain(std::iter::once(&c.auth.api_token)).enumerate() {
-        if t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-            return e(&format!("auth.api_tokens[{i}]"), "tokens must be printable ASCII without spaces".into());
+    let printable = |t: &str| t.bytes().all(|b| (0x21..0x7f).contains(&b));
+    if !printable(&c.auth.api_token) && !c.auth.api_token.is_empty() {
+        return e("auth.api_token", "tokens must be printable ASCII without spaces".into());
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (i, t) in c.auth.api_tokens.iter().enumerate() {
+        let at = format!("auth.api_tokens[{i}]");
+        match t {
+            ApiToken::Plain(t) if !printable(t) => {
+                return e(&at, "tokens must be printable ASCII without spaces".into());
+            }
+            ApiToken::Plain(_) => {}
+            ApiToken::Rules(r) => {
+                if r.id.is_empty() || !r.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                    return e(&format!("{at}.id"), format!("\"{}\": an id is A-Z a-z 0-9 - _ .", r.id));
+                }
+                if !ids.insert(r.id.as_str()) {
+                    return e(&format!("{at}.id"), format!("\"{}\" is the id of another token", r.id));
+                }
+                match (r.token.is_empty(), r.sha256.is_empty()) {
+                    (true, true) | (false, false) => {
+                        return e(&at, "give the token (`token`) or its SHA-256 (`sha256`), one of them".into());
+                    }
+                    (false, true) if !printable(&r.token) => {
+                        return e(&format!("{at}.token"), "tokens must be printable ASCII without spaces".into());
+                    }
+                    (true, false)
+                        if r.sha256.trim().len() != 64 || !r.sha256.trim().bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        return e(
+                            &format!("{at}.sha256"),
+                            "a SHA-256 is 64 hex digits (sha256sum of the token)".into(),
+                        );
+                    }
+                    _ => {}
+                }
+                for ch in &r.allow.channels {
+                    if !c.channels.iter().any(|x| x.id == *ch) {
+                        return e(&format!("{at}.allow.channels"), format!("no channel \"{ch}\""));
+                    }
+                }
+            }
         }
     }
 

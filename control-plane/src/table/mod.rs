@@ -64,7 +64,11 @@ pub fn models_for(channel: &ChannelConfig, discovered: Option<&Vec<ModelDoc>>) -
     }
 }
 
-pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_tokens: &[String]) -> TableDoc {
+pub fn build(
+    config: &Config,
+    models: &HashMap<String, ChannelModels>,
+    client_tokens: &[router_core::table::TokenDoc],
+) -> TableDoc {
     build_with(config, models, client_tokens, &HashMap::new())
 }
 
@@ -72,7 +76,7 @@ pub fn build(config: &Config, models: &HashMap<String, ChannelModels>, client_to
 pub fn build_with(
     config: &Config,
     models: &HashMap<String, ChannelModels>,
-    client_tokens: &[String],
+    client_tokens: &[router_core::table::TokenDoc],
     policies: &HashMap<String, crate::pricing::InForce>,
 ) -> TableDoc {
     let channels = config

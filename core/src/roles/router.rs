@@ -42,6 +42,8 @@ pub struct RouterRole<T> {
     answered_by: Option<(u32, String)>,
     stream: bool,
     body_len: usize,
+    /// The client token's id, when tokens are required.
+    client: Option<String>,
 }
 
 impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
@@ -57,6 +59,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             record: None,
             started_ms: 0,
             answered_by: None,
+            client: None,
             stream: false,
             body_len: 0,
         }
@@ -132,7 +135,11 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         match verdict {
             HeadersVerdict::Reply(status, body) => self.reply(host, status, &[], &body),
             HeadersVerdict::Fail(e) => self.fail(host, &e),
-            HeadersVerdict::WaitForBody => {
+            HeadersVerdict::WaitForBody { client } => {
+                if let Some(r) = self.record.as_mut() {
+                    r.client.clone_from(&client);
+                }
+                self.client = client;
                 self.path = path;
                 self.waiting_for_body = true;
                 Step::Stop
@@ -159,7 +166,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         let Some(table) = host.shared().table() else {
             return self.fail(host, &RouterError::unavailable("table_not_loaded", "the router has no channel table"));
         };
-        let (max, path) = (self.max_body_bytes, &self.path);
+        let (max, path, client) = (self.max_body_bytes, &self.path, self.client.as_deref());
         let routed = host.with_request_body(|body| {
             if body.len() > max {
                 return Err(RouterError::too_large(max));
@@ -169,7 +176,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             // saved on the common path).
             let now = if shared.health(|h| h.entries.is_empty()) { 0 } else { shared.now_ms() };
             let rotation = live::next_rotation();
-            shared.health(|h| shared.perf(|p| flow::route_body(table, path, body, h, p, now, rotation)))
+            shared.health(|h| shared.perf(|p| flow::route_body(table, path, body, client, h, p, now, rotation)))
         });
         let routed = match routed {
             Ok(r) => r,
@@ -294,8 +301,9 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                     let (cost, u) = (record.cost_pico, record.usage());
                     shared.stats(|s| {
                         s.usage(ch, model, &u, cost);
-                        s.sample(Histogram::ChannelRequestDurationMs, ch, record.latency_ms);
-                        if let Some(t) = record.ttft_ms {
+                        // A JSON answer's first token comes with its last, so only
+                        // streams have a time to first token of their own.
+                        if let Some(t) = record.ttft_ms.filter(|_| record.stream) {
                             s.sample(Histogram::ChannelTimeToFirstTokenMs, ch, t);
                         }
                     });
