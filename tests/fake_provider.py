@@ -31,7 +31,12 @@ Behaviour keys (all optional): status, retry_after, fail_every, fail_times,
 first_byte_delay, event_delay, events, event_bytes (pad each streamed event's
 content to about this many bytes), abort_after_events (close the connection
 after this many events, without [DONE]; 0: right after the headers),
-error_body, context_length_error, echo_headers, per_model {model: {...}}. `fail_every`/`fail_times` without
+error_body, context_length_error, echo_headers, per_model {model: {...}},
+rate_limit {requests, window} (a provider's request window of `window` seconds,
+starting with its first request: answers carry x-ratelimit-limit-requests,
+-remaining-requests and -reset-requests as OpenAI sends them, and a request
+past the limit gets 429 with retry-after; `headers: false` leaves the headers
+out). `fail_every`/`fail_times` without
 `status` fail with 500; if both are set `fail_times` wins. Failures and
 `first_byte_delay` apply to chat completions and messages requests.
 """
@@ -63,11 +68,26 @@ class State:
         self.behavior = {}
         self.counters = {}  # behaviour key -> chat requests since behaviour set
         self.next_id = 0
+        self.window = None  # [start, count] of the rate_limit window
 
     def set_behavior(self, behavior):
         with self.lock:
             self.behavior = behavior
             self.counters = {}
+            self.window = None
+
+    def take_window(self, limit):
+        """Count one request in the rate-limit window: (allowed, remaining, reset seconds)."""
+        with self.lock:
+            now = time.monotonic()
+            length = float(limit.get("window", 60))
+            if self.window is None or now >= self.window[0] + length:
+                self.window = [now, 0]
+            reset = self.window[0] + length - now
+            if self.window[1] >= int(limit["requests"]):
+                return False, 0, reset
+            self.window[1] += 1
+            return True, int(limit["requests"]) - self.window[1], reset
 
     def reset(self):
         with self.lock:
@@ -142,12 +162,14 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    extra_headers = {}
+
     def send_bytes(self, status, body, ctype="application/json", headers=None):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Fake-Provider", self.state.name)
-        for k, v in (headers or {}).items():
+        for k, v in {**self.extra_headers, **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
@@ -163,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Fake-Provider", self.state.name)
+        for k, v in self.extra_headers.items():
+            self.send_header(k, v)
         if self.chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -200,6 +224,7 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("POST")
 
     def dispatch(self, method):
+        self.extra_headers = {}  # one connection carries many requests
         try:
             body = self.read_body()
         except (ValueError, OSError):
@@ -314,6 +339,16 @@ class Handler(BaseHTTPRequestHandler):
         if status is not None:
             entry["status"] = status
             return self.send_failure(kind, status, beh)
+        limit = beh.get("rate_limit")
+        if limit:
+            allowed, remaining, reset = st.take_window(limit)
+            if limit.get("headers", True):
+                self.extra_headers = {"x-ratelimit-limit-requests": str(limit["requests"]),
+                                      "x-ratelimit-remaining-requests": str(remaining),
+                                      "x-ratelimit-reset-requests": "%.3fs" % reset}
+            if not allowed:
+                entry["status"] = 429
+                return self.send_failure(kind, 429, {**beh, "retry_after": max(1, int(reset + 0.999))})
         if beh.get("context_length_error"):
             entry["status"] = 400
             return self.send_json(400, openai_error(

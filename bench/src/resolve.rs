@@ -70,6 +70,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
                 models: names.into_iter().map(|id| ModelDoc { id, ..Default::default() }).collect(),
                 aliases,
                 pricing_policies: vec![],
+                limits: None,
             }
         })
         .collect();

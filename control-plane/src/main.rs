@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod discovery;
 mod envoy;
+mod limits;
 mod pricing;
 mod secrets;
 mod table;

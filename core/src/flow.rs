@@ -523,6 +523,34 @@ pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
     (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(86_400_000.0) as u64)
 }
 
+/// A provider's rate-limit reset (`x-ratelimit-reset-requests`) in ms: Go-style
+/// durations as OpenAI and Groq send them (`1s`, `6m0s`, `2m59.56s`, `20ms`,
+/// `1h2m`), or plain seconds. At most a day.
+pub fn reset_ms(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(86_400_000.0) as u64);
+    }
+    let mut total = 0.0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest.get(..digits)?.parse().ok()?;
+        rest = rest.get(digits..)?;
+        let unit = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match rest.get(..unit)? {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1000.0,
+            "ms" => 1.0,
+            _ => return None,
+        };
+        rest = rest.get(unit..)?;
+        total += n * scale;
+    }
+    (total.is_finite() && !v.is_empty()).then(|| total.min(86_400_000.0) as u64)
+}
+
 /// Attempts that ended without any response (refused, reset, timed out), held
 /// until their request ends. They count against the channel only if the client
 /// was still there to get an answer: a client that gives up before the first byte
@@ -637,6 +665,24 @@ mod tests {
         // /health stays open for probes.
         let health = on_request_headers(Some(&t), "GET", "/health", false, 100, no_headers);
         assert!(matches!(health, HeadersVerdict::Reply(200, _)));
+    }
+
+    #[test]
+    fn provider_resets_read_as_go_durations_or_seconds() {
+        for (text, ms) in [
+            ("1s", 1000),
+            ("6m0s", 360_000),
+            ("2m59.56s", 179_560),
+            ("20ms", 20),
+            ("1h2m", 3_720_000),
+            ("7", 7000),
+            ("0.5", 500),
+        ] {
+            assert_eq!(reset_ms(text), Some(ms), "{text}");
+        }
+        for bad in ["", "soon", "5x", "-1"] {
+            assert_eq!(reset_ms(bad), None, "{bad}");
+        }
     }
 
     fn token(id: &str, secret: &str) -> crate::table::TokenDoc {

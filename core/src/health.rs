@@ -257,6 +257,26 @@ impl Health {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthMap {
     pub entries: BTreeMap<String, Health>,
+    /// Requests sent to each channel that has limits, in its current window and day.
+    pub windows: BTreeMap<String, Window>,
+}
+
+/// A limited channel's counts: requests in the window that began at
+/// `start_ms`, and in the day that began at `day_start_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub start_ms: u64,
+    pub count: u32,
+    pub day_start_ms: u64,
+    pub day_count: u32,
+}
+
+/// Until when a channel at one of its limits stays out: the end of its window,
+/// or the provider's next day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitedUntil {
+    Ms(u64),
+    NextDay,
 }
 
 pub fn channel_key(channel: &str) -> String {
@@ -287,6 +307,43 @@ pub fn with_model_key<R>(channel: &str, model: &str, f: impl FnOnce(&str) -> R) 
 }
 
 impl HealthMap {
+    /// Nothing recorded: no channel failing, none limited.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.windows.is_empty()
+    }
+
+    /// Whether `channel` is at one of `limits` at `now`.
+    pub fn limited(&self, channel: &str, limits: &crate::table::LimitsDoc, now: u64) -> Option<LimitedUntil> {
+        let w = self.windows.get(channel)?;
+        let window_end = w.start_ms.saturating_add(limits.window_ms);
+        if limits.requests_per_window > 0 && now < window_end && w.count >= limits.requests_per_window {
+            return Some(LimitedUntil::Ms(window_end));
+        }
+        if limits.requests_per_day > 0
+            && w.day_start_ms == limits.day_start_ms
+            && w.day_count >= limits.requests_per_day
+        {
+            return Some(LimitedUntil::NextDay);
+        }
+        None
+    }
+
+    /// Count one request sent to `channel`. Always a change.
+    pub fn count_request(&mut self, channel: &str, limits: &crate::table::LimitsDoc, now: u64) -> bool {
+        let w = self.windows.entry(channel.to_string()).or_default();
+        if w.count == 0 || now >= w.start_ms.saturating_add(limits.window_ms) {
+            w.start_ms = now;
+            w.count = 0;
+        }
+        if w.day_start_ms != limits.day_start_ms {
+            w.day_start_ms = limits.day_start_ms;
+            w.day_count = 0;
+        }
+        w.count = w.count.saturating_add(1);
+        w.day_count = w.day_count.saturating_add(1);
+        true
+    }
+
     /// The stricter of the channel's and the channel+model's verdicts.
     pub fn admit(&self, channel: &str, model: &str, now: u64, key_ok_ms: u64) -> Admit {
         let mut verdict = Admit::Yes;
@@ -391,6 +448,9 @@ impl HealthMap {
                 h.since_ms, h.until_ms, h.window_start_ms, h.failures, h.successes, h.trips
             ));
         }
+        for (channel, w) in &self.windows {
+            s.push_str(&format!("w {} {} {} {} {channel}\n", w.start_ms, w.count, w.day_start_ms, w.day_count));
+        }
         s
     }
 
@@ -402,6 +462,21 @@ impl HealthMap {
             return map;
         }
         for line in lines {
+            if let Some(rest) = line.strip_prefix("w ") {
+                let mut parts = rest.splitn(5, ' ');
+                let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok());
+                let (Some(start_ms), Some(count), Some(day_start_ms), Some(day_count)) = (num(), num(), num(), num())
+                else {
+                    continue;
+                };
+                let Some(channel) = parts.next() else { continue };
+                let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+                map.windows.insert(
+                    channel.to_string(),
+                    Window { start_ms, count: small(count), day_start_ms, day_count: small(day_count) },
+                );
+                continue;
+            }
             let mut parts = line.splitn(8, ' ');
             let Some(code) = parts.next() else { continue };
             let mut flags = code.chars();

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use crate::error::{ascii_safe, RouterError};
-use crate::health::{Admit, HealthMap};
+use crate::health::{Admit, HealthMap, LimitedUntil};
 use crate::resolve::{resolve as resolve_query, Mode, Stage};
 use crate::score::{self, Facts, PerfMap, Ranked, Scored, Strategy};
 use crate::table::{Candidate, ClientToken, Table};
@@ -204,6 +204,14 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
             denied += 1;
             continue;
         }
+        if let Some(until) = ch.limits.as_ref().and_then(|l| live.health.limited(&ch.id, l, live.now_ms)) {
+            let when = match until {
+                LimitedUntil::Ms(t) => format!("for {:.1} s", t.saturating_sub(live.now_ms) as f64 / 1000.0),
+                LimitedUntil::NextDay => "until the provider's day resets".to_string(),
+            };
+            out.push(format!("{} (at its request limit, {when})", ch.id));
+            continue;
+        }
         let probe = match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
             Admit::Yes => false,
             Admit::Probe => true,
@@ -283,6 +291,54 @@ mod tests {
         let e = resolve(&t, "nope-model").unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.message.contains("nope-model"));
+    }
+
+    #[test]
+    fn a_channel_at_its_request_limit_is_left_out_until_its_window_or_day_resets() {
+        use crate::table::LimitsDoc;
+        let limits = LimitsDoc {
+            requests_per_window: 2,
+            window_ms: 1_000,
+            requests_per_day: 3,
+            day_start_ms: 100,
+            provider_headers: false,
+        };
+        let mut free = channel("free", 1, &["m"]);
+        free.limits = Some(limits);
+        let t = Table::compile(doc(vec![free, channel("paid", 2, &["m"])]), None).unwrap();
+        let perf = PerfMap::default();
+        let first = |h: &HealthMap, now_ms| {
+            let p = plan(&t, "m", Live { health: h, perf: &perf, now_ms, rotation: 0, token: None }).unwrap();
+            ids(&t, &p.plan)[0].0.clone()
+        };
+        let mut h = HealthMap::default();
+        for now in [1_000, 1_100] {
+            assert_eq!(first(&h, now), "free");
+            h.count_request("free", &limits, now);
+        }
+        // Two in the window that began at 1,000: out until 2,000.
+        assert_eq!(first(&h, 1_500), "paid");
+        assert_eq!(first(&h, 2_000), "free");
+        h.count_request("free", &limits, 2_000);
+        // The day's three are spent: out until the control plane moves the day.
+        assert_eq!(first(&h, 9_000), "paid");
+        let next_day = LimitsDoc { day_start_ms: 5_000, ..limits };
+        assert_eq!(h.limited("free", &next_day, 9_000), None);
+        // The counts travel between workers with the rest of the health state.
+        assert_eq!(HealthMap::decode(&h.encode()), h);
+        // Only limited channels are counted, so the limit also names the channel when all are out.
+        let only = Table::compile(
+            doc(vec![{
+                let mut c = channel("free", 1, &["m"]);
+                c.limits = Some(limits);
+                c
+            }]),
+            None,
+        )
+        .unwrap();
+        let e =
+            plan(&only, "m", Live { health: &h, perf: &perf, now_ms: 9_000, rotation: 0, token: None }).unwrap_err();
+        assert!(e.message.contains("free (at its request limit, until the provider's day resets)"), "{}", e.message);
     }
 
     #[test]

@@ -220,6 +220,28 @@ pub struct ChannelDoc {
     /// Pricing policies in force (their multipliers are in the prices already).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pricing_policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsDoc>,
+}
+
+/// Request limits a provider puts on this channel's key (a free tier). The
+/// router counts what it sends and leaves the channel out of plans at a limit,
+/// before the provider would answer 429, until the window or the day resets.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LimitsDoc {
+    /// Requests per window (0: no limit); a window starts with its first request.
+    pub requests_per_window: u32,
+    pub window_ms: u64,
+    /// Requests per day (0: no limit).
+    pub requests_per_day: u32,
+    /// When the current day began on the provider's clock; the control plane
+    /// moves it at each reset, which starts a new count.
+    pub day_start_ms: u64,
+    /// Read the provider's `x-ratelimit-remaining-requests` and
+    /// `x-ratelimit-reset-requests` on this channel's answers: at 0 remaining,
+    /// the channel rests until the reset.
+    pub provider_headers: bool,
 }
 
 fn one() -> u32 {
@@ -282,6 +304,7 @@ pub struct Channel {
     pub weight: u32,
     pub healthy: bool,
     pub key_ok_ms: u64,
+    pub limits: Option<LimitsDoc>,
 }
 
 impl Channel {
@@ -379,6 +402,8 @@ pub struct Table {
     pub auth: AuthDoc,
     /// `auth.tokens` compiled.
     pub tokens: Vec<ClientToken>,
+    /// Some channel has request limits (its counts must be fresh when planning).
+    pub limited: bool,
     pub usage: UsageDoc,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
@@ -563,6 +588,7 @@ impl Table {
                 weight: c.weight.max(1),
                 healthy: c.healthy,
                 key_ok_ms: c.key_ok_ms,
+                limits: c.limits,
             });
         }
 
@@ -616,6 +642,7 @@ impl Table {
             usage: doc.usage,
             auth: doc.auth,
             tokens: Vec::new(),
+            limited: channels.iter().any(|c| c.limits.is_some()),
             channels,
             channel_index,
             entries,
@@ -985,6 +1012,7 @@ pub(crate) mod tests {
                 .collect(),
             aliases: BTreeMap::new(),
             pricing_policies: vec![],
+            limits: None,
         }
     }
 

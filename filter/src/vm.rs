@@ -110,6 +110,10 @@ impl Shared for Vm {
         update(HEALTH_KEY, &HEALTH, change)
     }
 
+    fn sync_health(&self) {
+        refresh(HEALTH_KEY, &HEALTH, |_| {});
+    }
+
     fn perf<R>(&self, read: impl FnOnce(&PerfMap) -> R) -> R {
         PERF.with(|l| read(&l.borrow().0))
     }

@@ -41,6 +41,19 @@ fn report(state: &ApiState) -> serde_json::Value {
                     })
                 })
                 .collect();
+            if let (Some(w), Some(limits)) =
+                (health.windows.get(&id), ch.get_mut("limits").and_then(|l| l.as_object_mut()))
+            {
+                // What Envoy counted: the current window's and day's requests.
+                let day_started = limits.get("day_started_ms").and_then(serde_json::Value::as_u64);
+                let window_ms =
+                    limits.get("window_seconds").and_then(serde_json::Value::as_f64).unwrap_or(60.0) * 1000.0;
+                let in_window = if now < w.start_ms.saturating_add(window_ms as u64) { w.count } else { 0 };
+                let today = if day_started == Some(w.day_start_ms) { w.day_count } else { 0 };
+                limits.insert("requests_in_window".into(), in_window.into());
+                limits.insert("window_started_ms".into(), w.start_ms.into());
+                limits.insert("requests_today".into(), today.into());
+            }
             let out = breakers.iter().any(|b| b["scope"] == "channel" && b["state"] == "open");
             ch["breakers"] = serde_json::Value::Array(breakers);
             if out {

@@ -68,6 +68,8 @@ struct ControlPlane {
     client: Option<(String, u64, discovery::Client)>,
     /// Pricing policies in force per channel (with any policy at all).
     policies: HashMap<String, crate::pricing::InForce>,
+    /// When each limited channel's provider day began (moved at its reset).
+    day_starts: HashMap<String, u64>,
     /// Each channel's tokens today, for use-based policies, and when they were counted.
     tokens_today: HashMap<String, u64>,
     tokens_counted: Option<Instant>,
@@ -248,6 +250,13 @@ impl ControlPlane {
                     "key_ok_ms": d.map(|d| d.key_ok_ms).filter(|&k| k > 0),
                     "pricing_policies": self.policies.get(&c.id).map(|p| p.names.clone()).unwrap_or_default(),
                     "price_multiplier": self.policies.get(&c.id).map_or(1.0, |p| p.multiplier),
+                    "limits": c.limits.as_ref().map(|l| serde_json::json!({
+                        "requests_per_window": l.requests_per_minute,
+                        "window_seconds": l.window_seconds,
+                        "requests_per_day": l.requests_per_day,
+                        "day_started_ms": self.day_starts.get(&c.id),
+                        "provider_headers": l.provider_headers,
+                    })),
                 })
             })
             .collect();
@@ -271,8 +280,13 @@ impl ControlPlane {
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
         self.update_status();
-        let mut doc =
-            crate::table::build_with(&self.config, &self.channel_models(), &self.secrets.client_tokens, &self.policies);
+        let mut doc = crate::table::build_with(
+            &self.config,
+            &self.channel_models(),
+            &self.secrets.client_tokens,
+            &self.policies,
+            &self.day_starts,
+        );
         if let Some(name) = &self.strategy_override {
             doc.routing.default_strategy = name.clone();
             doc.version.clear();
@@ -332,6 +346,21 @@ impl ControlPlane {
             }
         }
         self.policies = fresh;
+        true
+    }
+
+    /// Move limited channels' days at their providers' resets; true when one moved.
+    fn refresh_day_starts(&mut self) -> bool {
+        let fresh = crate::table::day_starts(&self.config, epoch_ms());
+        if fresh == self.day_starts {
+            return false;
+        }
+        for (id, start) in &fresh {
+            if self.day_starts.get(id).is_some_and(|old| old != start) {
+                tracing::info!("channel {id}: its provider's day reset; request counts start again");
+            }
+        }
+        self.day_starts = fresh;
         true
     }
 
@@ -417,6 +446,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         done_tx,
         client: None,
         policies: HashMap::new(),
+        day_starts: HashMap::new(),
         tokens_today: HashMap::new(),
         tokens_counted: None,
     };
@@ -438,6 +468,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
             _ => break,
         }
     }
+    cp.refresh_day_starts();
     cp.publish("start");
     if let Some(doc) = &cp.current {
         eprintln!("{}", super::summary(&path, &cp.config, doc, &cp.channel_models()));
@@ -476,10 +507,13 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                     cp.tokens_counted = Some(Instant::now());
                 }
                 let priced = cp.refresh_policies();
+                let new_day = cp.refresh_day_starts();
                 if changed {
                     cp.publish("config changed");
                 } else if priced {
                     cp.publish("pricing policy");
+                } else if new_day {
+                    cp.publish("a provider's day reset");
                 }
             }
             Some(done) = done_rx.recv() => {

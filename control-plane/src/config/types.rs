@@ -386,6 +386,38 @@ pub struct ChannelConfig {
     /// off-peak discount, a surcharge after a day's allowance).
     #[serde(default)]
     pub pricing_policies: Vec<PricingPolicy>,
+    /// The provider's request limits on this channel's key (a free tier).
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Request limits the router keeps to, so a free tier is used to its last
+/// request and never answers 429.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per window (a minute unless `window_seconds` says otherwise).
+    pub requests_per_minute: u32,
+    pub window_seconds: f64,
+    pub requests_per_day: u32,
+    /// The provider's day: it resets at `reset` (`HH:MM`) in this zone.
+    pub timezone: String,
+    pub reset: String,
+    /// Also follow the provider's `x-ratelimit-*` headers.
+    pub provider_headers: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 0,
+            window_seconds: 60.0,
+            requests_per_day: 0,
+            timezone: "UTC".into(),
+            reset: "00:00".into(),
+            provider_headers: true,
+        }
+    }
 }
 
 /// One price adjustment: `multiplier` applies to the channel's prices while the

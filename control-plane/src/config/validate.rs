@@ -223,6 +223,9 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
         for (j, p) in ch.pricing_policies.iter().enumerate() {
             crate::pricing::check(p).map_err(|m| (format!("{at}.pricing_policies[{j}]"), m))?;
         }
+        if let Some(l) = &ch.limits {
+            crate::limits::check(l).map_err(|m| (format!("{at}.limits"), m))?;
+        }
         if let Some(p) = &ch.pricing {
             let prices = [p.input, p.output, p.cached_input, p.cache_write, p.multiplier].into_iter().flatten();
             let model_prices = p

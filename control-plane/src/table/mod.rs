@@ -69,15 +69,26 @@ pub fn build(
     models: &HashMap<String, ChannelModels>,
     client_tokens: &[router_core::table::TokenDoc],
 ) -> TableDoc {
-    build_with(config, models, client_tokens, &HashMap::new())
+    build_with(config, models, client_tokens, &HashMap::new(), &day_starts(config, crate::commands::serve::epoch_ms()))
 }
 
-/// [`build`] with the pricing policies in force per channel applied.
+/// When each limited channel's day began at `now_ms` (its provider's clock).
+pub fn day_starts(config: &Config, now_ms: u64) -> HashMap<String, u64> {
+    config
+        .channels
+        .iter()
+        .filter_map(|c| Some((c.id.clone(), crate::limits::day_start_ms(c.limits.as_ref()?, now_ms))))
+        .collect()
+}
+
+/// [`build`] with the pricing policies in force per channel applied, and each
+/// limited channel's day as it began.
 pub fn build_with(
     config: &Config,
     models: &HashMap<String, ChannelModels>,
     client_tokens: &[router_core::table::TokenDoc],
     policies: &HashMap<String, crate::pricing::InForce>,
+    day_starts: &HashMap<String, u64>,
 ) -> TableDoc {
     let channels = config
         .channels
@@ -105,6 +116,11 @@ pub fn build_with(
                 models: priced(c, list.models, policies.get(&c.id).map_or(1.0, |p| p.multiplier)),
                 aliases: c.model_aliases.clone(),
                 pricing_policies: policies.get(&c.id).map(|p| p.names.clone()).unwrap_or_default(),
+                limits: c.limits.as_ref().map(|l| {
+                    let mut doc = crate::limits::doc(l, 0);
+                    doc.day_start_ms = day_starts.get(&c.id).copied().unwrap_or(0);
+                    doc
+                }),
             })
         })
         .collect();

@@ -158,6 +158,12 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             host.set_request_header("content-length", Some(itoa::Buffer::new().format(len)));
         }
         let shared = host.shared();
+        if let Some(limits) = rw.channel.limits {
+            // A free tier's requests are counted as they are sent, in state every
+            // worker shares, so the plan leaves the channel out at its limit.
+            let now = shared.now_ms();
+            shared.update_health(|h| h.count_request(&rw.channel.id, &limits, now));
+        }
         self.started_ms = live::should_time(shared, &rw.channel.id, &rw.model).then(|| shared.now_ms());
         self.request_id = request_id;
         self.target = Some((rw.channel_handle, rw.model));
@@ -209,6 +215,23 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             if status == 429 { flow::retry_after_ms(host.response_header("retry-after").as_deref()) } else { None };
         let shared = host.shared();
         live::record_health(shared, &channel.id, model, class, retry_after, &table.routing.health);
+        if class.is_none() && channel.limits.is_some_and(|l| l.provider_headers) {
+            // The provider says this was the window's last request: rest until
+            // its reset rather than meet its 429.
+            let spent = host.response_header("x-ratelimit-remaining-requests").is_some_and(|v| v.trim() == "0");
+            if spent {
+                let reset = host.response_header("x-ratelimit-reset-requests").and_then(|v| flow::reset_ms(&v));
+                let rest = Some(reset.unwrap_or(table.routing.health.rate_limit_ms));
+                live::record_health(
+                    host.shared(),
+                    &channel.id,
+                    model,
+                    Some(crate::health::ErrorClass::RateLimited),
+                    rest,
+                    &table.routing.health,
+                );
+            }
+        }
         if crate::score::counts_for_speed(class) {
             let ttfb = self.started_ms.map(|t| shared.now_ms().saturating_sub(t) as f64);
             shared.add_perf(&channel.id, model, class.is_none(), ttfb);

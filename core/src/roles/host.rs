@@ -34,6 +34,10 @@ pub trait Shared {
     /// Apply `change` to the shared map; `change` returns whether it changed
     /// anything. True when a change was made and stored.
     fn update_health(&self, change: impl FnMut(&mut HealthMap) -> bool) -> bool;
+    /// See other workers' health writes now rather than at the next refresh,
+    /// for decisions that must (request limits). Nothing to do where all
+    /// workers share one copy.
+    fn sync_health(&self) {}
     fn perf<R>(&self, read: impl FnOnce(&PerfMap) -> R) -> R;
     /// One attempt's speed sample, folded into the shared averages later.
     fn add_perf(&self, channel: &str, model: &str, answered: bool, ttfb_ms: Option<f64>);

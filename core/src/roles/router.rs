@@ -174,7 +174,10 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             let shared = host.shared();
             // The clock matters only to channels with health state (a host call
             // saved on the common path).
-            let now = if shared.health(|h| h.entries.is_empty()) { 0 } else { shared.now_ms() };
+            if table.limited {
+                shared.sync_health();
+            }
+            let now = if shared.health(|h| h.is_empty()) { 0 } else { shared.now_ms() };
             let rotation = live::next_rotation();
             shared.health(|h| shared.perf(|p| flow::route_body(table, path, body, client, h, p, now, rotation)))
         });
