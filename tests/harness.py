@@ -275,6 +275,10 @@ class Router:
         h = {"content-type": "application/json", **(headers or {})}
         return request(self.api_port, "POST", path, data, headers=h)
 
+    def admin_headers(self):
+        """The control plane's admin token, as written to `data_dir`."""
+        return {"authorization": f"Bearer {(self.dir / 'data' / 'admin.token').read_text().strip()}"}
+
     def stats(self):
         r = request(self.admin_port, "GET", "/stats")
         return r.body.decode()

@@ -71,6 +71,8 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
                 aliases,
                 pricing_policies: vec![],
                 limits: None,
+                keys: vec![],
+                key_rotation: Default::default(),
             }
         })
         .collect();

@@ -203,7 +203,7 @@ pub fn route_body<T: Deref<Target = Table>>(
     let probes = probes
         .iter()
         .filter_map(|&i| plan.attempts.get(i))
-        .filter_map(|a| table.channel(a.channel).map(|c| (c.id.clone(), a.upstream_model.clone())))
+        .filter_map(|a| table.channel(a.channel).map(|c| (c.scope.clone(), a.upstream_model.clone())))
         .collect();
     // Most channels live under `/v1`, as the client's path does: then no attempt
     // needs its `:path` rewritten.
@@ -239,7 +239,7 @@ pub fn route_body<T: Deref<Target = Table>>(
         &head_line,
         plan.attempts.iter().filter_map(|a| {
             let literal = model_literal(&head.model, &a.upstream_model);
-            table.channel(a.channel).map(|ch| (ch.id.as_str(), ch.cluster.as_str(), literal))
+            table.channel(a.channel).map(|ch| (ch.scope.as_str(), ch.cluster.as_str(), literal))
         }),
     );
     let retries = plan.attempts.iter().filter(|a| table.channel(a.channel).is_some()).count().saturating_sub(1);
@@ -329,6 +329,7 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
             let ch = d.table.channel(last.channel)?;
             Some((ch.id.as_str(), ascii_clean(&ch.provider, 64), ascii_clean(&last.upstream_model, 200)))
         }),
+        key: d.attempts.get(tried - 1).and_then(|last| d.table.channel(last.channel)?.key.as_deref()),
         attempts: tried,
         score: d.scores.get(tried - 1).copied(),
         strategy: ascii_clean(&d.strategy, 64),
@@ -343,6 +344,8 @@ pub fn on_response_headers<T: Deref<Target = Table>>(
 pub struct DebugHeaders<'a> {
     /// The channel that answered: its id, provider and the model it was asked for.
     pub channel: Option<(&'a str, Cow<'a, str>, Cow<'a, str>)>,
+    /// The key's id, when the channel has several.
+    pub key: Option<&'a str>,
     pub attempts: usize,
     pub score: Option<f64>,
     pub strategy: Cow<'a, str>,
@@ -355,6 +358,9 @@ impl DebugHeaders<'_> {
             add("x-router-channel", id);
             add("x-router-provider", provider);
             add("x-router-model", model);
+        }
+        if let Some(key) = self.key {
+            add("x-router-key", key);
         }
         add("x-router-attempts", itoa::Buffer::new().format(self.attempts));
         if let Some(score) = self.score {
@@ -465,7 +471,7 @@ pub fn attempt_rewrite<'t, 'p>(
 ) -> Result<AttemptPlan<'t>, AttemptError<'p>> {
     let rewrite = state.attempt(number).ok_or(AttemptError::Corrupt)?;
     let (channel_handle, channel) =
-        table.channel_by_id(rewrite.channel_id).ok_or(AttemptError::ChannelGone(rewrite.channel_id))?;
+        table.channel_by_scope(rewrite.channel_id).ok_or(AttemptError::ChannelGone(rewrite.channel_id))?;
     let model = match rewrite.model_literal {
         Some(lit) => crate::wire::json_string(lit),
         None => state.requested(),

@@ -66,7 +66,7 @@ pub fn strategy<'t>(table: &'t Table, group: Option<&str>) -> &'t Strategy {
 pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
     let ch = table.channel(c.channel);
     let e = table.entry_for(c);
-    let measured = ch.and_then(|ch| perf.get(&ch.id, &c.upstream_model));
+    let measured = ch.and_then(|ch| perf.get(&ch.scope, &c.upstream_model));
     Facts {
         price_in: e.and_then(|e| e.price_in),
         price_out: e.and_then(|e| e.price_out),
@@ -184,13 +184,49 @@ pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
     plan(table, requested, live).map(|p| p.plan)
 }
 
+/// Keys of one channel a plan holds for one model: the first, and one spare
+/// for what is the key's own (a revoked key, its rate limit). A channel that
+/// fails for every key fails once more, not once per key.
+const KEYS_PER_PLAN: usize = 2;
+
+/// Put the keys of each channel with several in its places in the ranking in
+/// the channel's order: from the first (`fill_first`, so limits and health move
+/// on to the next), or from the next one each request (`round_robin`). Their
+/// scores differ only by what was measured per key, which is not the key's doing.
+fn order_keys(table: &Table, ranked: &mut [RankedCandidate], rotation: u64) {
+    let mut placed = vec![false; ranked.len()];
+    for i in 0..ranked.len() {
+        let Some(ch) = table.channel(ranked[i].candidate.channel).filter(|c| c.key.is_some() && !placed[i]) else {
+            continue;
+        };
+        let same = |r: &RankedCandidate| {
+            r.candidate.upstream_model == ranked[i].candidate.upstream_model
+                && table.channel(r.candidate.channel).is_some_and(|o| o.id == ch.id)
+        };
+        let slots: Vec<usize> = (i..ranked.len()).filter(|&j| same(&ranked[j])).collect();
+        let mut group: Vec<RankedCandidate> = slots.iter().map(|&j| ranked[j].clone()).collect();
+        group.sort_by_key(|r| table.channel(r.candidate.channel).map_or(0, |c| c.key_index));
+        if !ch.fill_first && !group.is_empty() {
+            let n = group.len() as u64;
+            group.rotate_left((rotation % n) as usize);
+        }
+        for (&slot, r) in slots.iter().zip(group) {
+            ranked[slot] = r;
+            placed[slot] = true;
+        }
+    }
+}
+
 /// Resolve, score with the active strategy, leave out candidates whose
 /// breaker is open or whose key failed, and keep what the retry budget
 /// allows. Ties share traffic by weight.
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let ranked = rank(table, requested, found, live.perf, live.rotation, false)?;
+    let mut ranked = rank(table, requested, found, live.perf, live.rotation, false)?;
+    if table.multi_key {
+        order_keys(table, &mut ranked.candidates, live.rotation);
+    }
     // Admitted candidates in rank order; a channel the control plane found down
     // goes after every healthy one, as a last resort. Each is (attempt, score,
     // is a half-open probe).
@@ -198,21 +234,28 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let mut down: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut out: Vec<String> = Vec::new();
     let mut denied = 0usize;
+    // Keys of one channel admitted for this model (see `KEYS_PER_PLAN`).
+    let mut keys_taken: Vec<(&str, String)> = Vec::new();
     for RankedCandidate { candidate: c, score: s, .. } in ranked.candidates {
         let Some(ch) = table.channel(c.channel) else { continue };
+        if ch.key.is_some()
+            && keys_taken.iter().filter(|k| k.0 == ch.id && k.1 == c.upstream_model).count() >= KEYS_PER_PLAN
+        {
+            continue;
+        }
         if live.token.is_some_and(|t| !t.may_use(table, c.channel, &c.upstream_model)) {
             denied += 1;
             continue;
         }
-        if let Some(until) = ch.limits.as_ref().and_then(|l| live.health.limited(&ch.id, l, live.now_ms)) {
+        if let Some(until) = ch.limits.as_ref().and_then(|l| live.health.limited(&ch.scope, l, live.now_ms)) {
             let when = match until {
                 LimitedUntil::Ms(t) => format!("for {:.1} s", t.saturating_sub(live.now_ms) as f64 / 1000.0),
                 LimitedUntil::NextDay => "until the provider's day resets".to_string(),
             };
-            out.push(format!("{} (at its request limit, {when})", ch.id));
+            out.push(format!("{} (at its request limit, {when})", ch.scope));
             continue;
         }
-        let probe = match live.health.admit(&ch.id, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
+        let probe = match live.health.admit(&ch.scope, &c.upstream_model, live.now_ms, ch.key_ok_ms) {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No(reason, until) => {
@@ -221,10 +264,13 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
                 } else {
                     format!("for {:.1} s", until.saturating_sub(live.now_ms) as f64 / 1000.0)
                 };
-                out.push(format!("{} ({}, {when})", ch.id, reason.describe()));
+                out.push(format!("{} ({}, {when})", ch.scope, reason.describe()));
                 continue;
             }
         };
+        if ch.key.is_some() {
+            keys_taken.push((ch.id.as_str(), c.upstream_model.clone()));
+        }
         let attempt = Attempt { channel: c.channel, upstream_model: c.upstream_model };
         if ch.healthy {
             healthy.push((attempt, s.total, probe));
@@ -283,6 +329,82 @@ mod tests {
         let p = resolve(&t, "doubao-pro").unwrap();
         // Equal scores: channel priority decides (doubao is 1, b is 2).
         assert_eq!(ids(&t, &p), [("doubao".into(), "ep-1".into()), ("b".into(), "doubao-pro".into())]);
+    }
+
+    fn keyed(id: &str, priority: i32, keys: &[&str], rotation: crate::table::KeyRotation) -> crate::table::ChannelDoc {
+        let mut c = channel(id, priority, &["m"]);
+        c.keys = keys
+            .iter()
+            .map(|k| crate::table::KeyDoc {
+                id: (*k).into(),
+                auth_value: format!("Bearer secret-{k}"),
+                key_ok_ms: 0,
+                healthy: true,
+            })
+            .collect();
+        c.key_rotation = rotation;
+        c
+    }
+
+    fn scopes(t: &Table, p: &Plan) -> Vec<String> {
+        p.attempts.iter().map(|a| t.channel(a.channel).unwrap().scope.clone()).collect()
+    }
+
+    #[test]
+    fn keys_of_a_channel_rotate_or_fill_in_order_and_a_plan_holds_two_of_them() {
+        use crate::table::KeyRotation;
+        let t = Table::compile(
+            doc(vec![keyed("multi", 1, &["k1", "k2", "k3"], KeyRotation::RoundRobin), channel("other", 2, &["m"])]),
+            None,
+        )
+        .unwrap();
+        let perf = PerfMap::default();
+        let h = HealthMap::default();
+        let at = |rotation| {
+            let p = plan(&t, "m", Live { health: &h, perf: &perf, now_ms: 1, rotation, token: None }).unwrap();
+            scopes(&t, &p.plan)
+        };
+        assert_eq!(at(0), ["multi/k1", "multi/k2", "other"]);
+        assert_eq!(at(1), ["multi/k2", "multi/k3", "other"]);
+        assert_eq!(at(2), ["multi/k3", "multi/k1", "other"]);
+        // Each key carries its own secret; the channel is still the channel.
+        let (_, k2) = t.channel_by_scope("multi/k2").unwrap();
+        assert_eq!(
+            (k2.id.as_str(), k2.key.as_deref(), k2.auth_value.as_str()),
+            ("multi", Some("k2"), "Bearer secret-k2")
+        );
+        assert!(!format!("{k2:?}").contains("secret"));
+
+        let t = Table::compile(doc(vec![keyed("multi", 1, &["k1", "k2"], KeyRotation::FillFirst)]), None).unwrap();
+        let first = |h: &HealthMap, rotation| {
+            let p = plan(&t, "m", Live { health: h, perf: &perf, now_ms: 1_000, rotation, token: None }).unwrap();
+            scopes(&t, &p.plan)
+        };
+        assert_eq!(first(&h, 0), ["multi/k1", "multi/k2"]);
+        assert_eq!(first(&h, 1), ["multi/k1", "multi/k2"]);
+        // A revoked key is out on its own: the channel serves with the other.
+        let mut h = HealthMap::default();
+        h.record("multi/k1", "m", 1_000, Some(crate::health::ErrorClass::KeyInvalid), None, &Default::default());
+        assert_eq!(first(&h, 0), ["multi/k2"]);
+    }
+
+    #[test]
+    fn each_key_has_its_own_request_limit() {
+        use crate::table::{KeyRotation, LimitsDoc};
+        let limits = LimitsDoc { requests_per_window: 1, window_ms: 60_000, ..Default::default() };
+        let mut c = keyed("free", 1, &["a", "b"], KeyRotation::FillFirst);
+        c.limits = Some(limits);
+        let t = Table::compile(doc(vec![c, channel("paid", 2, &["m"])]), None).unwrap();
+        let perf = PerfMap::default();
+        let mut h = HealthMap::default();
+        let mut served = Vec::new();
+        for now in [1, 2, 3] {
+            let p = plan(&t, "m", Live { health: &h, perf: &perf, now_ms: now, rotation: now, token: None }).unwrap();
+            let first = scopes(&t, &p.plan)[0].clone();
+            h.count_request(&first, &limits, now);
+            served.push(first);
+        }
+        assert_eq!(served, ["free/a", "free/b", "paid"]);
     }
 
     #[test]

@@ -347,6 +347,7 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                     entry.map(|e| e.tags.iter().map(|&t| table.tag_name(t)).collect()).unwrap_or_default();
                 candidates.push(serde_json::json!({
                     "channel": ch.id,
+                    "key": ch.key,
                     "provider": ch.provider,
                     "model": c.upstream_model,
                     "priority": ch.priority,

@@ -222,6 +222,49 @@ pub struct ChannelDoc {
     pub pricing_policies: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsDoc>,
+    /// A channel with several keys: each is attempted on its own, with its own
+    /// health and limits (kept under `<channel>/<key id>`), and `auth_value` is
+    /// unused. In the order `fill_first` uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyDoc>,
+    /// How requests spread over `keys`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub key_rotation: KeyRotation,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// One of a channel's keys. `auth_value` is a provider secret, redacted from `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyDoc {
+    /// Shown wherever the key would be (records, status, explain): never the key.
+    pub id: String,
+    pub auth_value: String,
+    /// When the control plane last saw this key accepted (0: not yet).
+    #[serde(default)]
+    pub key_ok_ms: u64,
+    /// False when the control plane found this key rejected: a last resort.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+}
+
+impl fmt::Debug for KeyDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyDoc").field("id", &self.id).finish()
+    }
+}
+
+/// How a channel with several keys spreads its requests over them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRotation {
+    /// Each request leads with the next key.
+    #[default]
+    RoundRobin,
+    /// The first key that is in until its limits or health take it out, then the next.
+    FillFirst,
 }
 
 /// Request limits a provider puts on this channel's key (a free tier). The
@@ -288,10 +331,21 @@ pub struct ModelDoc {
     pub cache_write_price: Option<f64>,
 }
 
-/// A channel that can receive attempts. Index into [`Table::channels`] is its handle.
+/// A channel that can receive attempts: one per channel, or one per key of a
+/// channel with several. Index into [`Table::channels`] is its handle.
 #[derive(Clone, PartialEq)]
 pub struct Channel {
+    /// The channel's id (records, stats, token rules and queries name it).
     pub id: String,
+    /// What health, limits and speed are kept under and attempts are named by:
+    /// the channel id, or `<channel>/<key id>` for one of several keys.
+    pub scope: String,
+    /// The key's id, for a channel with several keys.
+    pub key: Option<String>,
+    /// The key's place in the channel's list, and whether the channel fills its
+    /// keys in that order (rather than rotating over them).
+    pub key_index: u32,
+    pub fill_first: bool,
     pub name: String,
     pub provider: String,
     pub cluster: String,
@@ -321,7 +375,7 @@ impl Channel {
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel").field("id", &self.id).field("cluster", &self.cluster).finish()
+        f.debug_struct("Channel").field("scope", &self.scope).field("cluster", &self.cluster).finish()
     }
 }
 
@@ -404,6 +458,8 @@ pub struct Table {
     pub tokens: Vec<ClientToken>,
     /// Some channel has request limits (its counts must be fresh when planning).
     pub limited: bool,
+    /// Some channel has several keys (its plans order them, see `plan`).
+    pub multi_key: bool,
     pub usage: UsageDoc,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
@@ -489,6 +545,17 @@ impl Table {
             if !c.path_prefix.is_empty() && !c.path_prefix.starts_with('/') {
                 return Err(TableError(format!("{at}: path_prefix must start with '/'")));
             }
+            let mut key_ids = HashSet::new();
+            for k in &c.keys {
+                if !valid_channel_id(&k.id) || !key_ids.insert(k.id.as_str()) {
+                    return Err(TableError(format!(
+                        "{at}: key ids must be unique, 1-64 characters of A-Z a-z 0-9 _ -"
+                    )));
+                }
+                if !header_safe(&k.auth_value) {
+                    return Err(TableError(format!("{at}: key {} has characters not allowed in a header", k.id)));
+                }
+            }
         }
 
         // Preference order among channels: priority, then the order of the document.
@@ -503,14 +570,23 @@ impl Table {
         let mut alias_cores: Vec<(String, u32)> = Vec::new();
         let mut entries: Vec<ModelEntry> = Vec::new();
         let mut by_alias: HashMap<String, Vec<Candidate>> = HashMap::default();
-        for &i in &order {
+        // One unit per channel, or per key of a channel with several; a channel's
+        // keys stay together in its place.
+        let units = order.iter().flat_map(|&i| {
+            let keys = doc.channels[i].keys.len();
+            (0..keys.max(1)).map(move |k| (i, (keys > 0).then_some(k)))
+        });
+        for (i, key) in units {
             let c = &doc.channels[i];
             if let Some(known) = known_clusters {
                 if !known.contains(&c.cluster) {
-                    skipped_channels.push(c.id.clone());
+                    if key.is_none_or(|k| k == 0) {
+                        skipped_channels.push(c.id.clone());
+                    }
                     continue;
                 }
             }
+            let key = key.and_then(|k| c.keys.get(k).map(|doc| (k, doc)));
             let handle = u32::try_from(channels.len()).map_err(|_| TableError("too many channels".into()))?;
             let channel_tags: Vec<String> =
                 c.tags.iter().map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
@@ -573,21 +649,29 @@ impl Table {
                     .or_default()
                     .push(Candidate { channel: handle, upstream_model: upstream.clone() });
             }
-            channel_index.insert(c.id.clone(), handle);
+            let scope = match key {
+                Some((_, k)) => format!("{}/{}", c.id, k.id),
+                None => c.id.clone(),
+            };
+            channel_index.insert(scope.clone(), handle);
             channels.push(Channel {
                 id: c.id.clone(),
+                scope,
+                key: key.map(|(_, k)| k.id.clone()),
+                key_index: key.map_or(0, |(n, _)| n as u32),
+                fill_first: c.key_rotation == KeyRotation::FillFirst,
                 name: c.name.clone(),
                 provider: c.provider.clone(),
                 cluster: c.cluster.clone(),
                 authority: c.authority.clone(),
                 path_prefix: c.path_prefix.trim_end_matches('/').to_string(),
                 auth_header: c.auth_header.to_ascii_lowercase(),
-                auth_value: c.auth_value.clone(),
+                auth_value: key.map_or_else(|| c.auth_value.clone(), |(_, k)| k.auth_value.clone()),
                 tags: channel_tags,
                 priority: c.priority,
                 weight: c.weight.max(1),
-                healthy: c.healthy,
-                key_ok_ms: c.key_ok_ms,
+                healthy: c.healthy && key.is_none_or(|(_, k)| k.healthy),
+                key_ok_ms: key.map_or(c.key_ok_ms, |(_, k)| k.key_ok_ms),
                 limits: c.limits,
             });
         }
@@ -643,6 +727,7 @@ impl Table {
             auth: doc.auth,
             tokens: Vec::new(),
             limited: channels.iter().any(|c| c.limits.is_some()),
+            multi_key: channels.iter().any(|c| c.key.is_some()),
             channels,
             channel_index,
             entries,
@@ -726,9 +811,10 @@ impl Table {
         explicit.sort_by_key(|m| m.priority);
         let mut out: Vec<Candidate> = Vec::new();
         for m in explicit {
-            // A member on a channel this Envoy does not route to is skipped, not fatal.
-            if let Some((handle, _)) = self.channel_by_id(&m.channel) {
-                out.push(Candidate { channel: handle, upstream_model: m.model.clone() });
+            // A member on a channel this Envoy does not route to is skipped, not
+            // fatal; a channel with several keys gives a candidate per key.
+            for (handle, _) in self.channels.iter().enumerate().filter(|(_, c)| c.id == m.channel) {
+                out.push(Candidate { channel: handle as u32, upstream_model: m.model.clone() });
             }
         }
         let mut entries = Vec::new();
@@ -781,8 +867,9 @@ impl Table {
         self.channels.get(handle as usize)
     }
 
-    pub fn channel_by_id(&self, id: &str) -> Option<(u32, &Channel)> {
-        let handle = *self.channel_index.get(id)?;
+    /// A channel by its scope: its id, or `<channel>/<key id>` for one of several keys.
+    pub fn channel_by_scope(&self, scope: &str) -> Option<(u32, &Channel)> {
+        let handle = *self.channel_index.get(scope)?;
         Some((handle, self.channel(handle)?))
     }
 
@@ -1011,6 +1098,8 @@ pub(crate) mod tests {
                 })
                 .collect(),
             aliases: BTreeMap::new(),
+            keys: vec![],
+            key_rotation: KeyRotation::default(),
             pricing_policies: vec![],
             limits: None,
         }

@@ -147,7 +147,7 @@ impl ControlPlane {
         let client = self.discovery_client();
         let mut started = 0;
         // Channels that discover, and channels with a key to check.
-        for c in self.config.channels.iter().filter(|c| c.enabled && (c.discover || !c.api_key.is_empty())) {
+        for c in self.config.channels.iter().filter(|c| c.enabled && (c.discover || !c.primary_key().is_empty())) {
             let fp = cache::fingerprint(c);
             let d = self.discovery.entry(c.id.clone()).or_default();
             if d.in_flight {
@@ -227,7 +227,7 @@ impl ControlPlane {
                 let m = models.get(&c.id);
                 let state = if !c.enabled {
                     "disabled"
-                } else if m.is_some_and(|m| m.key_rejected) {
+                } else if m.is_some_and(|m| m.key_rejected) && c.keys().is_empty() {
                     "key_rejected"
                 } else if m.is_some_and(|m| m.unreachable) {
                     "unreachable"
@@ -248,6 +248,12 @@ impl ControlPlane {
                         .map(|t| epoch_ms().saturating_sub(t.elapsed().as_millis() as u64)),
                     "last_error": d.and_then(|d| d.last_error.clone()),
                     "key_ok_ms": d.map(|d| d.key_ok_ms).filter(|&k| k > 0),
+                    "key_rotation": (!c.keys().is_empty()).then_some(c.key_rotation),
+                    // The key check uses the first key; the others show what Envoy saw.
+                    "keys": c.keys().into_iter().enumerate().map(|(n, (id, _))| serde_json::json!({
+                        "id": id,
+                        "key_rejected": n == 0 && m.is_some_and(|m| m.key_rejected),
+                    })).collect::<Vec<_>>(),
                     "pricing_policies": self.policies.get(&c.id).map(|p| p.names.clone()).unwrap_or_default(),
                     "price_multiplier": self.policies.get(&c.id).map_or(1.0, |p| p.multiplier),
                     "limits": c.limits.as_ref().map(|l| serde_json::json!({

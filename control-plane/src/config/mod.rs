@@ -79,6 +79,9 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             continue;
         }
         subst(&mut c.api_key, format!("channels[{i}].api_key"))?;
+        for (k, key) in c.api_keys.iter_mut().enumerate() {
+            subst(&mut key.key, format!("channels[{i}].api_keys[{k}]"))?;
+        }
         subst(&mut c.base_url, format!("channels[{i}].base_url"))?;
     }
     validate::validate(&mut config).map_err(|(path, message)| err(path, message))?;
@@ -208,6 +211,32 @@ mod tests {
         for bad in ["api.x.com/v1", "http://", "http://h:99999", "http://h/v1?x=1", "http://user@h"] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn several_keys_get_ids_and_stay_secret() {
+        let c = load_str(
+            "channels:\n  - id: groq\n    provider: groq\n    api_key: ${GROQ_KEY}\n    key_rotation: fill_first\n    api_keys:\n      - sk-two\n      - {id: third, key: sk-three}\n",
+        )
+        .unwrap();
+        let ch = &c.channels[0];
+        let ids: Vec<String> = ch.keys().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids[0], crate::config::types::key_id("gsk-secret"));
+        assert!(ids[0].starts_with("key-") && ids[0].len() == 12);
+        assert_eq!(ids[2], "third");
+        assert_eq!(ch.primary_key(), "gsk-secret");
+        assert_eq!(ch.key_rotation, router_core::table::KeyRotation::FillFirst);
+        assert!(!format!("{c:?}").contains("sk-t"));
+        // One key is a channel as before; the same key twice is refused.
+        let one = load_str("channels:\n  - id: a\n    provider: groq\n    api_keys: [sk-1]\n").unwrap();
+        assert!(one.channels[0].keys().is_empty());
+        assert_eq!(one.channels[0].primary_key(), "sk-1");
+        let e = load_str("channels:\n  - id: a\n    provider: groq\n    api_key: sk-1\n    api_keys: [sk-1]\n")
+            .unwrap_err();
+        assert!(e.path.ends_with("api_keys") && e.message.contains("twice"), "{e:?}");
+        let e =
+            load_str("channels:\n  - id: a\n    provider: groq\n    api_keys: [{id: 'bad id', key: k}]\n").unwrap_err();
+        assert!(e.path.ends_with("api_keys[0].id"), "{e:?}");
     }
 
     #[test]

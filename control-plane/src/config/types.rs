@@ -359,6 +359,13 @@ pub struct ChannelConfig {
     /// The provider key; `${ENV_VAR}` reads it from the environment.
     #[serde(default)]
     pub api_key: String,
+    /// More keys of the same account (after `api_key`, if set): each is tried,
+    /// limited and taken out on its own.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
+    /// How requests spread over several keys: `round_robin` or `fill_first`.
+    #[serde(default)]
+    pub key_rotation: router_core::table::KeyRotation,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
@@ -389,6 +396,77 @@ pub struct ChannelConfig {
     /// The provider's request limits on this channel's key (a free tier).
     #[serde(default)]
     pub limits: Option<LimitsConfig>,
+}
+
+/// One of a channel's keys: the key (a string, usually `${ENV}`), or
+/// `{id, key}` to name it (else it is named `key-` and 8 hex digits of its SHA-256).
+#[derive(Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub key: String,
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Named {
+            id: String,
+            key: String,
+        }
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ApiKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key, or {id, key}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ApiKey, E> {
+                Ok(ApiKey { id: String::new(), key: v.to_string() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ApiKey, A::Error> {
+                Named::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|n| ApiKey { id: n.id, key: n.key })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey").field("id", &self.id).finish()
+    }
+}
+
+impl ChannelConfig {
+    /// The key discovery and key checks use: `api_key`, else the first of `api_keys`.
+    pub fn primary_key(&self) -> &str {
+        if self.api_key.is_empty() {
+            self.api_keys.first().map_or("", |k| k.key.as_str())
+        } else {
+            &self.api_key
+        }
+    }
+
+    /// Every key with its id (`api_key` first), when there are several.
+    pub fn keys(&self) -> Vec<(String, &str)> {
+        let mut all: Vec<(String, &str)> = Vec::with_capacity(1 + self.api_keys.len());
+        if !self.api_key.is_empty() {
+            all.push((key_id(&self.api_key), &self.api_key));
+        }
+        all.extend(
+            self.api_keys.iter().map(|k| (if k.id.is_empty() { key_id(&k.key) } else { k.id.clone() }, k.key.as_str())),
+        );
+        if all.len() < 2 {
+            all.clear();
+        }
+        all
+    }
+}
+
+/// A key's name where none is given: a fingerprint that does not reveal it.
+pub fn key_id(key: &str) -> String {
+    format!("key-{}", crate::secrets::digest(key.as_bytes()).get(..8).unwrap_or_default())
 }
 
 /// Request limits the router keeps to, so a free tier is used to its last

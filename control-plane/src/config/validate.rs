@@ -185,6 +185,18 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
         if ch.api_key.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
             return e(&format!("{at}.api_key"), "must be printable ASCII".into());
         }
+        for (k, key) in ch.api_keys.iter().enumerate() {
+            if key.key.is_empty() || key.key.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+                return e(&format!("{at}.api_keys[{k}]"), "must be a non-empty key of printable ASCII".into());
+            }
+            if !key.id.is_empty() && !router_core::table::valid_channel_id(&key.id) {
+                return e(&format!("{at}.api_keys[{k}].id"), "must be 1-64 characters of A-Z a-z 0-9 _ -".into());
+            }
+        }
+        let ids: Vec<String> = ch.keys().into_iter().map(|(id, _)| id).collect();
+        if let Some(dup) = ids.iter().enumerate().find(|(n, id)| ids[..*n].contains(id)).map(|(_, id)| id) {
+            return e(&format!("{at}.api_keys"), format!("key id \"{dup}\" appears twice (the same key twice?)"));
+        }
         if ch.name.is_empty() {
             ch.name = ch.id.clone();
         }

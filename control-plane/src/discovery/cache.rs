@@ -13,7 +13,7 @@ use crate::config::{ChannelConfig, Config};
 /// What a discovery result depends on: the channel's URL and key, hashed
 /// one way (the key itself is never written to the cache).
 pub fn fingerprint(c: &ChannelConfig) -> String {
-    crate::secrets::digest(format!("{}\n{}", c.base_url, c.api_key).as_bytes())
+    crate::secrets::digest(format!("{}\n{}", c.base_url, c.primary_key()).as_bytes())
 }
 
 #[derive(Serialize, Deserialize)]

@@ -155,8 +155,8 @@ impl Client {
             });
         }
         let mut request = self.agent.get(&url);
-        if !channel.api_key.is_empty() {
-            request = request.header("authorization", &format!("Bearer {}", channel.api_key));
+        if !channel.primary_key().is_empty() {
+            request = request.header("authorization", &format!("Bearer {}", channel.primary_key()));
         }
         let mut response = request.call().map_err(|e| DiscoveryError {
             message: format!("GET {url}: {e}"),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use router_core::groups::{GroupDoc, GroupFilters, GroupMember};
-use router_core::table::{AuthDoc, ChannelDoc, ModelDoc, RoutingDoc, TableDoc, SCHEMA};
+use router_core::table::{AuthDoc, ChannelDoc, KeyDoc, ModelDoc, RoutingDoc, TableDoc, SCHEMA};
 
 use crate::config::{parse_base_url, ChannelConfig, Config};
 
@@ -105,13 +105,18 @@ pub fn build_with(
                 cluster: cluster_name(&c.id),
                 authority: up.authority,
                 path_prefix: up.path_prefix,
-                auth_header: if c.api_key.is_empty() { String::new() } else { "authorization".into() },
-                auth_value: if c.api_key.is_empty() { String::new() } else { format!("Bearer {}", c.api_key) },
+                auth_header: if c.primary_key().is_empty() { String::new() } else { "authorization".into() },
+                auth_value: if c.primary_key().is_empty() {
+                    String::new()
+                } else {
+                    format!("Bearer {}", c.primary_key())
+                },
                 tags: c.tags.clone(),
                 priority: c.priority,
                 weight: c.weight.round().max(1.0) as u32,
-                // A rejected key or a failed health check makes the channel a last resort.
-                healthy: !list.key_rejected && !list.unreachable,
+                // A rejected key or a failed health check makes the channel a last
+                // resort (with several keys, only the rejected one is).
+                healthy: !(list.key_rejected && c.keys().is_empty()) && !list.unreachable,
                 key_ok_ms: list.key_ok_ms,
                 models: priced(c, list.models, policies.get(&c.id).map_or(1.0, |p| p.multiplier)),
                 aliases: c.model_aliases.clone(),
@@ -121,6 +126,19 @@ pub fn build_with(
                     doc.day_start_ms = day_starts.get(&c.id).copied().unwrap_or(0);
                     doc
                 }),
+                // Discovery checks the first key; the others prove themselves on use.
+                keys: c
+                    .keys()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, (id, key))| KeyDoc {
+                        id,
+                        auth_value: format!("Bearer {key}"),
+                        key_ok_ms: if n == 0 { list.key_ok_ms } else { 0 },
+                        healthy: n > 0 || !list.key_rejected,
+                    })
+                    .collect(),
+                key_rotation: c.key_rotation,
             })
         })
         .collect();

@@ -162,9 +162,9 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
             // A free tier's requests are counted as they are sent, in state every
             // worker shares, so the plan leaves the channel out at its limit.
             let now = shared.now_ms();
-            shared.update_health(|h| h.count_request(&rw.channel.id, &limits, now));
+            shared.update_health(|h| h.count_request(&rw.channel.scope, &limits, now));
         }
-        self.started_ms = live::should_time(shared, &rw.channel.id, &rw.model).then(|| shared.now_ms());
+        self.started_ms = live::should_time(shared, &rw.channel.scope, &rw.model).then(|| shared.now_ms());
         self.request_id = request_id;
         self.target = Some((rw.channel_handle, rw.model));
         self.edits = rw.edits;
@@ -214,7 +214,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         let retry_after =
             if status == 429 { flow::retry_after_ms(host.response_header("retry-after").as_deref()) } else { None };
         let shared = host.shared();
-        live::record_health(shared, &channel.id, model, class, retry_after, &table.routing.health);
+        live::record_health(shared, &channel.scope, model, class, retry_after, &table.routing.health);
         if class.is_none() && channel.limits.is_some_and(|l| l.provider_headers) {
             // The provider says this was the window's last request: rest until
             // its reset rather than meet its 429.
@@ -224,7 +224,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
                 let rest = Some(reset.unwrap_or(table.routing.health.rate_limit_ms));
                 live::record_health(
                     host.shared(),
-                    &channel.id,
+                    &channel.scope,
                     model,
                     Some(crate::health::ErrorClass::RateLimited),
                     rest,
@@ -234,7 +234,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         }
         if crate::score::counts_for_speed(class) {
             let ttfb = self.started_ms.map(|t| shared.now_ms().saturating_sub(t) as f64);
-            shared.add_perf(&channel.id, model, class.is_none(), ttfb);
+            shared.add_perf(&channel.scope, model, class.is_none(), ttfb);
         }
         if !(200..300).contains(&status) || self.unaccounted {
             return Step::Continue;
@@ -354,7 +354,7 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         }
         if let (Some((handle, model)), Some(table)) = (&self.target, &self.table) {
             if let Some(channel) = table.channel(*handle) {
-                live::unanswered(self.request_id, &channel.id, model);
+                live::unanswered(self.request_id, &channel.scope, model);
             }
         }
     }
