@@ -84,6 +84,7 @@ pub fn synthetic(channels: usize, models_per_channel: usize, catalogue: usize) -
         channels,
         groups: vec![],
         usage: Default::default(),
+        budgets: vec![],
     }
 }
 

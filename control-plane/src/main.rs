@@ -1,7 +1,9 @@
 //! `smart-router`: the control plane of Smart AI Router. This file is wiring:
 //! the command line, logging, and the command.
 
+mod alerts;
 mod api;
+mod budgets;
 mod cli;
 mod commands;
 mod config;

@@ -48,6 +48,11 @@ impl RouterError {
         Self::new(403, "permission_error", "model_not_allowed", message)
     }
 
+    /// A budget is spent and this request could only be served by paying.
+    pub fn budget_exceeded(message: impl Into<String>) -> Self {
+        Self::new(429, "insufficient_quota", "budget_exceeded", message)
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             413,

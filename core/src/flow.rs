@@ -165,6 +165,8 @@ pub struct Routed<T> {
     pub retries: usize,
     /// Half-open probes this request carries: (channel id, model).
     pub probes: Vec<(String, String)>,
+    /// What the request holds against budgets until it ends.
+    pub reserved: plan::Reservation,
     pub decision: Decision<T>,
 }
 
@@ -198,8 +200,9 @@ pub fn route_body<T: Deref<Target = Table>>(
             crate::error::ascii_safe(&head.model, 200)
         )));
     }
-    let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation, token })?;
-    let plan::Planned { plan, probes, strategy, scores } = planned;
+    let size = plan::RequestSize::of(body.len(), head.max_tokens, table.usage.reserve_output_tokens);
+    let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation, token, size })?;
+    let plan::Planned { plan, probes, strategy, scores, reserved } = planned;
     let probes = probes
         .iter()
         .filter_map(|&i| plan.attempts.get(i))
@@ -248,6 +251,7 @@ pub fn route_body<T: Deref<Target = Table>>(
         request_id: rotation,
         retries,
         probes,
+        reserved,
         decision: Decision {
             table,
             requested: head.model,

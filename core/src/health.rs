@@ -259,6 +259,18 @@ pub struct HealthMap {
     pub entries: BTreeMap<String, Health>,
     /// Requests sent to each channel that has limits, in its current window and day.
     pub windows: BTreeMap<String, Window>,
+    /// What this Envoy spent and holds in reserve against each budget.
+    pub spend: BTreeMap<String, Spend>,
+}
+
+/// One budget's spending on this Envoy since the control plane's last sum
+/// (`as_of_ms`): settled costs of requests that ended, and the reservations of
+/// requests still in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spend {
+    pub as_of_ms: u64,
+    pub settled_pico: u64,
+    pub reserved_pico: u64,
 }
 
 /// A limited channel's counts: requests in the window that began at
@@ -309,7 +321,42 @@ pub fn with_model_key<R>(channel: &str, model: &str, f: impl FnOnce(&str) -> R) 
 impl HealthMap {
     /// Nothing recorded: no channel failing, none limited.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.windows.is_empty()
+        self.entries.is_empty() && self.windows.is_empty() && self.spend.is_empty()
+    }
+
+    /// What `budget` has spent and holds in reserve: the control plane's sum,
+    /// what ended here since, and what is in flight here.
+    pub fn committed(&self, budget: &crate::table::BudgetDoc) -> u64 {
+        let Some(s) = self.spend.get(&budget.id) else { return budget.spent_pico };
+        let settled = if s.as_of_ms == budget.as_of_ms { s.settled_pico } else { 0 };
+        budget.spent_pico.saturating_add(settled).saturating_add(s.reserved_pico)
+    }
+
+    /// Hold `pico` against `budget` for a request in flight. Always a change.
+    pub fn reserve(&mut self, budget: &crate::table::BudgetDoc, pico: u64) -> bool {
+        let s = self.spend_of(budget);
+        s.reserved_pico = s.reserved_pico.saturating_add(pico);
+        true
+    }
+
+    /// A request ended: release its reservation of `reserved` and count what
+    /// it cost. Always a change.
+    pub fn settle(&mut self, budget: &crate::table::BudgetDoc, reserved: u64, cost: u64) -> bool {
+        let s = self.spend_of(budget);
+        s.reserved_pico = s.reserved_pico.saturating_sub(reserved);
+        s.settled_pico = s.settled_pico.saturating_add(cost);
+        true
+    }
+
+    /// The budget's entry, started afresh when the control plane summed again
+    /// (its sum now holds what ended here before).
+    fn spend_of(&mut self, budget: &crate::table::BudgetDoc) -> &mut Spend {
+        let s = self.spend.entry(budget.id.clone()).or_default();
+        if s.as_of_ms != budget.as_of_ms {
+            s.as_of_ms = budget.as_of_ms;
+            s.settled_pico = 0;
+        }
+        s
     }
 
     /// Whether `channel` is at one of `limits` at `now`.
@@ -451,6 +498,9 @@ impl HealthMap {
         for (channel, w) in &self.windows {
             s.push_str(&format!("w {} {} {} {} {channel}\n", w.start_ms, w.count, w.day_start_ms, w.day_count));
         }
+        for (budget, b) in &self.spend {
+            s.push_str(&format!("b {} {} {} {budget}\n", b.as_of_ms, b.settled_pico, b.reserved_pico));
+        }
         s
     }
 
@@ -462,6 +512,17 @@ impl HealthMap {
             return map;
         }
         for line in lines {
+            if let Some(rest) = line.strip_prefix("b ") {
+                let mut parts = rest.splitn(4, ' ');
+                let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok());
+                let (Some(as_of_ms), Some(settled_pico), Some(reserved_pico)) = (num(), num(), num()) else {
+                    continue;
+                };
+                if let Some(budget) = parts.next() {
+                    map.spend.insert(budget.to_string(), Spend { as_of_ms, settled_pico, reserved_pico });
+                }
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("w ") {
                 let mut parts = rest.splitn(5, ' ');
                 let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok());

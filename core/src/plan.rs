@@ -32,7 +32,35 @@ pub struct Live<'a> {
     pub rotation: u64,
     /// The client token, when tokens are required: a plan holds only what it may use.
     pub token: Option<&'a ClientToken>,
+    /// What the request may cost, for budgets.
+    pub size: RequestSize,
 }
+
+/// The tokens a request is expected to use at most: its prompt (estimated from
+/// its size) and the answer it allows (`max_tokens`, else the table's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestSize {
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl RequestSize {
+    /// About four bytes of JSON per token.
+    pub fn of(body_len: usize, max_tokens: Option<u64>, default_output: u64) -> Self {
+        Self { prompt_tokens: (body_len as u64).div_ceil(4), output_tokens: max_tokens.unwrap_or(default_output) }
+    }
+
+    fn usage(self) -> crate::usage::Usage {
+        crate::usage::Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.output_tokens,
+            ..Default::default()
+        }
+    }
+}
+
+/// What the plan holds against budgets: (index in `Table::budgets`, picodollars).
+pub type Reservation = Vec<(usize, u64)>;
 
 /// A plan with what the filter reports about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +72,8 @@ pub struct Planned {
     pub strategy: Cow<'static, str>,
     /// Each attempt's score.
     pub scores: Vec<f64>,
+    /// The most any attempt may cost, held against each budget covering it.
+    pub reserved: Reservation,
 }
 
 /// How many candidates are scored: enough for any plan and its replacements.
@@ -180,7 +210,14 @@ pub fn first_choice(table: &Table, requested: &str, strategy: &Strategy) -> Opti
 /// Resolve the requested name (see [`crate::resolve`]) in preference order, with
 /// no live data: what `explain` and tests use.
 pub fn resolve(table: &Table, requested: &str) -> Result<Plan, RouterError> {
-    let live = Live { health: &HealthMap::default(), perf: &PerfMap::default(), now_ms: 0, rotation: 0, token: None };
+    let live = Live {
+        health: &HealthMap::default(),
+        perf: &PerfMap::default(),
+        now_ms: 0,
+        rotation: 0,
+        token: None,
+        size: RequestSize::default(),
+    };
     plan(table, requested, live).map(|p| p.plan)
 }
 
@@ -234,6 +271,8 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let mut down: Vec<(Attempt, f64, bool)> = Vec::new();
     let mut out: Vec<String> = Vec::new();
     let mut denied = 0usize;
+    // A budget that left a candidate out: a plan left with nothing is refused as over budget.
+    let mut over_budget: Option<&crate::table::BudgetDoc> = None;
     // Keys of one channel admitted for this model (see `KEYS_PER_PLAN`).
     let mut keys_taken: Vec<(&str, String)> = Vec::new();
     for RankedCandidate { candidate: c, score: s, .. } in ranked.candidates {
@@ -246,6 +285,23 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
         if live.token.is_some_and(|t| !t.may_use(table, c.channel, &c.upstream_model)) {
             denied += 1;
             continue;
+        }
+        if !table.budgets.is_empty() {
+            let estimate = table.entry_for(&c).and_then(|e| e.price).map(|p| p.cost(&live.size.usage()));
+            let spent = table.budgets.iter().enumerate().find(|(_, b)| {
+                // What costs nothing passes a spent budget unless it refuses everything.
+                b.covers(&ch.id, requested, live.token.map(|t| t.id.as_str()))
+                    && (b.refuse || estimate != Some(0))
+                    && !fits(b, live.health.committed(b), estimate)
+            });
+            if let Some((_, b)) = spent {
+                if b.refuse {
+                    return Err(budget_error(b, requested, live.now_ms));
+                }
+                over_budget = Some(b);
+                out.push(format!("{} (budget {} spent)", ch.scope, b.id));
+                continue;
+            }
         }
         if let Some(until) = ch.limits.as_ref().and_then(|l| live.health.limited(&ch.scope, l, live.now_ms)) {
             let when = match until {
@@ -286,6 +342,9 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
         )));
     }
     if healthy.is_empty() && down.is_empty() {
+        if let Some(b) = over_budget {
+            return Err(budget_error(b, requested, live.now_ms));
+        }
         return Err(RouterError::unavailable(
             "all_channels_unavailable",
             format!("every channel for model \"{}\" is out: {}", ascii_safe(requested, 200), out.join(", ")),
@@ -293,6 +352,24 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     }
     healthy.append(&mut down);
     healthy.truncate(budget);
+    // One attempt answers, so each budget holds the most that any attempt it
+    // covers may cost (a free first choice with a paid fallback holds the fallback's).
+    let mut reserved: Reservation = Vec::new();
+    for (n, b) in table.budgets.iter().enumerate() {
+        let most = healthy
+            .iter()
+            .filter_map(|(a, _, _)| {
+                let ch = table.channel(a.channel)?;
+                b.covers(&ch.id, requested, live.token.map(|t| t.id.as_str())).then(|| {
+                    let c = Candidate { channel: a.channel, upstream_model: a.upstream_model.clone() };
+                    table.entry_for(&c).and_then(|e| e.price).map_or(0, |p| p.cost(&live.size.usage()))
+                })
+            })
+            .max();
+        if let Some(pico) = most {
+            reserved.push((n, pico));
+        }
+    }
     let probes = healthy.iter().enumerate().filter(|(_, a)| a.2).map(|(i, _)| i).collect();
     let scores = healthy.iter().map(|a| a.1).collect();
     let plan = Plan { attempts: healthy.into_iter().map(|a| a.0).collect() };
@@ -300,7 +377,27 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
         Some(builtin) => Cow::Borrowed(builtin.name.as_str()),
         None => Cow::Owned(ranked.strategy.name.clone()),
     };
-    Ok(Planned { plan, probes, strategy, scores })
+    Ok(Planned { plan, probes, strategy, scores, reserved })
+}
+
+/// Whether a request that may cost `estimate` fits what is left of `budget`
+/// (`committed` spent or held). One whose cost is unknown fits until the
+/// budget is spent.
+fn fits(budget: &crate::table::BudgetDoc, committed: u64, estimate: Option<u64>) -> bool {
+    committed < budget.limit_pico && committed.saturating_add(estimate.unwrap_or(0)) <= budget.limit_pico
+}
+
+fn budget_error(b: &crate::table::BudgetDoc, requested: &str, now_ms: u64) -> RouterError {
+    let minutes = b.resets_ms.saturating_sub(now_ms).div_ceil(60_000);
+    let scope = if b.refuse { "it refuses every request it covers" } else { "no free or local channel serves" };
+    RouterError::budget_exceeded(format!(
+        "budget {} (limit {} USD) is spent and {scope} \"{}\"; it resets in {}h{:02}m",
+        b.id,
+        crate::cost::usd_text(b.limit_pico),
+        ascii_safe(requested, 200),
+        minutes / 60,
+        minutes % 60
+    ))
 }
 
 #[cfg(test)]
@@ -361,7 +458,12 @@ mod tests {
         let perf = PerfMap::default();
         let h = HealthMap::default();
         let at = |rotation| {
-            let p = plan(&t, "m", Live { health: &h, perf: &perf, now_ms: 1, rotation, token: None }).unwrap();
+            let p = plan(
+                &t,
+                "m",
+                Live { health: &h, perf: &perf, now_ms: 1, rotation, token: None, size: RequestSize::default() },
+            )
+            .unwrap();
             scopes(&t, &p.plan)
         };
         assert_eq!(at(0), ["multi/k1", "multi/k2", "other"]);
@@ -377,7 +479,12 @@ mod tests {
 
         let t = Table::compile(doc(vec![keyed("multi", 1, &["k1", "k2"], KeyRotation::FillFirst)]), None).unwrap();
         let first = |h: &HealthMap, rotation| {
-            let p = plan(&t, "m", Live { health: h, perf: &perf, now_ms: 1_000, rotation, token: None }).unwrap();
+            let p = plan(
+                &t,
+                "m",
+                Live { health: h, perf: &perf, now_ms: 1_000, rotation, token: None, size: RequestSize::default() },
+            )
+            .unwrap();
             scopes(&t, &p.plan)
         };
         assert_eq!(first(&h, 0), ["multi/k1", "multi/k2"]);
@@ -399,12 +506,81 @@ mod tests {
         let mut h = HealthMap::default();
         let mut served = Vec::new();
         for now in [1, 2, 3] {
-            let p = plan(&t, "m", Live { health: &h, perf: &perf, now_ms: now, rotation: now, token: None }).unwrap();
+            let p = plan(
+                &t,
+                "m",
+                Live { health: &h, perf: &perf, now_ms: now, rotation: now, token: None, size: RequestSize::default() },
+            )
+            .unwrap();
             let first = scopes(&t, &p.plan)[0].clone();
             h.count_request(&first, &limits, now);
             served.push(first);
         }
         assert_eq!(served, ["free/a", "free/b", "paid"]);
+    }
+
+    fn live_at<'a>(health: &'a HealthMap, perf: &'a PerfMap, size: RequestSize) -> Live<'a> {
+        Live { health, perf, now_ms: 0, rotation: 0, token: None, size }
+    }
+
+    fn priced(id: &str, priority: i32, tags: &[&str], per_million: f64) -> crate::table::ChannelDoc {
+        let mut c = channel(id, priority, &["m"]);
+        c.tags = tags.iter().map(|t| t.to_string()).collect();
+        for m in &mut c.models {
+            m.input_price = Some(per_million);
+            m.output_price = Some(per_million);
+        }
+        c
+    }
+
+    #[test]
+    fn a_spent_budget_leaves_out_what_would_be_paid_and_holds_the_most_a_plan_may_cost() {
+        use crate::table::BudgetDoc;
+        let budget = BudgetDoc { id: "day".into(), limit_pico: 10_000_000_000, ..Default::default() };
+        let mut d = doc(vec![priced("free", 1, &["free"], 0.0), priced("paid", 2, &[], 1.0)]);
+        d.routing.max_retry_attempts = 2;
+        d.budgets = vec![budget.clone()];
+        let t = Table::compile(d, None).unwrap();
+        let perf = PerfMap::default();
+        // 4,000 prompt + 1,000 answer tokens at 1 USD per 1M: 0.005 USD.
+        let size = RequestSize { prompt_tokens: 4_000, output_tokens: 1_000 };
+        let mut h = HealthMap::default();
+        let p = plan(&t, "m", live_at(&h, &perf, size)).unwrap();
+        assert_eq!(ids(&t, &p.plan).len(), 2);
+        // The free first choice holds what its paid fallback may cost.
+        assert_eq!(p.reserved, [(0, 5_000_000_000)]);
+        h.reserve(&t.budgets[0], 5_000_000_000);
+        assert_eq!(ids(&t, &plan(&t, "m", live_at(&h, &perf, size)).unwrap().plan).len(), 2);
+        // Two requests in flight hold the whole budget: the third may not pay.
+        h.reserve(&t.budgets[0], 5_000_000_000);
+        let p = plan(&t, "m", live_at(&h, &perf, size)).unwrap();
+        assert_eq!(ids(&t, &p.plan), [("free".to_string(), "m".to_string())]);
+        assert_eq!(p.reserved, [(0, 0)]);
+        // They end: one cost 0.001 USD, one nothing; the control plane's sum
+        // then holds them, and what ended here before it is not counted twice.
+        h.settle(&t.budgets[0], 5_000_000_000, 1_000_000_000);
+        h.settle(&t.budgets[0], 5_000_000_000, 0);
+        assert_eq!(h.committed(&t.budgets[0]), 1_000_000_000);
+        let summed = BudgetDoc { spent_pico: 1_000_000_000, as_of_ms: 7, ..budget.clone() };
+        assert_eq!(h.committed(&summed), 1_000_000_000);
+        assert_eq!(HealthMap::decode(&h.encode()), h);
+
+        // Spent: a paid-only model is refused as over budget, not as unavailable.
+        let mut d = doc(vec![priced("paid", 2, &[], 1.0)]);
+        d.budgets = vec![BudgetDoc { spent_pico: 10_000_000_000, ..budget.clone() }];
+        let t = Table::compile(d, None).unwrap();
+        let e = plan(&t, "m", live_at(&HealthMap::default(), &perf, size)).unwrap_err();
+        assert_eq!((e.status, e.code), (429, "budget_exceeded"));
+        assert!(e.message.contains("budget day"), "{}", e.message);
+        // A refusing budget refuses what it covers, free or not; one on another
+        // channel does not touch this one.
+        let mut d = doc(vec![priced("free", 1, &["free"], 0.0)]);
+        d.budgets = vec![BudgetDoc { spent_pico: 10_000_000_000, refuse: true, ..budget.clone() }];
+        let t = Table::compile(d.clone(), None).unwrap();
+        assert_eq!(plan(&t, "m", live_at(&HealthMap::default(), &perf, size)).unwrap_err().status, 429);
+        d.budgets[0].channel = Some("elsewhere".into());
+        let t = Table::compile(d, None).unwrap();
+        assert!(plan(&t, "m", live_at(&HealthMap::default(), &perf, size)).is_ok());
     }
 
     #[test]
@@ -430,7 +606,12 @@ mod tests {
         let t = Table::compile(doc(vec![free, channel("paid", 2, &["m"])]), None).unwrap();
         let perf = PerfMap::default();
         let first = |h: &HealthMap, now_ms| {
-            let p = plan(&t, "m", Live { health: h, perf: &perf, now_ms, rotation: 0, token: None }).unwrap();
+            let p = plan(
+                &t,
+                "m",
+                Live { health: h, perf: &perf, now_ms, rotation: 0, token: None, size: RequestSize::default() },
+            )
+            .unwrap();
             ids(&t, &p.plan)[0].0.clone()
         };
         let mut h = HealthMap::default();
@@ -458,8 +639,12 @@ mod tests {
             None,
         )
         .unwrap();
-        let e =
-            plan(&only, "m", Live { health: &h, perf: &perf, now_ms: 9_000, rotation: 0, token: None }).unwrap_err();
+        let e = plan(
+            &only,
+            "m",
+            Live { health: &h, perf: &perf, now_ms: 9_000, rotation: 0, token: None, size: RequestSize::default() },
+        )
+        .unwrap_err();
         assert!(e.message.contains("free (at its request limit, until the provider's day resets)"), "{}", e.message);
     }
 
@@ -470,13 +655,15 @@ mod tests {
         let mut h = HealthMap::default();
         h.record("a", "m", 1_000, classify(429), Some(2_000), &Policy::default());
         let perf = PerfMap::default();
-        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None };
+        let live =
+            |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None, size: RequestSize::default() };
         let p = plan(&t, "m", live(1_500)).unwrap();
         assert_eq!(ids(&t, &p.plan), [("b".into(), "m".into())]);
         assert!(p.probes.is_empty());
         let mut h = h.clone();
         h.record("b", "m", 1_000, classify(401), None, &Policy::default());
-        let live = |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None };
+        let live =
+            |now_ms| Live { health: &h, perf: &perf, now_ms, rotation: 0, token: None, size: RequestSize::default() };
         let e = plan(&t, "m", live(1_500)).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(e.message.contains("a (rate limited, for 1.5 s)"), "{}", e.message);

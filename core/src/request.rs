@@ -25,6 +25,9 @@ pub struct ChatHead {
     pub stream_options_span: Option<(usize, usize)>,
     /// The client asked for the usage event itself (`stream_options.include_usage: true`).
     pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`, when the client set a whole
+    /// number (what budgets reserve for the answer).
+    pub max_tokens: Option<u64>,
 }
 
 /// Nesting deeper than this is refused (serde_json's own limit): the scanner
@@ -67,6 +70,7 @@ pub fn parse_chat_head(body: &[u8]) -> Result<ChatHead, RouterError> {
         object_start: fields.object_start,
         stream_options_span: fields.stream_options,
         include_usage,
+        max_tokens: fields.max_completion_tokens.or(fields.max_tokens),
     })
 }
 
@@ -91,6 +95,8 @@ struct Fields {
     stream: bool,
     object_start: usize,
     stream_options: Option<(usize, usize)>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
 }
 
 /// Scan the whole document, which must be one object, noting `model` and `stream`.
@@ -128,6 +134,15 @@ fn top_level(b: &[u8]) -> Result<Fields, Syntax> {
                 fields.stream_options = Some((value_start, value_end));
                 Ok(())
             }
+            // (The provider judges other values; a budget then reserves its default.)
+            Key::MaxTokens => {
+                fields.max_tokens = whole_number(value);
+                Ok(())
+            }
+            Key::MaxCompletionTokens => {
+                fields.max_completion_tokens = whole_number(value);
+                Ok(())
+            }
             Key::Other => Ok(()),
         }
     })?;
@@ -145,7 +160,17 @@ enum Key {
     Model,
     Stream,
     StreamOptions,
+    MaxTokens,
+    MaxCompletionTokens,
     Other,
+}
+
+/// A JSON number that is a whole number of at most 12 digits.
+fn whole_number(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 12 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    raw.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// Which field a key (a scanned JSON string, quotes included) names; a key
@@ -162,6 +187,8 @@ fn key_name(raw: &[u8]) -> Key {
         b"model" => Key::Model,
         b"stream" => Key::Stream,
         b"stream_options" => Key::StreamOptions,
+        b"max_tokens" => Key::MaxTokens,
+        b"max_completion_tokens" => Key::MaxCompletionTokens,
         _ => Key::Other,
     }
 }

@@ -36,6 +36,46 @@ pub struct TableDoc {
     pub groups: Vec<GroupDoc>,
     #[serde(default)]
     pub usage: UsageDoc,
+    /// Spending limits, each with what the control plane has recorded against it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetDoc>,
+}
+
+/// A spending limit in the current period (the control plane moves periods).
+/// The filter adds what its own Envoy spent and reserved since `as_of_ms` to
+/// `spent_pico`, so requests in flight and those not yet reported count too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct BudgetDoc {
+    pub id: String,
+    /// What it covers: everything, or the one channel, group (by the name a
+    /// client asks for) or client token (by id) named here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Picodollars (1e-12 USD).
+    pub limit_pico: u64,
+    pub spent_pico: u64,
+    /// When the control plane summed `spent_pico` (records reported by then).
+    pub as_of_ms: u64,
+    /// When the period ends (for the error's message).
+    pub resets_ms: u64,
+    /// Spent: refuse every request it covers (429), rather than serve what is
+    /// free or local and refuse only what would be paid.
+    pub refuse: bool,
+}
+
+impl BudgetDoc {
+    /// Whether this budget covers an attempt on `channel` for a request that
+    /// asked for `requested` with `token`.
+    pub fn covers(&self, channel: &str, requested: &str, token: Option<&str>) -> bool {
+        self.channel.as_deref().is_none_or(|c| c == channel)
+            && self.group.as_deref().is_none_or(|g| g.eq_ignore_ascii_case(requested))
+            && self.token.as_deref().is_none_or(|t| Some(t) == token)
+    }
 }
 
 /// Usage accounting: a record per chat request, tokens and cost read from
@@ -44,11 +84,13 @@ pub struct TableDoc {
 #[serde(default)]
 pub struct UsageDoc {
     pub enabled: bool,
+    /// Output tokens a request that sets no `max_tokens` reserves against budgets.
+    pub reserve_output_tokens: u64,
 }
 
 impl Default for UsageDoc {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, reserve_output_tokens: 1024 }
     }
 }
 
@@ -461,6 +503,7 @@ pub struct Table {
     /// Some channel has several keys (its plans order them, see `plan`).
     pub multi_key: bool,
     pub usage: UsageDoc,
+    pub budgets: Vec<BudgetDoc>,
     pub channels: Vec<Channel>,
     channel_index: HashMap<String, u32>,
     pub entries: Vec<ModelEntry>,
@@ -555,6 +598,16 @@ impl Table {
                 if !header_safe(&k.auth_value) {
                     return Err(TableError(format!("{at}: key {} has characters not allowed in a header", k.id)));
                 }
+            }
+        }
+
+        let mut budget_ids = HashSet::new();
+        for b in &doc.budgets {
+            if !valid_channel_id(&b.id) || !budget_ids.insert(b.id.as_str()) {
+                return Err(TableError(format!("budget \"{}\": ids must be unique, 1-64 of A-Z a-z 0-9 _ -", b.id)));
+            }
+            if [&b.channel, &b.group, &b.token].iter().filter(|s| s.is_some()).count() > 1 {
+                return Err(TableError(format!("budget {}: covers one channel, group or token at most", b.id)));
             }
         }
 
@@ -724,6 +777,7 @@ impl Table {
             version: doc.version,
             routing: doc.routing,
             usage: doc.usage,
+            budgets: doc.budgets,
             auth: doc.auth,
             tokens: Vec::new(),
             limited: channels.iter().any(|c| c.limits.is_some()),
@@ -1114,6 +1168,7 @@ pub(crate) mod tests {
             channels,
             groups: vec![],
             usage: Default::default(),
+            budgets: vec![],
         }
     }
 

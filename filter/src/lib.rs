@@ -47,7 +47,8 @@ struct Root {
 }
 
 enum RootRole {
-    Service(service::TableFetcher),
+    // (Boxed: the fetcher is large and there is one per VM.)
+    Service(Box<service::TableFetcher>),
     Router { max_body_bytes: usize, num_retries: Option<usize> },
     Attempt,
     ClearRoute,
@@ -84,7 +85,7 @@ impl RootContext for Root {
             FilterConfig::Service(c) => {
                 let mut fetcher = service::TableFetcher::new(c);
                 fetcher.poll();
-                RootRole::Service(fetcher)
+                RootRole::Service(Box::new(fetcher))
             }
             FilterConfig::Router(RouterConfig { clusters, max_body_bytes, num_retries, .. }) => {
                 vm::set_known_clusters(clusters);

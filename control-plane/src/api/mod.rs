@@ -5,10 +5,12 @@
 //! - `GET /healthz`: liveness and the published table version (no token).
 //! - `GET /v1/table`, `POST /v1/health-report`, `POST /v1/usage`: Envoy's side
 //!   (table token).
-//! - `/admin/v1/...`: explain, channels, strategy, usage records and statistics
-//!   (admin token).
+//! - `/admin/v1/...`: explain, channels, strategy, usage records and statistics,
+//!   budgets and alerts (admin token).
 
+mod alerts;
 mod auth;
+mod budgets;
 mod channels;
 mod error;
 mod explain;
@@ -66,6 +68,9 @@ pub fn router(state: State) -> Router {
     let admin = Router::new()
         .route("/admin/v1/explain", post(explain::explain))
         .route("/admin/v1/channels", get(channels::list))
+        .route("/admin/v1/alerts", get(alerts::list))
+        .route("/admin/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/admin/v1/budgets", get(budgets::list))
         .route("/admin/v1/strategy", get(strategy::get).put(strategy::put))
         .route("/admin/v1/usage", get(usage::list))
         .route("/admin/v1/stats/summary", get(stats::summary))

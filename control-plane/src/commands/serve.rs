@@ -47,6 +47,9 @@ struct Done {
     result: Result<Vec<ModelDoc>, discovery::DiscoveryError>,
 }
 
+/// How often budgets are summed from the records (and alerts looked for).
+const BUDGET_INTERVAL: Duration = Duration::from_secs(1);
+
 pub fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -73,6 +76,10 @@ struct ControlPlane {
     /// Each channel's tokens today, for use-based policies, and when they were counted.
     tokens_today: HashMap<String, u64>,
     tokens_counted: Option<Instant>,
+    /// Budgets with what the records say they spent, as the table carries them.
+    budgets: Vec<router_core::table::BudgetDoc>,
+    /// When budgets and alerts were last worked out.
+    budgets_checked: Option<Instant>,
 }
 
 impl ControlPlane {
@@ -292,6 +299,7 @@ impl ControlPlane {
             &self.secrets.client_tokens,
             &self.policies,
             &self.day_starts,
+            &self.budgets,
         );
         if let Some(name) = &self.strategy_override {
             doc.routing.default_strategy = name.clone();
@@ -368,6 +376,70 @@ impl ControlPlane {
         }
         self.day_starts = fresh;
         true
+    }
+
+    /// Sum what each budget spent in its period; true when a sum changed.
+    async fn refresh_budgets(&mut self, store: &crate::usage::Store) -> bool {
+        self.budgets_checked = Some(Instant::now());
+        let now = epoch_ms();
+        let mut fresh = Vec::with_capacity(self.config.budgets.len());
+        for b in &self.config.budgets {
+            let span = crate::budgets::period(b, now);
+            let spent = match crate::budgets::spent(store, b, &span).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("budget {}: cannot sum its spending ({e}); keeping the last sum", b.id);
+                    match self.budgets.iter().find(|d| d.id == b.id) {
+                        Some(d) => {
+                            fresh.push(d.clone());
+                            continue;
+                        }
+                        None => 0,
+                    }
+                }
+            };
+            // A sum that did not move keeps its time, so Envoy's own count since goes on.
+            let same =
+                self.budgets.iter().find(|d| d.id == b.id && d.spent_pico == spent && d.resets_ms == span.until_ms);
+            fresh.push(match same {
+                Some(d) => crate::budgets::doc(b, spent, d.as_of_ms, &span),
+                None => crate::budgets::doc(b, spent, now, &span),
+            });
+        }
+        if fresh == self.budgets {
+            return false;
+        }
+        self.budgets = fresh;
+        true
+    }
+
+    /// Raise what budgets, key checks and Envoy's health say the owner should know.
+    async fn raise_alerts(&self, store: &crate::usage::Store, api: &ApiState) {
+        let now = epoch_ms();
+        let mut alerts: Vec<crate::alerts::Alert> = Vec::new();
+        for (b, doc) in self.config.budgets.iter().zip(&self.budgets) {
+            let since = crate::budgets::period(b, now).since_ms;
+            alerts.extend(crate::alerts::for_budget(b, doc.spent_pico, since, now));
+        }
+        for c in self.config.channels.iter().filter(|c| c.enabled) {
+            if let Some(d) = self.discovery.get(&c.id).filter(|d| d.key_rejected) {
+                let message =
+                    format!("{}: the provider rejects its key ({})", c.id, d.last_error.as_deref().unwrap_or("401"));
+                alerts.push(crate::alerts::Alert {
+                    id: format!("key_invalid:{}:{}", c.id, d.key_ok_ms),
+                    kind: crate::alerts::Kind::KeyInvalid,
+                    subject: c.id.clone(),
+                    message,
+                    raised_ms: now,
+                    acked_ms: None,
+                });
+            }
+        }
+        let health = api.health.lock().map(|h| h.0.clone()).unwrap_or_default();
+        alerts.extend(crate::alerts::for_health(&self.config, &health, now));
+        if !alerts.is_empty() {
+            crate::alerts::raise(store, &self.config.alerts.webhook_url, alerts).await;
+        }
     }
 
     /// Whether use-based policies need today's token counts again (every 10 s).
@@ -455,6 +527,8 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         day_starts: HashMap::new(),
         tokens_today: HashMap::new(),
         tokens_counted: None,
+        budgets: Vec::new(),
+        budgets_checked: None,
     };
 
     let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
@@ -475,6 +549,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         }
     }
     cp.refresh_day_starts();
+    cp.refresh_budgets(&store).await;
     cp.publish("start");
     if let Some(doc) = &cp.current {
         eprintln!("{}", super::summary(&path, &cp.config, doc, &cp.channel_models()));
@@ -492,6 +567,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         store,
         timezone: timezone.clone(),
     });
+    let reported = state.clone();
     tokio::spawn(api::serve(listener, state));
     tracing::info!("control plane listening on {listen}");
 
@@ -514,12 +590,19 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                 }
                 let priced = cp.refresh_policies();
                 let new_day = cp.refresh_day_starts();
+                let mut spent = false;
+                if cp.budgets_checked.is_none_or(|t| t.elapsed() >= BUDGET_INTERVAL) {
+                    spent = cp.refresh_budgets(&counts).await;
+                    cp.raise_alerts(&counts, &reported).await;
+                }
                 if changed {
                     cp.publish("config changed");
                 } else if priced {
                     cp.publish("pricing policy");
                 } else if new_day {
                     cp.publish("a provider's day reset");
+                } else if spent {
+                    cp.publish("budgets spent");
                 }
             }
             Some(done) = done_rx.recv() => {

@@ -29,6 +29,69 @@ pub struct Config {
     pub statistics: StatisticsConfig,
     #[serde(default)]
     pub usage: UsageConfig,
+    /// Spending limits in USD per day or month.
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// A spending limit. It covers everything, or the one channel, model group
+/// (the name clients ask for) or client token (by id) it names.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub id: String,
+    pub limit_usd: f64,
+    /// `day`, `week` (from Monday) or `month`.
+    #[serde(default = "month")]
+    pub period: crate::usage::stats::Period,
+    /// The period starts at `reset` (`HH:MM`) in this zone.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default = "midnight")]
+    pub reset: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Raise an alert once this share of the limit is spent.
+    #[serde(default = "alert_share")]
+    pub alert_at: f64,
+    /// `free_only`: once spent, only free and local channels serve what it
+    /// covers; `refuse`: every request it covers gets 429.
+    #[serde(default)]
+    pub when_exceeded: WhenExceeded,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenExceeded {
+    #[default]
+    FreeOnly,
+    Refuse,
+}
+
+fn month() -> crate::usage::stats::Period {
+    crate::usage::stats::Period::Month
+}
+
+fn midnight() -> String {
+    "00:00".into()
+}
+
+fn alert_share() -> f64 {
+    0.8
+}
+
+/// Where alerts go besides the log and `GET /admin/v1/alerts`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Each new alert is POSTed here as JSON (empty: no webhook).
+    pub webhook_url: String,
 }
 
 /// Usage accounting (records, tokens, cost and their stats); on unless turned off.
@@ -36,11 +99,13 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
     pub enabled: bool,
+    /// Output tokens a request without `max_tokens` holds against budgets.
+    pub reserve_output_tokens: u64,
 }
 
 impl Default for UsageConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, reserve_output_tokens: 1024 }
     }
 }
 

@@ -28,6 +28,17 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
     if !(c.server.connect_timeout > 0.0 && c.server.connect_timeout <= 300.0) {
         return e("server.connect_timeout", "must be between 0 and 300 seconds".into());
     }
+    let mut budget_ids = std::collections::HashSet::new();
+    for (i, b) in c.budgets.iter().enumerate() {
+        let at = format!("budgets[{i}]");
+        crate::budgets::check(b, c).map_err(|m| (at.clone(), m))?;
+        if !budget_ids.insert(b.id.clone()) {
+            return e(&format!("{at}.id"), format!("\"{}\" appears twice", b.id));
+        }
+    }
+    if !c.alerts.webhook_url.is_empty() && !c.alerts.webhook_url.starts_with("http") {
+        return e("alerts.webhook_url", "must be an http:// or https:// URL".into());
+    }
     if c.control_plane.reload_poll_ms < 50 || c.control_plane.table_poll_ms < 50 {
         return e("control_plane", "reload_poll_ms and table_poll_ms must be at least 50".into());
     }

@@ -69,7 +69,10 @@ pub fn build(
     models: &HashMap<String, ChannelModels>,
     client_tokens: &[router_core::table::TokenDoc],
 ) -> TableDoc {
-    build_with(config, models, client_tokens, &HashMap::new(), &day_starts(config, crate::commands::serve::epoch_ms()))
+    let now = crate::commands::serve::epoch_ms();
+    let budgets: Vec<router_core::table::BudgetDoc> =
+        config.budgets.iter().map(|b| crate::budgets::doc(b, 0, 0, &crate::budgets::period(b, now))).collect();
+    build_with(config, models, client_tokens, &HashMap::new(), &day_starts(config, now), &budgets)
 }
 
 /// When each limited channel's day began at `now_ms` (its provider's clock).
@@ -89,6 +92,7 @@ pub fn build_with(
     client_tokens: &[router_core::table::TokenDoc],
     policies: &HashMap<String, crate::pricing::InForce>,
     day_starts: &HashMap<String, u64>,
+    budgets: &[router_core::table::BudgetDoc],
 ) -> TableDoc {
     let channels = config
         .channels
@@ -116,7 +120,7 @@ pub fn build_with(
                 weight: c.weight.round().max(1.0) as u32,
                 // A rejected key or a failed health check makes the channel a last
                 // resort (with several keys, only the rejected one is).
-                healthy: !(list.key_rejected && c.keys().is_empty()) && !list.unreachable,
+                healthy: !(list.unreachable || list.key_rejected && c.keys().is_empty()),
                 key_ok_ms: list.key_ok_ms,
                 models: priced(c, list.models, policies.get(&c.id).map_or(1.0, |p| p.multiplier)),
                 aliases: c.model_aliases.clone(),
@@ -163,7 +167,11 @@ pub fn build_with(
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
         groups: groups(config),
-        usage: router_core::table::UsageDoc { enabled: config.usage.enabled },
+        usage: router_core::table::UsageDoc {
+            enabled: config.usage.enabled,
+            reserve_output_tokens: config.usage.reserve_output_tokens,
+        },
+        budgets: budgets.to_vec(),
     };
     doc.version = content_version(&doc);
     doc

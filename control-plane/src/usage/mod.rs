@@ -57,7 +57,7 @@ pub fn label_id(text: &str) -> i64 {
     (u64::from_str_radix(d.get(..16).unwrap_or("0"), 16).unwrap_or(0) >> 1) as i64
 }
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS labels (id BIGINT PRIMARY KEY, text TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS usage_records (
         id TEXT PRIMARY KEY,
@@ -83,6 +83,15 @@ const SCHEMA: [&str; 4] = [
     )",
     "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts_ms)",
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    // (Added in place: a store from before alerts gets the table on open.)
+    "CREATE TABLE IF NOT EXISTS alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message TEXT NOT NULL,
+        raised_ms BIGINT NOT NULL,
+        acked_ms BIGINT
+    )",
 ];
 const SCHEMA_VERSION: i64 = 1;
 
@@ -249,6 +258,58 @@ impl Store {
             known.extend(new_labels.iter().map(|(id, _)| *id));
         }
         Ok(inserted)
+    }
+
+    /// Keep `alert` unless one with its id was raised before; true when it is new.
+    pub async fn raise_alert(&self, alert: &crate::alerts::Alert) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO alerts (id, kind, subject, message, raised_ms) VALUES ({}, {}, {}, {}, {}) \
+             ON CONFLICT (id) DO NOTHING",
+            self.ph(1),
+            self.ph(2),
+            self.ph(3),
+            self.ph(4),
+            self.ph(5)
+        );
+        let done = sqlx::query(&sql)
+            .bind(alert.id.clone())
+            .bind(alert.kind.to_string())
+            .bind(alert.subject.clone())
+            .bind(alert.message.clone())
+            .bind(u(alert.raised_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Alerts, newest first: those not acknowledged, or all of them.
+    pub async fn alerts(&self, include_acked: bool, limit: u32) -> Result<Vec<crate::alerts::Alert>, StoreError> {
+        let filter = if include_acked { "" } else { " WHERE acked_ms IS NULL" };
+        let sql = format!(
+            "SELECT id, kind, subject, message, raised_ms, acked_ms FROM alerts{filter} \
+             ORDER BY raised_ms DESC, id LIMIT {}",
+            self.ph(1)
+        );
+        let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::alerts::Alert {
+                    id: row.try_get(0)?,
+                    kind: crate::alerts::Kind::parse(&row.try_get::<String, _>(1)?),
+                    subject: row.try_get(2)?,
+                    message: row.try_get(3)?,
+                    raised_ms: back(row.try_get(4)?),
+                    acked_ms: row.try_get::<Option<i64>, _>(5)?.map(back),
+                })
+            })
+            .collect()
+    }
+
+    /// Acknowledge an alert; false when there is no such alert.
+    pub async fn ack_alert(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let sql = format!("UPDATE alerts SET acked_ms = COALESCE(acked_ms, {}) WHERE id = {}", self.ph(1), self.ph(2));
+        let done = sqlx::query(&sql).bind(u(now_ms)).bind(id.to_string()).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Records from `since_ms` (inclusive) to `until_ms` (exclusive), oldest

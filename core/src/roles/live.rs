@@ -42,6 +42,43 @@ pub fn record_health<S: Shared>(
     }
 }
 
+/// Hold a routed request's reservation against its budgets.
+pub fn reserve<S: Shared>(shared: &S, table: &crate::Table, reserved: &crate::plan::Reservation) {
+    if reserved.is_empty() {
+        return;
+    }
+    shared.update_health(|h| {
+        for &(n, pico) in reserved {
+            if let Some(b) = table.budgets.get(n) {
+                h.reserve(b, pico);
+            }
+        }
+        true
+    });
+}
+
+/// A request ended: release what it held and count what it cost (`spent`: the
+/// answering channel, the model asked for, the client token, picodollars)
+/// against each budget covering it.
+pub fn settle<S: Shared>(
+    shared: &S,
+    table: &crate::Table,
+    reserved: &crate::plan::Reservation,
+    spent: Option<(&str, &str, Option<&str>, u64)>,
+) {
+    shared.update_health(|h| {
+        let mut changed = false;
+        for (n, b) in table.budgets.iter().enumerate() {
+            let held = reserved.iter().find(|r| r.0 == n).map_or(0, |r| r.1);
+            let cost = spent.filter(|(ch, model, token, _)| b.covers(ch, model, *token)).map_or(0, |s| s.3);
+            if held > 0 || cost > 0 {
+                changed |= h.settle(b, held, cost);
+            }
+        }
+        changed
+    });
+}
+
 /// Mark the half-open probes a request is about to send.
 pub fn start_probes<S: Shared>(shared: &S, probes: &[(String, String)], policy: &Policy) {
     if probes.is_empty() {

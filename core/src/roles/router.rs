@@ -44,6 +44,8 @@ pub struct RouterRole<T> {
     body_len: usize,
     /// The client token's id, when tokens are required.
     client: Option<String>,
+    /// Held against budgets (index into the table's, picodollars) until the end.
+    reserved: crate::plan::Reservation,
 }
 
 impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
@@ -60,6 +62,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             started_ms: 0,
             answered_by: None,
             client: None,
+            reserved: Vec::new(),
             stream: false,
             body_len: 0,
         }
@@ -172,12 +175,13 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 return Err(RouterError::too_large(max));
             }
             let shared = host.shared();
-            // The clock matters only to channels with health state (a host call
-            // saved on the common path).
-            if table.limited {
+            // The clock matters only to channels with health state and budgets
+            // (a host call saved on the common path); counts and spending must
+            // be fresh.
+            if table.limited || !table.budgets.is_empty() {
                 shared.sync_health();
             }
-            let now = if shared.health(|h| h.is_empty()) { 0 } else { shared.now_ms() };
+            let now = if shared.health(|h| h.is_empty()) && table.budgets.is_empty() { 0 } else { shared.now_ms() };
             let rotation = live::next_rotation();
             shared.health(|h| shared.perf(|p| flow::route_body(table, path, body, client, h, p, now, rotation)))
         });
@@ -193,6 +197,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             }
         };
         live::start_probes(host.shared(), &routed.probes, &routed.decision.table.routing.health);
+        live::reserve(host.shared(), &routed.decision.table, &routed.reserved);
         if !host.deliver_plan(&routed.plan_text, routed.decision.clusters(), routed.retries) {
             return self.fail(
                 host,
@@ -203,6 +208,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             r.model_requested = Some(routed.decision.requested.clone());
             r.stream = routed.decision.stream;
         }
+        self.reserved = routed.reserved;
         self.stream = routed.decision.stream;
         self.body_len = routed.decision.body_len;
         self.routed = Some((routed.request_id, routed.decision.table.clone()));
@@ -265,15 +271,23 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
     /// attempts when it answered, and before the attempt in flight when the
     /// client left; the ledger handles both.)
     pub fn on_done<S: Shared<Table = T>>(&mut self, shared: &S) {
+        let reserved = std::mem::take(&mut self.reserved);
+        let mut held = None;
         let outcome = match self.routed.take() {
             Some((id, table)) => {
                 live::forget_attempt_error(id);
                 live::settle_unanswered(shared, id, self.responded, &table.routing.health);
+                if !table.budgets.is_empty() {
+                    held = Some(table.clone());
+                }
                 live::take_outcome(id).map(|o| (o, table))
             }
             None => None,
         };
         let Some(mut record) = self.record.take() else {
+            if let Some(table) = held {
+                live::settle(shared, &table, &reserved, None);
+            }
             return;
         };
         let now = shared.now_ms();
@@ -325,6 +339,13 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                     record.set_usage(&self.estimate(0));
                 }
             }
+        }
+        if let Some(table) = held {
+            let spent = match (&record.channel, &record.model_requested, record.cost_pico) {
+                (Some(ch), Some(model), Some(cost)) => Some((ch.as_str(), model.as_str(), cost)),
+                _ => None,
+            };
+            live::settle(shared, &table, &reserved, spent.map(|(ch, m, c)| (ch, m, record.client.as_deref(), c)));
         }
         shared.emit_record(record);
     }
