@@ -115,6 +115,11 @@ def request(port, method, path, body=None, headers=None, timeout=30, tls=False):
         conn.close()
 
 
+# No hot restart: tests run many Envoys at once, and hot restart makes each
+# claim a shared-memory base id (a clash exits Envoy).
+ENVOY_ARGS = ["--disable-hot-restart", "-l", "warning", "--component-log-level", "wasm:info,dynamic_modules:info"]
+
+
 class Fake:
     """A fake provider process."""
 
@@ -239,10 +244,7 @@ class Router:
     def start_envoy(self):
         self.envoy_log = open(self.dir / "envoy.log", "ab")
         self.envoy = subprocess.Popen(
-            # No hot restart: tests run many Envoys at once, and hot restart
-            # makes each claim a shared-memory base id (a clash exits Envoy).
-            [envoy_bin(), "-c", str(self.envoy_config), "--disable-hot-restart",
-             "--concurrency", str(self.concurrency), "-l", "warning", "--component-log-level", "wasm:info,dynamic_modules:info"],
+            [envoy_bin(), "-c", str(self.envoy_config), "--concurrency", str(self.concurrency), *ENVOY_ARGS],
             stdout=self.envoy_log, stderr=subprocess.STDOUT)
         wait_for(lambda: request(self.admin_port, "GET", "/ready", timeout=2).status == 200, what="envoy ready",
                  process=self.envoy, log=self.dir / "envoy.log")

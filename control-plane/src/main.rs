@@ -11,6 +11,7 @@ mod discovery;
 mod envoy;
 mod limits;
 mod pricing;
+mod reports;
 mod secrets;
 mod table;
 mod telemetry;

@@ -85,6 +85,11 @@ fn token_doc(t: &ApiToken) -> Option<TokenDoc> {
             channels: r.allow.channels.clone(),
             tags: r.allow.tags.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
             models: r.allow.models.clone(),
+            limits: r.limits.as_ref().map(|l| router_core::table::TokenLimits {
+                requests_per_window: l.requests_per_minute,
+                tokens_per_window: l.tokens_per_minute,
+                window_ms: (l.window_seconds * 1000.0).round() as u64,
+            }),
         }),
     }
 }

@@ -10,6 +10,8 @@ pub struct RouterError {
     pub kind: &'static str,
     pub code: &'static str,
     pub message: String,
+    /// Seconds a client should wait before sending again (`retry-after`).
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -27,7 +29,7 @@ struct Inner<'a> {
 
 impl RouterError {
     pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into() }
+        Self { status, kind, code, message: message.into(), retry_after_s: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -46,6 +48,11 @@ impl RouterError {
     /// `permission_error` shape).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "permission_error", "model_not_allowed", message)
+    }
+
+    /// A client token is over its rate limit until `retry_after_s` has passed.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        Self { retry_after_s: Some(retry_after_s), ..Self::new(429, "requests", "rate_limit_exceeded", message) }
     }
 
     /// A budget is spent and this request could only be served by paying.

@@ -193,6 +193,9 @@ pub fn route_body<T: Deref<Target = Table>>(
         })?),
         None => None,
     };
+    if let Some((t, limits)) = token.and_then(|t| Some((t, t.limits?))) {
+        over_rate_limit(health, &t.id, &limits, now_ms)?;
+    }
     if let Some(t) = token.filter(|t| !t.may_request(&head.model)) {
         return Err(RouterError::forbidden(format!(
             "token {} may not use model \"{}\"",
@@ -262,6 +265,37 @@ pub fn route_body<T: Deref<Target = Table>>(
             body_len: body.len(),
         },
     })
+}
+
+/// A client token at one of its limits: 429 until the oldest window it
+/// counts in ends.
+fn over_rate_limit(
+    health: &HealthMap,
+    id: &str,
+    limits: &crate::table::TokenLimits,
+    now_ms: u64,
+) -> Result<(), RouterError> {
+    let checks = [
+        (limits.requests_per_window, crate::table::token_requests_key(id), "requests"),
+        (limits.tokens_per_window, crate::table::token_tokens_key(id), "tokens"),
+    ];
+    for (limit, key, what) in checks {
+        if limit == 0 {
+            continue;
+        }
+        let (used, ends) = health.window_total(&key, limits.window_ms, now_ms);
+        if used >= u64::from(limit) {
+            let wait_s = ends.saturating_sub(now_ms).div_ceil(1000).max(1);
+            return Err(RouterError::rate_limited(
+                format!(
+                    "token {id} is over its limit of {limit} {what} per {} s; try again in {wait_s} s",
+                    limits.window_ms.div_ceil(1000)
+                ),
+                wait_s,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What to do with the final response headers.

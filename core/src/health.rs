@@ -261,6 +261,9 @@ pub struct HealthMap {
     pub windows: BTreeMap<String, Window>,
     /// What this Envoy spent and holds in reserve against each budget.
     pub spend: BTreeMap<String, Spend>,
+    /// Counts other Envoys made in their windows (client tokens' limits), as
+    /// the control plane last summed them.
+    pub remote: BTreeMap<String, Window>,
 }
 
 /// One budget's spending on this Envoy since the control plane's last sum
@@ -321,7 +324,34 @@ pub fn with_model_key<R>(channel: &str, model: &str, f: impl FnOnce(&str) -> R) 
 impl HealthMap {
     /// Nothing recorded: no channel failing, none limited.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.windows.is_empty() && self.spend.is_empty()
+        self.entries.is_empty() && self.windows.is_empty() && self.spend.is_empty() && self.remote.is_empty()
+    }
+
+    /// Add `n` to the count under `key` in its window of `window_ms` (a window
+    /// starts with its first count). Always a change.
+    pub fn count_in_window(&mut self, key: &str, window_ms: u64, n: u32, now: u64) -> bool {
+        let w = self.windows.entry(key.to_string()).or_default();
+        if w.count == 0 || now >= w.start_ms.saturating_add(window_ms) {
+            w.start_ms = now;
+            w.count = 0;
+        }
+        w.count = w.count.saturating_add(n);
+        true
+    }
+
+    /// The count under `key` in windows still open at `now`, here and on other
+    /// Envoys, and when the last of those windows ends.
+    pub fn window_total(&self, key: &str, window_ms: u64, now: u64) -> (u64, u64) {
+        let mut total = 0u64;
+        let mut ends = now;
+        for w in [self.windows.get(key), self.remote.get(key)].into_iter().flatten() {
+            let end = w.start_ms.saturating_add(window_ms);
+            if now < end {
+                total += u64::from(w.count);
+                ends = ends.max(end);
+            }
+        }
+        (total, ends)
     }
 
     /// What `budget` has spent and holds in reserve: the control plane's sum,
@@ -498,6 +528,9 @@ impl HealthMap {
         for (channel, w) in &self.windows {
             s.push_str(&format!("w {} {} {} {} {channel}\n", w.start_ms, w.count, w.day_start_ms, w.day_count));
         }
+        for (key, w) in &self.remote {
+            s.push_str(&format!("r {} {} {key}\n", w.start_ms, w.count));
+        }
         for (budget, b) in &self.spend {
             s.push_str(&format!("b {} {} {} {budget}\n", b.as_of_ms, b.settled_pico, b.reserved_pico));
         }
@@ -512,6 +545,16 @@ impl HealthMap {
             return map;
         }
         for line in lines {
+            if let Some(rest) = line.strip_prefix("r ") {
+                let mut parts = rest.splitn(3, ' ');
+                let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok());
+                let (Some(start_ms), Some(count)) = (num(), num()) else { continue };
+                if let Some(key) = parts.next() {
+                    let count = u32::try_from(count).unwrap_or(u32::MAX);
+                    map.remote.insert(key.to_string(), Window { start_ms, count, ..Window::default() });
+                }
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("b ") {
                 let mut parts = rest.splitn(4, ' ');
                 let mut num = || parts.next().and_then(|n| n.parse::<u64>().ok());

@@ -153,12 +153,36 @@ pub struct TokenDoc {
     /// What `model` may say, exactly as the client writes it (a model, an
     /// alias, a group or a query).
     pub models: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TokenLimits>,
+}
+
+/// How much a client token may ask for per window (0: no limit), counted
+/// across Envoy's workers and, through the control plane, across Envoys.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TokenLimits {
+    pub requests_per_window: u32,
+    /// Prompt and completion tokens, as the providers reported them.
+    pub tokens_per_window: u32,
+    pub window_ms: u64,
+}
+
+/// The shared-state key of a client token's request count.
+pub fn token_requests_key(id: &str) -> String {
+    format!("@{id}")
+}
+
+/// The shared-state key of a client token's token count.
+pub fn token_tokens_key(id: &str) -> String {
+    format!("@{id} tokens")
 }
 
 /// A client token compiled against the table: which entries it may reach.
 #[derive(Debug, Clone)]
 pub struct ClientToken {
     pub id: String,
+    pub limits: Option<TokenLimits>,
     hash: [u8; 32],
     models: Vec<String>,
     /// By entry index; `None`: every entry.
@@ -500,6 +524,8 @@ pub struct Table {
     pub tokens: Vec<ClientToken>,
     /// Some channel has request limits (its counts must be fresh when planning).
     pub limited: bool,
+    /// Some client token has rate limits.
+    pub tokens_limited: bool,
     /// Some channel has several keys (its plans order them, see `plan`).
     pub multi_key: bool,
     pub usage: UsageDoc,
@@ -781,6 +807,7 @@ impl Table {
             auth: doc.auth,
             tokens: Vec::new(),
             limited: channels.iter().any(|c| c.limits.is_some()),
+            tokens_limited: false,
             multi_key: channels.iter().any(|c| c.key.is_some()),
             channels,
             channel_index,
@@ -809,6 +836,7 @@ impl Table {
             );
         }
         table.tokens = table.compile_tokens()?;
+        table.tokens_limited = table.tokens.iter().any(|t| t.limits.is_some());
         table.models_json = table.render_models();
         table.health_json =
             render_health(&table.version, &table.channels, table.by_model.len(), &table.routing.default_strategy);
@@ -834,7 +862,14 @@ impl Table {
                     })
                     .collect()
             });
-            out.push(ClientToken { id: t.id.clone(), hash, models: t.models.clone(), entries });
+            if t.id.is_empty() || t.id.len() > 128 || !t.id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(TableError(format!("client token id \"{}\" must be 1-128 visible ASCII characters", t.id)));
+            }
+            let limits = t.limits.filter(|l| l.requests_per_window > 0 || l.tokens_per_window > 0);
+            if limits.is_some_and(|l| l.window_ms == 0) {
+                return Err(TableError(format!("client token {}: limits need a window", t.id)));
+            }
+            out.push(ClientToken { id: t.id.clone(), limits, hash, models: t.models.clone(), entries });
         }
         Ok(out)
     }

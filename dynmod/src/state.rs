@@ -15,6 +15,7 @@ use router_core::record::Record;
 use router_core::roles::config::ControlPlaneLink;
 use router_core::roles::delivery::RecordBuffer;
 use router_core::roles::intake::{Answer, TableFollower};
+use router_core::roles::live;
 use router_core::roles::stats::{Counter, Stats};
 use router_core::roles::Shared;
 use router_core::score::{PerfBatch, PerfMap};
@@ -171,6 +172,7 @@ impl Process {
         let mut follower = TableFollower::default();
         let mut reported = 0u64;
         let mut last_flush = 0u64;
+        let mut last_report = 0u64;
         let mut usage_failing = false;
         let period = Duration::from_millis(link.poll_ms.max(50));
         loop {
@@ -202,10 +204,12 @@ impl Process {
                 usage_failing = failing;
             }
             let hv = self.health_version.load(Ordering::Acquire);
-            if hv != reported {
+            if hv != reported || now_ms().saturating_sub(last_report) >= router_core::roles::REPORT_EVERY_MS {
+                last_report = now_ms();
                 let report = self.health(HealthMap::encode);
-                if client.report_health(report.as_bytes()) {
+                if let Some(answer) = client.report_health(report.as_bytes(), self.record_prefix) {
                     reported = hv;
+                    live::take_remote_counts(self, &answer);
                 }
             }
             let now = now_ms();
@@ -303,13 +307,21 @@ impl ControlPlane {
             .is_ok_and(|r| r.status().as_u16() == 204)
     }
 
-    /// `POST /v1/health-report`; true when the control plane took it.
-    fn report_health(&self, report: &[u8]) -> bool {
-        self.agent
+    /// `POST /v1/health-report` from this Envoy (`node`); the control plane's
+    /// answer (what other Envoys counted) when it took it.
+    fn report_health(&self, report: &[u8], node: u64) -> Option<Vec<u8>> {
+        let mut r = self
+            .agent
             .post(format!("{}/v1/health-report", self.base))
             .header("authorization", &self.authorization)
             .header("content-type", "text/plain")
+            .header(router_core::roles::NODE_HEADER, &router_core::roles::node_id(node))
             .send(report)
-            .is_ok_and(|r| r.status().as_u16() == 204)
+            .ok()?;
+        match r.status().as_u16() {
+            200 => r.body_mut().read_to_vec().ok(),
+            204 => Some(Vec::new()),
+            _ => None,
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use router_core::health::HealthMap;
 use router_core::roles::config::ServiceConfig;
 use router_core::roles::delivery::RecordBuffer;
 use router_core::roles::intake::{Answer, TableFollower};
@@ -31,6 +32,10 @@ pub struct TableFetcher {
     usage_call: Option<u32>,
     /// Delivery trouble is logged once per change.
     usage_problem: Option<String>,
+    /// This Envoy's name in health reports (the service runs once per Envoy).
+    node: String,
+    /// When the last health report went.
+    reported_ms: u64,
 }
 
 impl TableFetcher {
@@ -44,6 +49,8 @@ impl TableFetcher {
             in_flight: false,
             report_call: None,
             reported_cas: None,
+            node: router_core::roles::node_id(crate::vm::random_prefix()),
+            reported_ms: 0,
             queue: host::register_queue(USAGE_QUEUE),
             records: RecordBuffer::default(),
             usage_call: None,
@@ -136,27 +143,32 @@ impl TableFetcher {
         }
     }
 
-    /// Send the workers' health map to the control plane when it changed, so
-    /// `GET /admin/v1/channels` shows breakers and cooldowns.
+    /// Send the workers' health map to the control plane when it changed (and
+    /// at least every `REPORT_EVERY_MS`), so the admin API shows breakers and
+    /// counts, and the answer tells what other Envoys counted.
     fn report_health(&mut self) {
         if self.report_call.is_some() {
             return;
         }
         let (bytes, cas) = host::shared_data_cas(HEALTH_KEY);
-        if cas.is_none() || cas == self.reported_cas {
+        let now = Vm.now_ms();
+        let due = now.saturating_sub(self.reported_ms) >= router_core::roles::REPORT_EVERY_MS;
+        if !due && (cas.is_none() || cas == self.reported_cas) {
             return;
         }
-        let body = bytes.unwrap_or_default();
+        let body = bytes.unwrap_or_else(|| HealthMap::default().encode().into_bytes());
         let headers = [
             (":method", "POST"),
             (":path", "/v1/health-report"),
             (":authority", self.authority.as_str()),
             ("authorization", self.authorization.as_str()),
             ("content-type", "text/plain"),
+            (router_core::roles::NODE_HEADER, self.node.as_str()),
         ];
         if let Some(token) = host::http_call(&self.cluster, &headers, Some(&body), Duration::from_secs(5)) {
             self.report_call = Some(token);
             self.reported_cas = cas;
+            self.reported_ms = now;
         }
     }
 
@@ -167,9 +179,15 @@ impl TableFetcher {
         }
         if self.report_call == Some(token) {
             self.report_call = None;
-            // Not delivered (control plane down): send it again next poll.
-            if host::http_call_status() != Some(204) {
-                self.reported_cas = None;
+            match host::http_call_status() {
+                Some(200) => {
+                    if let Some(answer) = host::http_call_body(body_size) {
+                        router_core::roles::live::take_remote_counts(&Vm, &answer);
+                    }
+                }
+                Some(204) => {}
+                // Not delivered (control plane down): send it again next poll.
+                _ => self.reported_cas = None,
             }
             return;
         }

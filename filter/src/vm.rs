@@ -178,7 +178,7 @@ pub fn send_records() {
 
 /// A random record-id prefix for this VM (the clock, should there be no
 /// randomness): ids of different VMs and Envoys do not meet.
-fn random_prefix() -> u64 {
+pub(crate) fn random_prefix() -> u64 {
     let mut b = [0u8; 8];
     match getrandom::fill(&mut b) {
         Ok(()) => u64::from_le_bytes(b) | 1,

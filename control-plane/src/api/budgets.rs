@@ -10,7 +10,7 @@ use super::{ApiError, State as ApiState};
 
 pub async fn list(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let table = state.table.borrow().clone().ok_or_else(ApiError::no_table)?;
-    let (health, reported_at) = state.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let (health, reported_at) = state.health();
     let data: Vec<serde_json::Value> = table
         .table
         .budgets

@@ -17,7 +17,7 @@ pub async fn list(State(state): State<SharedState>) -> Json<Value> {
 fn report(state: &ApiState) -> Value {
     let now = crate::commands::serve::epoch_ms();
     let mut channels = state.channels.borrow().clone();
-    let (health, reported_at) = state.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let (health, reported_at) = state.health();
     if let Some(list) = channels.as_array_mut() {
         for ch in list {
             let id = ch["id"].as_str().unwrap_or_default().to_string();

@@ -47,8 +47,8 @@ pub struct ApiState {
     pub admin_token: String,
     /// Per-channel discovery, key and health-check state, kept by the serve loop.
     pub channels: watch::Receiver<serde_json::Value>,
-    /// The last health map Envoy reported, and when (ms since the epoch).
-    pub health: Mutex<(router_core::health::HealthMap, u64)>,
+    /// Each Envoy's last health report.
+    pub reports: Mutex<crate::reports::Reports>,
     /// Changes the API asks of the serve loop.
     pub commands: mpsc::UnboundedSender<Command>,
     /// Usage records.
@@ -58,6 +58,14 @@ pub struct ApiState {
 }
 
 pub type State = Arc<ApiState>;
+
+impl ApiState {
+    /// The Envoys' health as one, and when the last report came (ms since the epoch).
+    pub fn health(&self) -> (router_core::health::HealthMap, u64) {
+        let now = crate::commands::serve::epoch_ms();
+        self.reports.lock().map(|r| r.merged(now)).unwrap_or_default()
+    }
+}
 
 pub fn router(state: State) -> Router {
     let envoy = Router::new()

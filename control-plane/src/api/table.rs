@@ -34,13 +34,38 @@ pub async fn get_table(State(state): State<ApiState>, headers: HeaderMap) -> Res
 /// Largest health report taken (a map of every failing channel and model).
 const REPORT_LIMIT: usize = 4 * 1024 * 1024;
 
-/// `POST /v1/health-report`: Envoy's breaker and cooldown states, shown by
-/// `GET /admin/v1/channels`.
-pub async fn health_report(State(state): State<ApiState>, req: Request) -> Result<StatusCode, ApiError> {
+/// `POST /v1/health-report`: an Envoy's breakers, cooldowns, counts and
+/// spending, shown by the admin API. The answer holds what the other Envoys
+/// counted for client tokens with limits (in the same line format), or is 204
+/// when there is nothing to tell.
+pub async fn health_report(State(state): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let node = req
+        .headers()
+        .get(router_core::roles::NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("envoy")
+        .chars()
+        .take(64)
+        .collect::<String>();
     let body = read_limited(req, REPORT_LIMIT).await?;
     let map = router_core::health::HealthMap::decode(&String::from_utf8_lossy(&body));
-    if let Ok(mut h) = state.health.lock() {
-        *h = (map, crate::commands::serve::epoch_ms());
-    }
-    Ok(StatusCode::NO_CONTENT)
+    let now = crate::commands::serve::epoch_ms();
+    let table = state.table.borrow().clone();
+    let others = match state.reports.lock() {
+        Ok(mut reports) => {
+            reports.put(&node, map, now);
+            table.filter(|p| p.table.tokens_limited).map(|p| {
+                reports.others(&node, now, |id| p.table.token_by_id(id).and_then(|t| t.limits).map(|l| l.window_ms))
+            })
+        }
+        Err(_) => None,
+    };
+    Ok(match others {
+        Some(map) => {
+            let mut r = Response::new(Body::from(map.encode()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }

@@ -435,7 +435,7 @@ impl ControlPlane {
                 });
             }
         }
-        let health = api.health.lock().map(|h| h.0.clone()).unwrap_or_default();
+        let (health, _) = api.health();
         alerts.extend(crate::alerts::for_health(&self.config, &health, now));
         if !alerts.is_empty() {
             crate::alerts::raise(store, &self.config.alerts.webhook_url, alerts).await;
@@ -562,7 +562,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         table_token: cp.secrets.table_token.clone(),
         admin_token: cp.secrets.admin_token.clone(),
         channels: channels_rx,
-        health: std::sync::Mutex::new(Default::default()),
+        reports: std::sync::Mutex::new(Default::default()),
         commands,
         store,
         timezone: timezone.clone(),

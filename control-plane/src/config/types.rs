@@ -269,6 +269,25 @@ pub struct TokenRules {
     pub sha256: String,
     #[serde(default)]
     pub allow: TokenAllow,
+    /// Requests and tokens per minute, across Envoy's workers and the Envoys
+    /// sharing this control plane; past them, 429 with `retry-after`.
+    #[serde(default)]
+    pub limits: Option<TokenLimitsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenLimitsConfig {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    /// The window "per minute" means (60 unless set).
+    pub window_seconds: f64,
+}
+
+impl Default for TokenLimitsConfig {
+    fn default() -> Self {
+        Self { requests_per_minute: 0, tokens_per_minute: 0, window_seconds: 60.0 }
+    }
 }
 
 /// What a token may use; empty lists allow everything.

@@ -145,6 +145,14 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
                         return e(&format!("{at}.allow.channels"), format!("no channel \"{ch}\""));
                     }
                 }
+                if let Some(l) = &r.limits {
+                    if l.requests_per_minute == 0 && l.tokens_per_minute == 0 {
+                        return e(&format!("{at}.limits"), "set requests_per_minute, tokens_per_minute or both".into());
+                    }
+                    if !(l.window_seconds.is_finite() && l.window_seconds >= 0.1 && l.window_seconds <= 86_400.0) {
+                        return e(&format!("{at}.limits.window_seconds"), "must be between 0.1 and 86400".into());
+                    }
+                }
             }
         }
     }

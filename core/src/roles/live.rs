@@ -79,6 +79,36 @@ pub fn settle<S: Shared>(
     });
 }
 
+/// Count against a client token's limits: a request (`tokens: None`), or the
+/// tokens a request used.
+pub fn count_for_token<S: Shared>(shared: &S, table: &crate::Table, client: Option<&str>, tokens: Option<u64>) {
+    let Some((id, limits)) = client.and_then(|id| Some((id, table.token_by_id(id)?.limits?))) else {
+        return;
+    };
+    let (key, n) = match tokens {
+        None if limits.requests_per_window > 0 => (crate::table::token_requests_key(id), 1),
+        Some(n) if limits.tokens_per_window > 0 && n > 0 => {
+            (crate::table::token_tokens_key(id), u32::try_from(n).unwrap_or(u32::MAX))
+        }
+        _ => return,
+    };
+    let now = shared.now_ms();
+    shared.update_health(|h| h.count_in_window(&key, limits.window_ms, n, now));
+}
+
+/// What the control plane says other Envoys counted for client tokens (the
+/// answer to a health report): it replaces what was known.
+pub fn take_remote_counts<S: Shared>(shared: &S, answer: &[u8]) {
+    let counted = HealthMap::decode(&String::from_utf8_lossy(answer));
+    shared.update_health(|h| {
+        if h.remote == counted.windows {
+            return false;
+        }
+        h.remote = counted.windows.clone();
+        true
+    });
+}
+
 /// Mark the half-open probes a request is about to send.
 pub fn start_probes<S: Shared>(shared: &S, probes: &[(String, String)], policy: &Policy) {
     if probes.is_empty() {

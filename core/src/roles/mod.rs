@@ -25,6 +25,19 @@ mod mock;
 #[cfg(test)]
 mod tests;
 
+/// The header that names the Envoy sending a health report, so the control
+/// plane keeps each Envoy's counts apart.
+pub const NODE_HEADER: &str = "x-router-node";
+
+/// A health report goes when the health state changed, and at least this
+/// often: the answer is how an Envoy hears what the others counted.
+pub const REPORT_EVERY_MS: u64 = 1_000;
+
+/// An Envoy's name in health reports: its random id in hex.
+pub fn node_id(random: u64) -> String {
+    format!("{random:016x}")
+}
+
 pub use attempt::AttemptRole;
 pub use host::{Host, Shared, Step};
 pub use router::RouterRole;

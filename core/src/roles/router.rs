@@ -83,7 +83,11 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             r.status = e.status;
             r.error = Some(e.code.to_string());
         }
-        self.reply(host, e.status, &[], &e.to_json())
+        let wait = e.retry_after_s.map(|s| itoa::Buffer::new().format(s).to_string());
+        match &wait {
+            Some(s) => self.reply(host, e.status, &[("retry-after", s.as_str())], &e.to_json()),
+            None => self.reply(host, e.status, &[], &e.to_json()),
+        }
     }
 
     pub fn on_request_headers<H>(&mut self, host: &mut H, end_of_stream: bool) -> Step
@@ -178,10 +182,11 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             // The clock matters only to channels with health state and budgets
             // (a host call saved on the common path); counts and spending must
             // be fresh.
-            if table.limited || !table.budgets.is_empty() {
+            let counted = table.limited || table.tokens_limited || !table.budgets.is_empty();
+            if counted {
                 shared.sync_health();
             }
-            let now = if shared.health(|h| h.is_empty()) && table.budgets.is_empty() { 0 } else { shared.now_ms() };
+            let now = if shared.health(|h| h.is_empty()) && !counted { 0 } else { shared.now_ms() };
             let rotation = live::next_rotation();
             shared.health(|h| shared.perf(|p| flow::route_body(table, path, body, client, h, p, now, rotation)))
         });
@@ -198,6 +203,9 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
         };
         live::start_probes(host.shared(), &routed.probes, &routed.decision.table.routing.health);
         live::reserve(host.shared(), &routed.decision.table, &routed.reserved);
+        if routed.decision.table.tokens_limited {
+            live::count_for_token(host.shared(), &routed.decision.table, self.client.as_deref(), None);
+        }
         if !host.deliver_plan(&routed.plan_text, routed.decision.clusters(), routed.retries) {
             return self.fail(
                 host,
@@ -339,6 +347,10 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                     record.set_usage(&self.estimate(0));
                 }
             }
+        }
+        if let Some(table) = shared.table().filter(|t| t.tokens_limited) {
+            let tokens = record.prompt_tokens.saturating_add(record.completion_tokens);
+            live::count_for_token(shared, &table, record.client.as_deref(), Some(tokens));
         }
         if let Some(table) = held {
             let spent = match (&record.channel, &record.model_requested, record.cost_pico) {
