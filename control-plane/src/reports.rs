@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-
 use router_core::health::{HealthMap, State, Window};
 
 /// A report older than this is from an Envoy that stopped.
@@ -33,7 +32,8 @@ impl Reports {
             last = last.max(*at);
             for (key, h) in &map.entries {
                 let keep = out.entries.get(key).is_none_or(|o| {
-                    (h.state != State::Closed && o.state == State::Closed) || (o.state == h.state && h.since_ms > o.since_ms)
+                    (h.state != State::Closed && o.state == State::Closed)
+                        || (o.state == h.state && h.since_ms > o.since_ms)
                 });
                 if keep {
                     out.entries.insert(key.clone(), *h);
