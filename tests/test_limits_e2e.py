@@ -88,6 +88,21 @@ def test_a_daily_limit_moves_the_next_request_to_the_next_channel(tmp_path, fake
         r.stop()
 
 
+def test_a_token_limit_moves_requests_on_once_the_providers_reported_tokens_reach_it(tmp_path, fakes):
+    free, paid = fakes
+    # The fake reports a quarter of the body's bytes as prompt tokens, plus 4.
+    r = Router(tmp_path, config(free, paid, f"{{tokens_per_minute: 100, window_seconds: {WINDOW_S * 3}, provider_headers: false}}"))
+    try:
+        c = client(r)
+        got = [channel_of(c) for _ in range(8)]
+        n = got.index("paid")
+        assert n >= 1 and got[n:] == ["paid"] * (8 - n), got
+        used = sum(x["body_len"] // 4 + 4 for x in free.requests())
+        assert used >= 100 and len(free.requests()) == n
+    finally:
+        r.stop()
+
+
 def test_the_providers_headers_rest_the_channel_before_its_429(tmp_path, fakes):
     free, paid = fakes
     # The router knows no limit; the provider's headers say when its window is spent.

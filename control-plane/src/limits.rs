@@ -13,8 +13,8 @@ use crate::pricing::minutes;
 
 /// Why a channel's `limits` cannot be kept.
 pub fn check(l: &LimitsConfig) -> Result<(), String> {
-    if l.requests_per_minute == 0 && l.requests_per_day == 0 {
-        return Err("set requests_per_minute, requests_per_day or both".into());
+    if l.requests_per_minute == 0 && l.requests_per_day == 0 && l.tokens_per_minute == 0 && l.tokens_per_day == 0 {
+        return Err("set requests_per_minute, requests_per_day, tokens_per_minute or tokens_per_day".into());
     }
     if !(l.window_seconds.is_finite() && l.window_seconds > 0.0 && l.window_seconds <= 86_400.0) {
         return Err(format!("window_seconds {} must be more than 0 and at most a day", l.window_seconds));
@@ -51,6 +51,8 @@ pub fn doc(l: &LimitsConfig, now_ms: u64) -> LimitsDoc {
         requests_per_window: l.requests_per_minute,
         window_ms: (l.window_seconds * 1000.0).round() as u64,
         requests_per_day: l.requests_per_day,
+        tokens_per_window: l.tokens_per_minute,
+        tokens_per_day: l.tokens_per_day,
         day_start_ms: day_start_ms(l, now_ms),
         provider_headers: l.provider_headers,
     }

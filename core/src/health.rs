@@ -294,6 +294,15 @@ pub enum LimitedUntil {
     NextDay,
 }
 
+/// Where a limited channel's (or key's) tokens are counted, beside its requests.
+pub fn tokens_key(scope: &str) -> String {
+    format!("{scope} tokens")
+}
+
+fn tokens_window<'m>(map: &'m HealthMap, scope: &str) -> Option<&'m Window> {
+    map.windows.get(&tokens_key(scope))
+}
+
 pub fn channel_key(channel: &str) -> String {
     channel.to_string()
 }
@@ -391,18 +400,57 @@ impl HealthMap {
 
     /// Whether `channel` is at one of `limits` at `now`.
     pub fn limited(&self, channel: &str, limits: &crate::table::LimitsDoc, now: u64) -> Option<LimitedUntil> {
-        let w = self.windows.get(channel)?;
-        let window_end = w.start_ms.saturating_add(limits.window_ms);
-        if limits.requests_per_window > 0 && now < window_end && w.count >= limits.requests_per_window {
-            return Some(LimitedUntil::Ms(window_end));
-        }
-        if limits.requests_per_day > 0
-            && w.day_start_ms == limits.day_start_ms
-            && w.day_count >= limits.requests_per_day
+        let requests = (u64::from(limits.requests_per_window), u64::from(limits.requests_per_day));
+        let tokens = (limits.tokens_per_window, limits.tokens_per_day);
+        for (w, (per_window, per_day)) in
+            [(self.windows.get(channel), requests), (tokens_window(self, channel), tokens)]
         {
-            return Some(LimitedUntil::NextDay);
+            let Some(w) = w else { continue };
+            let window_end = w.start_ms.saturating_add(limits.window_ms);
+            if per_window > 0 && now < window_end && u64::from(w.count) >= per_window {
+                return Some(LimitedUntil::Ms(window_end));
+            }
+            if per_day > 0 && w.day_start_ms == limits.day_start_ms && u64::from(w.day_count) >= per_day {
+                return Some(LimitedUntil::NextDay);
+            }
         }
         None
+    }
+
+    /// How much of its tightest limit `scope` has left at `now` (0..=1).
+    pub fn quota_remaining(&self, scope: &str, limits: &crate::table::LimitsDoc, now: u64) -> f64 {
+        let share = |used: u64, limit: u64| if limit == 0 { 1.0 } else { 1.0 - used.min(limit) as f64 / limit as f64 };
+        let mut left: f64 = 1.0;
+        for (w, per_window, per_day) in [
+            (self.windows.get(scope), u64::from(limits.requests_per_window), u64::from(limits.requests_per_day)),
+            (tokens_window(self, scope), limits.tokens_per_window, limits.tokens_per_day),
+        ] {
+            let Some(w) = w else { continue };
+            if now < w.start_ms.saturating_add(limits.window_ms) {
+                left = left.min(share(u64::from(w.count), per_window));
+            }
+            if w.day_start_ms == limits.day_start_ms {
+                left = left.min(share(u64::from(w.day_count), per_day));
+            }
+        }
+        left
+    }
+
+    /// Count `tokens` a request on `scope` used, in its window and day. Always a change.
+    pub fn count_tokens(&mut self, scope: &str, limits: &crate::table::LimitsDoc, tokens: u64, now: u64) -> bool {
+        let n = u32::try_from(tokens).unwrap_or(u32::MAX);
+        let w = self.windows.entry(tokens_key(scope)).or_default();
+        if w.count == 0 || now >= w.start_ms.saturating_add(limits.window_ms) {
+            w.start_ms = now;
+            w.count = 0;
+        }
+        if w.day_start_ms != limits.day_start_ms {
+            w.day_start_ms = limits.day_start_ms;
+            w.day_count = 0;
+        }
+        w.count = w.count.saturating_add(n);
+        w.day_count = w.day_count.saturating_add(n);
+        true
     }
 
     /// Count one request sent to `channel`. Always a change.

@@ -42,12 +42,24 @@ pub struct Live<'a> {
 pub struct RequestSize {
     pub prompt_tokens: u64,
     pub output_tokens: u64,
+    /// What the client itself asked the answer to hold at most (0: nothing said).
+    pub asked_output: u64,
 }
 
 impl RequestSize {
     /// About four bytes of JSON per token.
     pub fn of(body_len: usize, max_tokens: Option<u64>, default_output: u64) -> Self {
-        Self { prompt_tokens: (body_len as u64).div_ceil(4), output_tokens: max_tokens.unwrap_or(default_output) }
+        Self {
+            prompt_tokens: (body_len as u64).div_ceil(4),
+            output_tokens: max_tokens.unwrap_or(default_output),
+            asked_output: max_tokens.unwrap_or(0),
+        }
+    }
+
+    /// Whether a model with this context holds the request, as far as the
+    /// estimate can tell (an unknown context may).
+    fn fits(self, context: Option<u64>) -> bool {
+        context.is_none_or(|c| self.prompt_tokens.saturating_add(self.asked_output) <= c)
     }
 
     fn usage(self) -> crate::usage::Usage {
@@ -92,9 +104,11 @@ pub fn strategy<'t>(table: &'t Table, group: Option<&str>) -> &'t Strategy {
         .unwrap_or_else(|| score::unweighted())
 }
 
-/// Everything scoring knows about a candidate.
-pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
+/// Everything scoring knows about a candidate; `health` at `now_ms` says how
+/// much of its limits a channel has left.
+pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap, health: (&HealthMap, u64)) -> Facts {
     let ch = table.channel(c.channel);
+    let quota = ch.and_then(|ch| Some(health.0.quota_remaining(&ch.scope, ch.limits.as_ref()?, health.1)));
     let e = table.entry_for(c);
     let measured = ch.and_then(|ch| perf.get(&ch.scope, &c.upstream_model));
     Facts {
@@ -109,6 +123,7 @@ pub fn facts(table: &Table, c: &Candidate, perf: &PerfMap) -> Facts {
         success: measured.map(|p| p.success),
         priority: ch.map(|c| c.priority).unwrap_or(0),
         weight: ch.map(|c| c.weight).unwrap_or(1),
+        quota,
     }
 }
 
@@ -142,10 +157,11 @@ pub fn rank<'t>(
     requested: &str,
     found: crate::resolve::Resolution,
     perf: &PerfMap,
+    health: (&HealthMap, u64),
     rotation: u64,
     explain: bool,
 ) -> Result<Ranking<'t>, RouterError> {
-    rank_with(table, requested, found, perf, rotation, explain, None)
+    rank_with(table, requested, found, perf, health, rotation, explain, None)
 }
 
 /// [`rank`] with `strategy` in place of the one the table or group sets.
@@ -154,6 +170,7 @@ pub fn rank_with<'t>(
     requested: &str,
     found: crate::resolve::Resolution,
     perf: &PerfMap,
+    health: (&HealthMap, u64),
     rotation: u64,
     explain: bool,
     strategy_override: Option<&'t Strategy>,
@@ -179,7 +196,7 @@ pub fn rank_with<'t>(
     let mut scored: Vec<RankedCandidate> = candidates
         .into_iter()
         .map(|candidate| {
-            let facts = facts(table, &candidate, perf);
+            let facts = facts(table, &candidate, perf, health);
             RankedCandidate { candidate, facts, score: Scored::default() }
         })
         .collect();
@@ -203,7 +220,8 @@ pub fn rank_with<'t>(
 /// data (for advice on what another strategy would have cost).
 pub fn first_choice(table: &Table, requested: &str, strategy: &Strategy) -> Option<Candidate> {
     let found = resolve_query(table, requested, Mode::route(SCORED)).ok()?;
-    let ranked = rank_with(table, requested, found, &PerfMap::default(), 0, false, Some(strategy)).ok()?;
+    let none = HealthMap::default();
+    let ranked = rank_with(table, requested, found, &PerfMap::default(), (&none, 0), 0, false, Some(strategy)).ok()?;
     ranked.candidates.into_iter().next().map(|r| r.candidate)
 }
 
@@ -260,7 +278,7 @@ fn order_keys(table: &Table, ranked: &mut [RankedCandidate], rotation: u64) {
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let mut ranked = rank(table, requested, found, live.perf, live.rotation, false)?;
+    let mut ranked = rank(table, requested, found, live.perf, (live.health, live.now_ms), live.rotation, false)?;
     if table.multi_key {
         order_keys(table, &mut ranked.candidates, live.rotation);
     }
@@ -273,10 +291,25 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
     let mut denied = 0usize;
     // A budget that left a candidate out: a plan left with nothing is refused as over budget.
     let mut over_budget: Option<&crate::table::BudgetDoc> = None;
+    // Models whose context cannot hold the request are left out, but only when
+    // another may: the estimate counts bytes, which overstates images and
+    // markup, so the providers judge when nothing would be left.
+    let sized = live.size.prompt_tokens > 0
+        && ranked.candidates.iter().any(|r| r.facts.context.is_some())
+        && ranked.candidates.iter().any(|r| live.size.fits(r.facts.context));
     // Keys of one channel admitted for this model (see `KEYS_PER_PLAN`).
     let mut keys_taken: Vec<(&str, String)> = Vec::new();
-    for RankedCandidate { candidate: c, score: s, .. } in ranked.candidates {
+    for RankedCandidate { candidate: c, score: s, facts, .. } in ranked.candidates {
         let Some(ch) = table.channel(c.channel) else { continue };
+        if sized && !live.size.fits(facts.context) {
+            out.push(format!(
+                "{} (its context of {} tokens cannot hold about {} tokens)",
+                ch.scope,
+                facts.context.unwrap_or(0),
+                live.size.prompt_tokens + live.size.asked_output
+            ));
+            continue;
+        }
         if ch.key.is_some()
             && keys_taken.iter().filter(|k| k.0 == ch.id && k.1 == c.upstream_model).count() >= KEYS_PER_PLAN
         {
@@ -543,7 +576,7 @@ mod tests {
         let t = Table::compile(d, None).unwrap();
         let perf = PerfMap::default();
         // 4,000 prompt + 1,000 answer tokens at 1 USD per 1M: 0.005 USD.
-        let size = RequestSize { prompt_tokens: 4_000, output_tokens: 1_000 };
+        let size = RequestSize { prompt_tokens: 4_000, output_tokens: 1_000, asked_output: 1_000 };
         let mut h = HealthMap::default();
         let p = plan(&t, "m", live_at(&h, &perf, size)).unwrap();
         assert_eq!(ids(&t, &p.plan).len(), 2);
@@ -584,6 +617,51 @@ mod tests {
     }
 
     #[test]
+    fn a_request_goes_only_where_its_context_fits_unless_nothing_would_be_left() {
+        let mut small = channel("small", 1, &["m"]);
+        small.models[0].context_length = Some(8_000);
+        let mut large = channel("large", 2, &["m"]);
+        large.models[0].context_length = Some(128_000);
+        let t = Table::compile(doc(vec![small, large]), None).unwrap();
+        let (h, perf) = (HealthMap::default(), PerfMap::default());
+        let first = |body_len, max_tokens| {
+            let size = RequestSize::of(body_len, max_tokens, 1024);
+            let p = plan(&t, "m", live_at(&h, &perf, size)).unwrap();
+            let mut got = ids(&t, &p.plan).into_iter().map(|(c, _)| c).collect::<Vec<_>>();
+            got.sort();
+            got
+        };
+        assert_eq!(first(4_000, None), ["large", "small"]);
+        // 7,000 prompt tokens and 2,000 asked for: only the large context holds it.
+        assert_eq!(first(28_000, Some(2_000)), ["large"]);
+        // Nothing holds it by the estimate (a body of images, say): the providers judge.
+        assert_eq!(first(4_000_000, None), ["large", "small"]);
+    }
+
+    #[test]
+    fn token_limits_take_a_channel_out_and_quota_remaining_follows_its_counts() {
+        use crate::table::LimitsDoc;
+        let limits =
+            LimitsDoc { tokens_per_window: 1_000, window_ms: 60_000, requests_per_day: 10, ..Default::default() };
+        let mut free = channel("free", 1, &["m"]);
+        free.limits = Some(limits);
+        let t = Table::compile(doc(vec![free, channel("paid", 2, &["m"])]), None).unwrap();
+        let mut h = HealthMap::default();
+        assert_eq!(h.quota_remaining("free", &limits, 5), 1.0);
+        h.count_request("free", &limits, 5);
+        h.count_tokens("free", &limits, 600, 5);
+        // 600 of 1,000 tokens in the window: 40% left (the day's 1 of 10 requests leaves 90%).
+        assert!((h.quota_remaining("free", &limits, 10) - 0.4).abs() < 1e-9);
+        let ranked = plan(&t, "m", live_at(&h, &PerfMap::default(), RequestSize::default())).unwrap();
+        assert_eq!(ids(&t, &ranked.plan)[0].0, "free");
+        h.count_tokens("free", &limits, 500, 6);
+        assert_eq!(h.limited("free", &limits, 10), Some(crate::health::LimitedUntil::Ms(60_005)));
+        let p = plan(&t, "m", live_at(&h, &PerfMap::default(), RequestSize::default())).unwrap();
+        assert_eq!(ids(&t, &p.plan), [("paid".to_string(), "m".to_string())]);
+        assert_eq!(HealthMap::decode(&h.encode()), h);
+    }
+
+    #[test]
     fn unknown_model_is_404_naming_it() {
         let t = Table::compile(doc(vec![channel("a", 1, &["m"])]), None).unwrap();
         let e = resolve(&t, "nope-model").unwrap_err();
@@ -600,6 +678,7 @@ mod tests {
             requests_per_day: 3,
             day_start_ms: 100,
             provider_headers: false,
+            ..Default::default()
         };
         let mut free = channel("free", 1, &["m"]);
         free.limits = Some(limits);

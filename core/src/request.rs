@@ -454,6 +454,17 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_answer_limit_the_client_set() {
+        let head = |b: &str| parse_chat_head(b.as_bytes()).unwrap().max_tokens;
+        assert_eq!(head(r#"{"model":"m","max_tokens":256}"#), Some(256));
+        assert_eq!(head(r#"{"model":"m","max_tokens":256,"max_completion_tokens":99}"#), Some(99));
+        assert_eq!(head(r#"{"model":"m","max_tokens":1.5}"#), None);
+        assert_eq!(head(r#"{"model":"m","max_tokens":"9"}"#), None);
+        assert_eq!(head(r#"{"model":"m","max_tokens":99999999999999}"#), None);
+        assert_eq!(head(r#"{"model":"m"}"#), None);
+    }
+
+    #[test]
     fn notes_stream_options_and_where_the_object_opens() {
         let body = br#"  {"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
         let h = parse_chat_head(body).unwrap();

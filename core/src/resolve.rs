@@ -313,16 +313,23 @@ pub fn explain_json(table: &Table, requested: &str) -> serde_json::Value {
                 .map(|x| serde_json::json!({"channel": x.channel, "model": x.model, "reason": x.reason}))
                 .collect();
             // The order routing uses (without live health and speed data).
-            let ranking =
-                match crate::plan::rank(table, requested, r.clone(), &crate::score::PerfMap::default(), 0, true) {
-                    Ok(ranking) => ranking,
-                    Err(e) => {
-                        return serde_json::json!({
-                            "model": requested,
-                            "error": {"status": e.status, "code": e.code, "message": e.message},
-                        })
-                    }
-                };
+            let ranking = match crate::plan::rank(
+                table,
+                requested,
+                r.clone(),
+                &crate::score::PerfMap::default(),
+                (&crate::health::HealthMap::default(), 0),
+                0,
+                true,
+            ) {
+                Ok(ranking) => ranking,
+                Err(e) => {
+                    return serde_json::json!({
+                        "model": requested,
+                        "error": {"status": e.status, "code": e.code, "message": e.message},
+                    })
+                }
+            };
             for c in &ranking.filtered_out {
                 if let Some(ch) = table.channel(c.channel) {
                     excluded.push(serde_json::json!({

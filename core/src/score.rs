@@ -142,6 +142,9 @@ pub struct Facts {
     pub success: Option<f64>,
     pub priority: i32,
     pub weight: u32,
+    /// The share of its tightest limit (requests or tokens, per window or day)
+    /// a channel or key has left; `None`: no limits.
+    pub quota: Option<f64>,
 }
 
 impl AsMut<Facts> for Facts {
@@ -200,8 +203,8 @@ pub fn goodness(field: Field, f: &Facts) -> f64 {
         Field::Parameters => size_goodness(f.params_b),
         // 2K -> 0.0, 2M -> 1.0 on a log scale.
         Field::Context => f.context.map(|c| clamp01(((c.max(1) as f64) / 2048.0).log2() / 10.0)).unwrap_or(0.5),
-        // Quotas arrive with usage records; until then every channel has room.
-        Field::QuotaRemaining => 1.0,
+        // A channel without limits has all its room.
+        Field::QuotaRemaining => f.quota.map(clamp01).unwrap_or(1.0),
         Field::Priority => clamp01(1.0 - f64::from(f.priority.clamp(0, 100)) / 100.0),
         Field::Free => {
             if f.free || f.local {

@@ -347,6 +347,12 @@ pub struct LimitsDoc {
     /// When the current day began on the provider's clock; the control plane
     /// moves it at each reset, which starts a new count.
     pub day_start_ms: u64,
+    /// Prompt and completion tokens per window and per day (0: no limit),
+    /// counted as requests end.
+    #[serde(skip_serializing_if = "is_default")]
+    pub tokens_per_window: u64,
+    #[serde(skip_serializing_if = "is_default")]
+    pub tokens_per_day: u64,
     /// Read the provider's `x-ratelimit-remaining-requests` and
     /// `x-ratelimit-reset-requests` on this channel's answers: at 0 remaining,
     /// the channel rests until the reset.

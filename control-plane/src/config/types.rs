@@ -562,6 +562,9 @@ pub struct LimitsConfig {
     pub requests_per_minute: u32,
     pub window_seconds: f64,
     pub requests_per_day: u32,
+    /// Prompt and completion tokens per window and per day, as providers report them.
+    pub tokens_per_minute: u64,
+    pub tokens_per_day: u64,
     /// The provider's day: it resets at `reset` (`HH:MM`) in this zone.
     pub timezone: String,
     pub reset: String,
@@ -575,6 +578,8 @@ impl Default for LimitsConfig {
             requests_per_minute: 0,
             window_seconds: 60.0,
             requests_per_day: 0,
+            tokens_per_minute: 0,
+            tokens_per_day: 0,
             timezone: "UTC".into(),
             reset: "00:00".into(),
             provider_headers: true,

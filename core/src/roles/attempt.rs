@@ -216,11 +216,14 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         let shared = host.shared();
         live::record_health(shared, &channel.scope, model, class, retry_after, &table.routing.health);
         if class.is_none() && channel.limits.is_some_and(|l| l.provider_headers) {
-            // The provider says this was the window's last request: rest until
-            // its reset rather than meet its 429.
-            let spent = host.response_header("x-ratelimit-remaining-requests").is_some_and(|v| v.trim() == "0");
-            if spent {
-                let reset = host.response_header("x-ratelimit-reset-requests").and_then(|v| flow::reset_ms(&v));
+            // The provider says this was the window's last request (or its
+            // tokens are used up): rest until its reset rather than meet its 429.
+            let spent = |what: &str| {
+                let remaining = host.response_header(&format!("x-ratelimit-remaining-{what}"));
+                remaining.is_some_and(|v| v.trim() == "0").then(|| format!("x-ratelimit-reset-{what}"))
+            };
+            if let Some(reset_header) = spent("requests").or_else(|| spent("tokens")) {
+                let reset = host.response_header(&reset_header).and_then(|v| flow::reset_ms(&v));
                 let rest = Some(reset.unwrap_or(table.routing.health.rate_limit_ms));
                 live::record_health(
                     host.shared(),

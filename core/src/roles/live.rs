@@ -96,6 +96,18 @@ pub fn count_for_token<S: Shared>(shared: &S, table: &crate::Table, client: Opti
     shared.update_health(|h| h.count_in_window(&key, limits.window_ms, n, now));
 }
 
+/// Count the tokens an answer used against its channel's (or key's) token limits.
+pub fn count_channel_tokens<S: Shared>(shared: &S, table: &crate::Table, handle: u32, tokens: u64) {
+    let Some((ch, limits)) = table.channel(handle).and_then(|c| Some((c, c.limits?))) else {
+        return;
+    };
+    if tokens == 0 || (limits.tokens_per_window == 0 && limits.tokens_per_day == 0) {
+        return;
+    }
+    let now = shared.now_ms();
+    shared.update_health(|h| h.count_tokens(&ch.scope, &limits, tokens, now));
+}
+
 /// What the control plane says other Envoys counted for client tokens (the
 /// answer to a health report): it replaces what was known.
 pub fn take_remote_counts<S: Shared>(shared: &S, answer: &[u8]) {

@@ -322,6 +322,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 if answered && !o.complete {
                     record.error = Some("stream_interrupted".into());
                 }
+                live::count_channel_tokens(shared, &table, o.channel, usage.prompt_tokens + usage.completion_tokens);
                 if let (Some(ch), Some(model)) = (&record.channel, &record.model_requested) {
                     let (cost, u) = (record.cost_pico, record.usage());
                     shared.stats(|s| {
