@@ -165,6 +165,7 @@ pub fn rank<'t>(
 }
 
 /// [`rank`] with `strategy` in place of the one the table or group sets.
+#[allow(clippy::too_many_arguments)]
 pub fn rank_with<'t>(
     table: &'t Table,
     requested: &str,
