@@ -36,7 +36,8 @@ rate_limit {requests, window} (a provider's request window of `window` seconds,
 starting with its first request: answers carry x-ratelimit-limit-requests,
 -remaining-requests and -reset-requests as OpenAI sends them, and a request
 past the limit gets 429 with retry-after; `headers: false` leaves the headers
-out). `fail_every`/`fail_times` without
+out), credits {total_credits, total_usage} (what GET /credits answers, as
+OpenRouter's does; default 10 and 0). `fail_every`/`fail_times` without
 `status` fail with 500; if both are set `fail_times` wins. Failures and
 `first_byte_delay` apply to chat completions and messages requests.
 """
@@ -308,6 +309,8 @@ class Handler(BaseHTTPRequestHandler):
         kind = None
         if method == "GET" and path.endswith("/models"):
             kind = "models"
+        elif method == "GET" and path.endswith("/credits"):
+            kind = "credits"
         elif method == "POST" and path.endswith("/chat/completions"):
             kind = "chat"
         elif method == "POST" and path.endswith("/messages"):
@@ -321,6 +324,11 @@ class Handler(BaseHTTPRequestHandler):
             entry["status"] = 401
             return self.send_json(401, openai_error(
                 "Incorrect API key provided", "invalid_request_error", "invalid_api_key"))
+        if kind == "credits":
+            entry["status"] = 200
+            with st.lock:
+                credits = dict(st.behavior.get("credits") or {"total_credits": 10, "total_usage": 0})
+            return self.send_json(200, {"data": credits})
         if kind == "models":
             entry["status"] = 200
             with st.lock:

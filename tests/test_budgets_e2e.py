@@ -133,3 +133,22 @@ def test_budgets_are_checked_at_load(tmp_path):
                    "budgets:\n  - {id: b, limit_usd: 1, channel: nope}\n")
     out = subprocess.run([SAR_BIN, "check", "--config", str(bad)], capture_output=True, text=True)
     assert out.returncode != 0 and "budgets[0]" in out.stderr and "nope" in out.stderr, out.stderr
+
+
+def test_a_low_balance_is_shown_and_raises_an_alert(tmp_path, fakes):
+    free, paid = fakes
+    paid.behave(credits={"total_credits": 5, "total_usage": 4.5})
+    cfg = ("channels:\n"
+           + channel_yaml("credits", paid, models=["m"], key="sk-or-key", extra="    provider: openrouter\n    low_balance: 1\n"))
+    r = Router(tmp_path, cfg)
+    try:
+        def balance():
+            chans = admin(r, "GET", "/admin/v1/channels").json()["channels"]
+            return next(c for c in chans if c["id"] == "credits")["balance"]
+        b = wait_for(balance, timeout=15)
+        assert b["amount"] == 0.5 and b["currency"] == "USD"
+        got = wait_for(lambda: [a for a in admin(r, "GET", "/admin/v1/alerts").json()["data"]
+                                if a["kind"] == "low_balance"], timeout=15)
+        assert got[0]["subject"] == "credits" and "0.5" in got[0]["message"]
+    finally:
+        r.stop()

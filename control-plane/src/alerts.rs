@@ -21,6 +21,7 @@ pub enum Kind {
     KeyInvalid,
     LimitReached,
     ChannelFailing,
+    LowBalance,
     Other,
 }
 
@@ -32,15 +33,23 @@ impl Kind {
             Kind::KeyInvalid => "key_invalid",
             Kind::LimitReached => "limit_reached",
             Kind::ChannelFailing => "channel_failing",
+            Kind::LowBalance => "low_balance",
             Kind::Other => "other",
         }
     }
 
     pub fn parse(s: &str) -> Self {
-        [Kind::BudgetThreshold, Kind::BudgetExceeded, Kind::KeyInvalid, Kind::LimitReached, Kind::ChannelFailing]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .unwrap_or(Kind::Other)
+        [
+            Kind::BudgetThreshold,
+            Kind::BudgetExceeded,
+            Kind::KeyInvalid,
+            Kind::LimitReached,
+            Kind::ChannelFailing,
+            Kind::LowBalance,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .unwrap_or(Kind::Other)
     }
 }
 

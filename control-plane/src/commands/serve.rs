@@ -39,12 +39,15 @@ struct Discovery {
     key_rejected: bool,
     /// The last check got no answer or a 5xx.
     unreachable: bool,
+    /// The account's balance, where the provider tells it.
+    balance: Option<crate::discovery::balance::Balance>,
 }
 
 struct Done {
     channel: String,
     fingerprint: String,
     result: Result<Vec<ModelDoc>, discovery::DiscoveryError>,
+    balance: Option<Result<discovery::balance::Balance, String>>,
 }
 
 /// How often budgets are summed from the records (and alerts looked for).
@@ -175,7 +178,8 @@ impl ControlPlane {
             let client = client.clone();
             tokio::task::spawn_blocking(move || {
                 let result = client.discover(&channel);
-                let _ = tx.send(Done { channel: channel.id.clone(), fingerprint: fp, result });
+                let balance = client.balance(&channel, epoch_ms());
+                let _ = tx.send(Done { channel: channel.id.clone(), fingerprint: fp, result, balance });
             });
             started += 1;
         }
@@ -185,6 +189,13 @@ impl ControlPlane {
     fn apply(&mut self, done: Done) {
         let d = self.discovery.entry(done.channel.clone()).or_default();
         d.in_flight = false;
+        match done.balance {
+            Some(Ok(b)) => d.balance = Some(b),
+            Some(Err(e)) if d.last_error.as_deref() != Some(e.as_str()) => {
+                tracing::warn!("channel {}: balance unknown ({e})", done.channel);
+            }
+            _ => {}
+        }
         match done.result {
             Ok(models) => {
                 if d.last_error.take().is_some() || d.fingerprint != done.fingerprint {
@@ -256,6 +267,8 @@ impl ControlPlane {
                     "last_error": d.and_then(|d| d.last_error.clone()),
                     "key_ok_ms": d.map(|d| d.key_ok_ms).filter(|&k| k > 0),
                     "key_rotation": (!c.keys().is_empty()).then_some(c.key_rotation),
+                    "balance": d.and_then(|d| d.balance.clone()),
+                    "low_balance": c.low_balance,
                     // The key check uses the first key; the others show what Envoy saw.
                     "keys": c.keys().into_iter().enumerate().map(|(n, (id, _))| serde_json::json!({
                         "id": id,
@@ -430,6 +443,23 @@ impl ControlPlane {
                     kind: crate::alerts::Kind::KeyInvalid,
                     subject: c.id.clone(),
                     message,
+                    raised_ms: now,
+                    acked_ms: None,
+                });
+            }
+        }
+        for c in self.config.channels.iter().filter(|c| c.enabled) {
+            let (Some(low), Some(b)) = (c.low_balance, self.discovery.get(&c.id).and_then(|d| d.balance.as_ref()))
+            else {
+                continue;
+            };
+            if b.amount < low {
+                // One alert a day while it stays low.
+                alerts.push(crate::alerts::Alert {
+                    id: format!("low_balance:{}:{}", c.id, b.checked_ms / 86_400_000),
+                    kind: crate::alerts::Kind::LowBalance,
+                    subject: c.id.clone(),
+                    message: format!("{}: balance {} {} is below {low}", c.id, b.amount, b.currency),
                     raised_ms: now,
                     acked_ms: None,
                 });

@@ -480,6 +480,10 @@ pub struct ChannelConfig {
     /// The provider's request limits on this channel's key (a free tier).
     #[serde(default)]
     pub limits: Option<LimitsConfig>,
+    /// Alert when the account's balance (OpenRouter, DeepSeek, SiliconFlow)
+    /// falls below this, in the provider's currency.
+    #[serde(default)]
+    pub low_balance: Option<f64>,
 }
 
 /// One of a channel's keys: the key (a string, usually `${ENV}`), or

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::config::ChannelConfig;
 
+pub mod balance;
 pub mod cache;
 
 #[derive(Deserialize)]
@@ -142,6 +143,27 @@ impl Client {
     /// Why https channels cannot be checked, if they cannot.
     pub fn ca_problem(&self) -> Option<&str> {
         self.ca_problem.as_deref()
+    }
+
+    /// The account's balance, where the provider tells it (`None`: it does not).
+    pub fn balance(&self, channel: &ChannelConfig, now_ms: u64) -> Option<Result<balance::Balance, String>> {
+        let url = balance::url(channel)?;
+        let mut request = self.agent.get(&url);
+        if !channel.primary_key().is_empty() {
+            request = request.header("authorization", &format!("Bearer {}", channel.primary_key()));
+        }
+        let fetched = request.call().map_err(|e| format!("GET {url}: {e}")).and_then(|mut r| {
+            let status = r.status().as_u16();
+            if status != 200 {
+                return Err(format!("GET {url}: status {status}"));
+            }
+            r.body_mut().with_config().limit(1024 * 1024).read_to_vec().map_err(|e| format!("GET {url}: {e}"))
+        });
+        Some(
+            fetched.and_then(|body| {
+                balance::parse(&channel.provider, &body, now_ms).map_err(|e| format!("GET {url}: {e}"))
+            }),
+        )
     }
 
     /// `GET {base_url}/models`: the channel's models, and a check of its key.
