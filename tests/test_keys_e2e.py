@@ -113,6 +113,14 @@ def test_fill_first_spends_each_keys_window_then_the_paid_channel_and_round_robi
             for k in next(x for x in request(r.cp_port, "GET", "/admin/v1/channels", headers=r.admin_headers())
                           .json()["channels"] if x["id"] == "free")["keys"]), timeout=10)
         assert [k["id"] for k in ch["keys"]] == ["a", "b"]
+        # explain's plan from Envoy's reported counts leaves both keys out, saying why.
+        def plan_now():
+            e = request(r.cp_port, "POST", "/admin/v1/explain", {"model": "m"}, headers=r.admin_headers()).json()
+            return e["plan_now"]
+        p = wait_for(lambda: (lambda p: p if len(p.get("left_out", [])) == 2 else None)(plan_now()), timeout=10)
+        assert [a["channel"] for a in p["attempts"]] == ["paid"]
+        assert all("at its request limit" in x for x in p["left_out"]), p
+        assert {x.split(" ")[0] for x in p["left_out"]} == {"free/a", "free/b"}
 
         # Round robin: the keys take turns.
         r.write_config(cfg.replace("fill_first", "round_robin").replace(limits, ""))

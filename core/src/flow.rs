@@ -205,7 +205,7 @@ pub fn route_body<T: Deref<Target = Table>>(
     }
     let size = plan::RequestSize::of(body.len(), head.max_tokens, table.usage.reserve_output_tokens);
     let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation, token, size })?;
-    let plan::Planned { plan, probes, strategy, scores, reserved } = planned;
+    let plan::Planned { plan, probes, strategy, scores, reserved, .. } = planned;
     let probes = probes
         .iter()
         .filter_map(|&i| plan.attempts.get(i))

@@ -86,6 +86,8 @@ pub struct Planned {
     pub scores: Vec<f64>,
     /// The most any attempt may cost, held against each budget covering it.
     pub reserved: Reservation,
+    /// Candidates left out, each with why (limits, health, budgets, context).
+    pub left_out: Vec<String>,
 }
 
 /// How many candidates are scored: enough for any plan and its replacements.
@@ -411,7 +413,7 @@ pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, Route
         Some(builtin) => Cow::Borrowed(builtin.name.as_str()),
         None => Cow::Owned(ranked.strategy.name.clone()),
     };
-    Ok(Planned { plan, probes, strategy, scores, reserved })
+    Ok(Planned { plan, probes, strategy, scores, reserved, left_out: out })
 }
 
 /// Whether a request that may cost `estimate` fits what is left of `budget`

@@ -285,7 +285,8 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             Some((id, table)) => {
                 live::forget_attempt_error(id);
                 live::settle_unanswered(shared, id, self.responded, &table.routing.health);
-                if !table.budgets.is_empty() {
+                // Budgets and token limits count what the request used.
+                if !table.budgets.is_empty() || table.tokens_limited {
                     held = Some(table.clone());
                 }
                 live::take_outcome(id).map(|o| (o, table))
@@ -293,7 +294,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             None => None,
         };
         let Some(mut record) = self.record.take() else {
-            if let Some(table) = held {
+            if let Some(table) = held.filter(|t| !t.budgets.is_empty()) {
                 live::settle(shared, &table, &reserved, None);
             }
             return;
@@ -349,11 +350,11 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 }
             }
         }
-        if let Some(table) = shared.table().filter(|t| t.tokens_limited) {
+        if let Some(table) = held.as_ref().filter(|t| t.tokens_limited) {
             let tokens = record.prompt_tokens.saturating_add(record.completion_tokens);
-            live::count_for_token(shared, &table, record.client.as_deref(), Some(tokens));
+            live::count_for_token(shared, table, record.client.as_deref(), Some(tokens));
         }
-        if let Some(table) = held {
+        if let Some(table) = held.filter(|t| !t.budgets.is_empty()) {
             let spent = match (&record.channel, &record.model_requested, record.cost_pico) {
                 (Some(ch), Some(model), Some(cost)) => Some((ch.as_str(), model.as_str(), cost)),
                 _ => None,
