@@ -337,6 +337,21 @@ def no_usage(channels):
     return router_config(channels, top="usage: {enabled: false}\n")
 
 
+# The `-full` targets: everything a request can be held to, far from its limits:
+# a client token with a rate limit, a global budget, and request limits on the
+# channel that answers (each counted in Envoy's shared state on every request).
+BENCH_TOKEN = "sar-bench-token-0001"
+FULL = ("auth:\n  enabled: true\n  api_tokens:\n"
+        f"    - {{id: bench, token: {BENCH_TOKEN}, limits: {{requests_per_minute: 1000000000}}}}\n"
+        "budgets:\n  - {id: bench, limit_usd: 100000, period: month}\n")
+
+
+def full(channels):
+    limited = [c.replace("    priority: 1\n", "    priority: 1\n    limits: {requests_per_minute: 1000000000}\n", 1)
+               for c in channels]
+    return router_config(limited, top=FULL)
+
+
 def channel(cid, port, models=None, priority=10):
     # Priced, so each answer's cost is worked out and sent (the full accounting path).
     text = (f"  - id: {cid}\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: bench-key-{cid}\n"
@@ -413,9 +428,13 @@ def instructions_only():
                 tmp, up_port, bare_config,
                 [("router-dm", router_config(three), "dynamic-module"),
                  ("router-dm-nousage", no_usage(three), "dynamic-module"),
+                 ("router-dm-full", full(three), "dynamic-module"),
                  ("router", router_config(three), "wasm"),
-                 ("router-nousage", no_usage(three), "wasm")],
-                lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
+                 ("router-nousage", no_usage(three), "wasm"),
+                 ("router-full", full(three), "wasm")],
+                # (The token is sent to every target; only the -full ones ask for it.)
+                lambda url, seconds: load(url, 16, body_file, auth=f"Bearer {BENCH_TOKEN}",
+                                          duration_ms=seconds * 1000))
         finally:
             up.terminate()
     base = next((c["instructions_per_request"] for c in counted if c["target"] == "bare-envoy"), None)
@@ -548,10 +567,13 @@ def main():
                     tmp, up_port, bare_config,
                     [("router-dm", router_config(three), "dynamic-module"),
                      ("router-dm-nousage", no_usage(three), "dynamic-module"),
+                     ("router-dm-full", full(three), "dynamic-module"),
                      ("router-38x-dm", router_config(big), "dynamic-module"),
                      ("router", router_config(three), "wasm"),
-                     ("router-nousage", no_usage(three), "wasm")],
-                    lambda url, seconds: load(url, 16, body_file, duration_ms=seconds * 1000))
+                     ("router-nousage", no_usage(three), "wasm"),
+                     ("router-full", full(three), "wasm")],
+                    lambda url, seconds: load(url, 16, body_file, auth=f"Bearer {BENCH_TOKEN}",
+                                              duration_ms=seconds * 1000))
         finally:
             for r in routers:
                 r.stop()
