@@ -118,7 +118,11 @@ def run(tmp, upstream_port, bare_config_text, router_targets, load):
     finally:
         p.terminate()
         p.wait(timeout=60)
+    # BENCH_ONLY=router-dm-full,router-full measures just those (and bare Envoy).
+    only = [t for t in os.environ.get("BENCH_ONLY", "").split(",") if t]
     for name, config_text, filt in router_targets:
+        if only and name not in only:
+            continue
         d = Path(tmp) / f"callgrind-{name}"
         d.mkdir()
         prefix = out_dir / name

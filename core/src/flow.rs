@@ -194,7 +194,7 @@ pub fn route_body<T: Deref<Target = Table>>(
         None => None,
     };
     if let Some((t, limits)) = token.and_then(|t| Some((t, t.limits?))) {
-        over_rate_limit(health, &t.id, &limits, now_ms)?;
+        over_rate_limit(health, t, &limits, now_ms)?;
     }
     if let Some(t) = token.filter(|t| !t.may_request(&head.model)) {
         return Err(RouterError::forbidden(format!(
@@ -203,7 +203,10 @@ pub fn route_body<T: Deref<Target = Table>>(
             crate::error::ascii_safe(&head.model, 200)
         )));
     }
-    let size = plan::RequestSize::of(body.len(), head.max_tokens, table.usage.reserve_output_tokens);
+    let size = plan::RequestSize {
+        tools: head.tools,
+        ..plan::RequestSize::of(body.len(), head.max_tokens, table.usage.reserve_output_tokens)
+    };
     let planned = plan::plan(&table, &head.model, Live { health, perf, now_ms, rotation, token, size })?;
     let plan::Planned { plan, probes, strategy, scores, reserved, .. } = planned;
     let probes = probes
@@ -271,19 +274,20 @@ pub fn route_body<T: Deref<Target = Table>>(
 /// counts in ends.
 fn over_rate_limit(
     health: &HealthMap,
-    id: &str,
+    token: &crate::table::ClientToken,
     limits: &crate::table::TokenLimits,
     now_ms: u64,
 ) -> Result<(), RouterError> {
+    let id = &token.id;
     let checks = [
-        (limits.requests_per_window, crate::table::token_requests_key(id), "requests"),
-        (limits.tokens_per_window, crate::table::token_tokens_key(id), "tokens"),
+        (limits.requests_per_window, &token.requests_key, "requests"),
+        (limits.tokens_per_window, &token.tokens_key, "tokens"),
     ];
     for (limit, key, what) in checks {
         if limit == 0 {
             continue;
         }
-        let (used, ends) = health.window_total(&key, limits.window_ms, now_ms);
+        let (used, ends) = health.window_total(key, limits.window_ms, now_ms);
         if used >= u64::from(limit) {
             let wait_s = ends.saturating_sub(now_ms).div_ceil(1000).max(1);
             return Err(RouterError::rate_limited(

@@ -294,6 +294,20 @@ pub enum LimitedUntil {
     NextDay,
 }
 
+/// `n` more in the window (started afresh when it ended) and in the day.
+fn add_to_window(w: &mut Window, limits: &crate::table::LimitsDoc, n: u32, now: u64) {
+    if w.count == 0 || now >= w.start_ms.saturating_add(limits.window_ms) {
+        w.start_ms = now;
+        w.count = 0;
+    }
+    if w.day_start_ms != limits.day_start_ms {
+        w.day_start_ms = limits.day_start_ms;
+        w.day_count = 0;
+    }
+    w.count = w.count.saturating_add(n);
+    w.day_count = w.day_count.saturating_add(n);
+}
+
 /// Where a limited channel's (or key's) tokens are counted, beside its requests.
 pub fn tokens_key(scope: &str) -> String {
     format!("{scope} tokens")
@@ -339,12 +353,13 @@ impl HealthMap {
     /// Add `n` to the count under `key` in its window of `window_ms` (a window
     /// starts with its first count). Always a change.
     pub fn count_in_window(&mut self, key: &str, window_ms: u64, n: u32, now: u64) -> bool {
-        let w = self.windows.entry(key.to_string()).or_default();
-        if w.count == 0 || now >= w.start_ms.saturating_add(window_ms) {
-            w.start_ms = now;
-            w.count = 0;
-        }
-        w.count = w.count.saturating_add(n);
+        self.with_window(key, |w| {
+            if w.count == 0 || now >= w.start_ms.saturating_add(window_ms) {
+                w.start_ms = now;
+                w.count = 0;
+            }
+            w.count = w.count.saturating_add(n);
+        });
         true
     }
 
@@ -373,38 +388,63 @@ impl HealthMap {
 
     /// Hold `pico` against `budget` for a request in flight. Always a change.
     pub fn reserve(&mut self, budget: &crate::table::BudgetDoc, pico: u64) -> bool {
-        let s = self.spend_of(budget);
-        s.reserved_pico = s.reserved_pico.saturating_add(pico);
+        self.with_spend(budget, |s| s.reserved_pico = s.reserved_pico.saturating_add(pico));
         true
     }
 
     /// A request ended: release its reservation of `reserved` and count what
     /// it cost. Always a change.
     pub fn settle(&mut self, budget: &crate::table::BudgetDoc, reserved: u64, cost: u64) -> bool {
-        let s = self.spend_of(budget);
-        s.reserved_pico = s.reserved_pico.saturating_sub(reserved);
-        s.settled_pico = s.settled_pico.saturating_add(cost);
+        self.with_spend(budget, |s| {
+            s.reserved_pico = s.reserved_pico.saturating_sub(reserved);
+            s.settled_pico = s.settled_pico.saturating_add(cost);
+        });
         true
     }
 
     /// The budget's entry, started afresh when the control plane summed again
     /// (its sum now holds what ended here before).
-    fn spend_of(&mut self, budget: &crate::table::BudgetDoc) -> &mut Spend {
-        let s = self.spend.entry(budget.id.clone()).or_default();
-        if s.as_of_ms != budget.as_of_ms {
-            s.as_of_ms = budget.as_of_ms;
-            s.settled_pico = 0;
+    fn with_spend(&mut self, budget: &crate::table::BudgetDoc, change: impl FnOnce(&mut Spend)) {
+        let fresh = |s: &mut Spend| {
+            if s.as_of_ms != budget.as_of_ms {
+                s.as_of_ms = budget.as_of_ms;
+                s.settled_pico = 0;
+            }
+        };
+        // (The key is copied only when it is new, not on every request.)
+        match self.spend.get_mut(&budget.id) {
+            Some(s) => {
+                fresh(s);
+                change(s);
+            }
+            None => {
+                let mut s = Spend::default();
+                fresh(&mut s);
+                change(&mut s);
+                self.spend.insert(budget.id.clone(), s);
+            }
         }
-        s
+    }
+
+    /// Change the window under `key`, made when it is new.
+    fn with_window(&mut self, key: &str, change: impl FnOnce(&mut Window)) {
+        match self.windows.get_mut(key) {
+            Some(w) => change(w),
+            None => {
+                let mut w = Window::default();
+                change(&mut w);
+                self.windows.insert(key.to_string(), w);
+            }
+        }
     }
 
     /// Whether `channel` is at one of `limits` at `now`.
     pub fn limited(&self, channel: &str, limits: &crate::table::LimitsDoc, now: u64) -> Option<LimitedUntil> {
         let requests = (u64::from(limits.requests_per_window), u64::from(limits.requests_per_day));
         let tokens = (limits.tokens_per_window, limits.tokens_per_day);
-        for (w, (per_window, per_day)) in
-            [(self.windows.get(channel), requests), (tokens_window(self, channel), tokens)]
-        {
+        // (Tokens are looked up only where they are limited.)
+        let counted = if tokens == (0, 0) { None } else { tokens_window(self, channel) };
+        for (w, (per_window, per_day)) in [(self.windows.get(channel), requests), (counted, tokens)] {
             let Some(w) = w else { continue };
             let window_end = w.start_ms.saturating_add(limits.window_ms);
             if per_window > 0 && now < window_end && u64::from(w.count) >= per_window {
@@ -421,9 +461,11 @@ impl HealthMap {
     pub fn quota_remaining(&self, scope: &str, limits: &crate::table::LimitsDoc, now: u64) -> f64 {
         let share = |used: u64, limit: u64| if limit == 0 { 1.0 } else { 1.0 - used.min(limit) as f64 / limit as f64 };
         let mut left: f64 = 1.0;
+        let tokens_limited = limits.tokens_per_window > 0 || limits.tokens_per_day > 0;
+        let counted = if tokens_limited { tokens_window(self, scope) } else { None };
         for (w, per_window, per_day) in [
             (self.windows.get(scope), u64::from(limits.requests_per_window), u64::from(limits.requests_per_day)),
-            (tokens_window(self, scope), limits.tokens_per_window, limits.tokens_per_day),
+            (counted, limits.tokens_per_window, limits.tokens_per_day),
         ] {
             let Some(w) = w else { continue };
             if now < w.start_ms.saturating_add(limits.window_ms) {
@@ -439,33 +481,13 @@ impl HealthMap {
     /// Count `tokens` a request on `scope` used, in its window and day. Always a change.
     pub fn count_tokens(&mut self, scope: &str, limits: &crate::table::LimitsDoc, tokens: u64, now: u64) -> bool {
         let n = u32::try_from(tokens).unwrap_or(u32::MAX);
-        let w = self.windows.entry(tokens_key(scope)).or_default();
-        if w.count == 0 || now >= w.start_ms.saturating_add(limits.window_ms) {
-            w.start_ms = now;
-            w.count = 0;
-        }
-        if w.day_start_ms != limits.day_start_ms {
-            w.day_start_ms = limits.day_start_ms;
-            w.day_count = 0;
-        }
-        w.count = w.count.saturating_add(n);
-        w.day_count = w.day_count.saturating_add(n);
+        self.with_window(&tokens_key(scope), |w| add_to_window(w, limits, n, now));
         true
     }
 
     /// Count one request sent to `channel`. Always a change.
     pub fn count_request(&mut self, channel: &str, limits: &crate::table::LimitsDoc, now: u64) -> bool {
-        let w = self.windows.entry(channel.to_string()).or_default();
-        if w.count == 0 || now >= w.start_ms.saturating_add(limits.window_ms) {
-            w.start_ms = now;
-            w.count = 0;
-        }
-        if w.day_start_ms != limits.day_start_ms {
-            w.day_start_ms = limits.day_start_ms;
-            w.day_count = 0;
-        }
-        w.count = w.count.saturating_add(1);
-        w.day_count = w.day_count.saturating_add(1);
+        self.with_window(channel, |w| add_to_window(w, limits, 1, now));
         true
     }
 

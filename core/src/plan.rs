@@ -44,6 +44,8 @@ pub struct RequestSize {
     pub output_tokens: u64,
     /// What the client itself asked the answer to hold at most (0: nothing said).
     pub asked_output: u64,
+    /// The request offers tools (never a simple prompt).
+    pub tools: bool,
 }
 
 impl RequestSize {
@@ -53,6 +55,7 @@ impl RequestSize {
             prompt_tokens: (body_len as u64).div_ceil(4),
             output_tokens: max_tokens.unwrap_or(default_output),
             asked_output: max_tokens.unwrap_or(0),
+            tools: false,
         }
     }
 
@@ -281,7 +284,16 @@ fn order_keys(table: &Table, ranked: &mut [RankedCandidate], rotation: u64) {
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
-    let mut ranked = rank(table, requested, found, live.perf, (live.health, live.now_ms), live.rotation, false)?;
+    // A short prompt without tools sent to an `auto:` group goes to its
+    // cheapest members first, when the table asks for that.
+    let simple = table.routing.simple_prompt_tokens > 0
+        && !live.size.tools
+        && live.size.prompt_tokens > 0
+        && live.size.prompt_tokens <= table.routing.simple_prompt_tokens
+        && found.group.as_deref().is_some_and(|g| g.starts_with("auto:"));
+    let cheapest = if simple { score::builtin_ref("cost_first") } else { None };
+    let health = (live.health, live.now_ms);
+    let mut ranked = rank_with(table, requested, found, live.perf, health, live.rotation, false, cheapest)?;
     if table.multi_key {
         order_keys(table, &mut ranked.candidates, live.rotation);
     }
@@ -579,7 +591,7 @@ mod tests {
         let t = Table::compile(d, None).unwrap();
         let perf = PerfMap::default();
         // 4,000 prompt + 1,000 answer tokens at 1 USD per 1M: 0.005 USD.
-        let size = RequestSize { prompt_tokens: 4_000, output_tokens: 1_000, asked_output: 1_000 };
+        let size = RequestSize { prompt_tokens: 4_000, output_tokens: 1_000, asked_output: 1_000, tools: false };
         let mut h = HealthMap::default();
         let p = plan(&t, "m", live_at(&h, &perf, size)).unwrap();
         assert_eq!(ids(&t, &p.plan).len(), 2);
@@ -662,6 +674,27 @@ mod tests {
         let p = plan(&t, "m", live_at(&h, &PerfMap::default(), RequestSize::default())).unwrap();
         assert_eq!(ids(&t, &p.plan), [("paid".to_string(), "m".to_string())]);
         assert_eq!(HealthMap::decode(&h.encode()), h);
+    }
+
+    #[test]
+    fn short_simple_prompts_to_an_auto_group_go_to_its_cheapest_members() {
+        let mut d = doc(vec![priced("cheap", 1, &[], 0.1), priced("dear", 1, &[], 30.0)]);
+        for c in &mut d.channels {
+            c.models[0].id = "qwen3-235b-a22b".into();
+        }
+        d.channels[0].models[0].id = "qwen3-8b".into();
+        d.groups = vec![crate::groups::GroupDoc {
+            name: "auto:smart".into(),
+            strategy: crate::score::builtin_ref("quality_optimized").cloned(),
+            ..Default::default()
+        }];
+        d.routing.simple_prompt_tokens = 100;
+        let t = Table::compile(d, None).unwrap();
+        let (h, perf) = (HealthMap::default(), PerfMap::default());
+        let first = |size| ids(&t, &plan(&t, "auto:smart", live_at(&h, &perf, size)).unwrap().plan)[0].0.clone();
+        assert_eq!(first(RequestSize::of(2_000, None, 1024)), "dear");
+        assert_eq!(first(RequestSize::of(200, None, 1024)), "cheap");
+        assert_eq!(first(RequestSize { tools: true, ..RequestSize::of(200, None, 1024) }), "dear");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct ChatHead {
     /// `max_completion_tokens`, else `max_tokens`, when the client set a whole
     /// number (what budgets reserve for the answer).
     pub max_tokens: Option<u64>,
+    /// The request offers tools (`tools` or `functions`).
+    pub tools: bool,
 }
 
 /// Nesting deeper than this is refused (serde_json's own limit): the scanner
@@ -71,6 +73,7 @@ pub fn parse_chat_head(body: &[u8]) -> Result<ChatHead, RouterError> {
         stream_options_span: fields.stream_options,
         include_usage,
         max_tokens: fields.max_completion_tokens.or(fields.max_tokens),
+        tools: fields.tools,
     })
 }
 
@@ -97,6 +100,7 @@ struct Fields {
     stream_options: Option<(usize, usize)>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
+    tools: bool,
 }
 
 /// Scan the whole document, which must be one object, noting `model` and `stream`.
@@ -143,6 +147,10 @@ fn top_level(b: &[u8]) -> Result<Fields, Syntax> {
                 fields.max_completion_tokens = whole_number(value);
                 Ok(())
             }
+            Key::Tools => {
+                fields.tools |= !matches!(value, b"null" | b"[]");
+                Ok(())
+            }
             Key::Other => Ok(()),
         }
     })?;
@@ -162,6 +170,7 @@ enum Key {
     StreamOptions,
     MaxTokens,
     MaxCompletionTokens,
+    Tools,
     Other,
 }
 
@@ -189,6 +198,7 @@ fn key_name(raw: &[u8]) -> Key {
         b"stream_options" => Key::StreamOptions,
         b"max_tokens" => Key::MaxTokens,
         b"max_completion_tokens" => Key::MaxCompletionTokens,
+        b"tools" | b"functions" => Key::Tools,
         _ => Key::Other,
     }
 }

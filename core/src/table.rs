@@ -111,6 +111,9 @@ pub struct RoutingDoc {
     /// Filters for tag queries and groups (`routing.model_filters`); a model the
     /// client names is not filtered.
     pub filters: crate::groups::GroupFilters,
+    /// Prompts of at most this many tokens (estimated) without tools, sent to
+    /// an `auto:` group, are ranked by `cost_first` (0: off).
+    pub simple_prompt_tokens: u64,
 }
 
 impl Default for RoutingDoc {
@@ -123,6 +126,7 @@ impl Default for RoutingDoc {
             strategies: BTreeMap::new(),
             quality: BTreeMap::new(),
             filters: crate::groups::GroupFilters::default(),
+            simple_prompt_tokens: 0,
         }
     }
 }
@@ -183,6 +187,9 @@ pub fn token_tokens_key(id: &str) -> String {
 pub struct ClientToken {
     pub id: String,
     pub limits: Option<TokenLimits>,
+    /// Where its requests and tokens are counted (see [`token_requests_key`]).
+    pub requests_key: String,
+    pub tokens_key: String,
     hash: [u8; 32],
     models: Vec<String>,
     /// By entry index; `None`: every entry.
@@ -875,7 +882,15 @@ impl Table {
             if limits.is_some_and(|l| l.window_ms == 0) {
                 return Err(TableError(format!("client token {}: limits need a window", t.id)));
             }
-            out.push(ClientToken { id: t.id.clone(), limits, hash, models: t.models.clone(), entries });
+            out.push(ClientToken {
+                id: t.id.clone(),
+                limits,
+                requests_key: token_requests_key(&t.id),
+                tokens_key: token_tokens_key(&t.id),
+                hash,
+                models: t.models.clone(),
+                entries,
+            });
         }
         Ok(out)
     }

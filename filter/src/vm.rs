@@ -291,11 +291,13 @@ fn read<T: SharedValue>(key: &str) -> (T, Option<u32>) {
 /// Re-read the shared value if another worker changed it; `fixup` runs on a
 /// fresh copy (e.g. to expire old entries).
 fn refresh<T: SharedValue>(key: &str, local: &'static LocalKey<Local<T>>, fixup: impl FnOnce(&mut T)) {
-    let cas = host::shared_data_cas(key).1;
+    // (One host call: the value comes with its CAS token, and is decoded only
+    // when it changed.)
+    let (bytes, cas) = host::shared_data_cas(key);
     if local.with(|l| l.borrow().1 == cas && cas.is_some()) {
         return;
     }
-    let (mut value, cas) = read::<T>(key);
+    let mut value = bytes.map(|b| T::decode(&String::from_utf8_lossy(&b))).unwrap_or_default();
     fixup(&mut value);
     local.with(|l| *l.borrow_mut() = (value, cas));
 }
@@ -307,8 +309,11 @@ fn update<T: SharedValue>(
     local: &'static LocalKey<Local<T>>,
     mut change: impl FnMut(&mut T) -> bool,
 ) -> bool {
-    for _ in 0..8 {
-        let (mut value, cas) = read::<T>(key);
+    for attempt in 0..8 {
+        // First from this worker's copy when it is known to be current (its
+        // CAS token is that of the last read); a lost race reads afresh.
+        let known = if attempt == 0 { local.with(|l| l.borrow().1.is_some()) } else { false };
+        let (mut value, cas) = if known { local.with(|l| l.borrow().clone()) } else { read::<T>(key) };
         if !change(&mut value) {
             return false;
         }

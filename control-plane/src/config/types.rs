@@ -324,6 +324,9 @@ pub struct RoutingConfig {
     /// Quality (0..1) by model core name (`qwen3-235b-a22b: 0.95`), overriding the
     /// estimate from size.
     pub model_quality: BTreeMap<String, f64>,
+    /// Send prompts of at most this many tokens (estimated), without tools,
+    /// that ask for an `auto:` group to its cheapest members first (0: off).
+    pub simple_prompt_tokens: u64,
 }
 
 impl Default for RoutingConfig {
@@ -340,6 +343,7 @@ impl Default for RoutingConfig {
             model_filters: ModelFilters::default(),
             sorting_strategies: BTreeMap::new(),
             model_quality: BTreeMap::new(),
+            simple_prompt_tokens: 0,
         }
     }
 }

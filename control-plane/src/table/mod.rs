@@ -163,6 +163,7 @@ pub fn build_with(
                 capabilities: config.routing.model_filters.capabilities.clone(),
                 ..Default::default()
             },
+            simple_prompt_tokens: config.routing.simple_prompt_tokens,
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,

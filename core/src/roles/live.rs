@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 
 use crate::flow::UnansweredLedger;
 use crate::health::{ErrorClass, HealthMap, Policy, State};
+use crate::table::{ClientToken, TokenLimits};
 
 use super::host::Shared;
 use super::stats::Counter;
@@ -42,58 +43,72 @@ pub fn record_health<S: Shared>(
     }
 }
 
-/// Hold a routed request's reservation against its budgets.
-pub fn reserve<S: Shared>(shared: &S, table: &crate::Table, reserved: &crate::plan::Reservation) {
-    if reserved.is_empty() {
+/// A client token's limits and where its counts are kept, if it has limits.
+fn limited_token<'t>(table: &'t crate::Table, client: Option<&str>) -> Option<(&'t ClientToken, TokenLimits)> {
+    let token = table.token_by_id(client?)?;
+    Some((token, token.limits?))
+}
+
+/// A routed request starts: hold its reservation against its budgets and count
+/// it against its client token's request limit (one write of the shared state).
+pub fn hold<S: Shared>(shared: &S, table: &crate::Table, reserved: &crate::plan::Reservation, client: Option<&str>) {
+    let token = limited_token(table, client).filter(|(_, l)| l.requests_per_window > 0);
+    if reserved.is_empty() && token.is_none() {
         return;
     }
+    let now = if token.is_some() { shared.now_ms() } else { 0 };
     shared.update_health(|h| {
         for &(n, pico) in reserved {
             if let Some(b) = table.budgets.get(n) {
                 h.reserve(b, pico);
             }
         }
+        if let Some((t, l)) = token {
+            h.count_in_window(&t.requests_key, l.window_ms, 1, now);
+        }
         true
     });
 }
 
-/// A request ended: release what it held and count what it cost (`spent`: the
-/// answering channel, the model asked for, the client token, picodollars)
-/// against each budget covering it.
-pub fn settle<S: Shared>(
+/// What a request that ended used: the answering channel, the model asked for,
+/// its cost (picodollars, when priced) and its tokens.
+pub struct Used<'a> {
+    pub channel: &'a str,
+    pub model: &'a str,
+    pub cost_pico: Option<u64>,
+    pub tokens: u64,
+}
+
+/// A request ended: release what it held, count its cost against each budget
+/// covering it and its tokens against its client token's limit (one write).
+pub fn release<S: Shared>(
     shared: &S,
     table: &crate::Table,
     reserved: &crate::plan::Reservation,
-    spent: Option<(&str, &str, Option<&str>, u64)>,
+    client: Option<&str>,
+    used: Option<Used>,
 ) {
+    let token = limited_token(table, client).filter(|(_, l)| l.tokens_per_window > 0);
+    let tokens = used.as_ref().map_or(0, |u| u.tokens);
+    if table.budgets.is_empty() && (token.is_none() || tokens == 0) {
+        return;
+    }
+    let now = if token.is_some() { shared.now_ms() } else { 0 };
     shared.update_health(|h| {
         let mut changed = false;
         for (n, b) in table.budgets.iter().enumerate() {
             let held = reserved.iter().find(|r| r.0 == n).map_or(0, |r| r.1);
-            let cost = spent.filter(|(ch, model, token, _)| b.covers(ch, model, *token)).map_or(0, |s| s.3);
+            let cost =
+                used.as_ref().filter(|u| b.covers(u.channel, u.model, client)).and_then(|u| u.cost_pico).unwrap_or(0);
             if held > 0 || cost > 0 {
                 changed |= h.settle(b, held, cost);
             }
         }
+        if let Some((t, l)) = token.filter(|_| tokens > 0) {
+            changed |= h.count_in_window(&t.tokens_key, l.window_ms, u32::try_from(tokens).unwrap_or(u32::MAX), now);
+        }
         changed
     });
-}
-
-/// Count against a client token's limits: a request (`tokens: None`), or the
-/// tokens a request used.
-pub fn count_for_token<S: Shared>(shared: &S, table: &crate::Table, client: Option<&str>, tokens: Option<u64>) {
-    let Some((id, limits)) = client.and_then(|id| Some((id, table.token_by_id(id)?.limits?))) else {
-        return;
-    };
-    let (key, n) = match tokens {
-        None if limits.requests_per_window > 0 => (crate::table::token_requests_key(id), 1),
-        Some(n) if limits.tokens_per_window > 0 && n > 0 => {
-            (crate::table::token_tokens_key(id), u32::try_from(n).unwrap_or(u32::MAX))
-        }
-        _ => return,
-    };
-    let now = shared.now_ms();
-    shared.update_health(|h| h.count_in_window(&key, limits.window_ms, n, now));
 }
 
 /// Count the tokens an answer used against its channel's (or key's) token limits.

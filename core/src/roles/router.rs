@@ -202,10 +202,7 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             }
         };
         live::start_probes(host.shared(), &routed.probes, &routed.decision.table.routing.health);
-        live::reserve(host.shared(), &routed.decision.table, &routed.reserved);
-        if routed.decision.table.tokens_limited {
-            live::count_for_token(host.shared(), &routed.decision.table, self.client.as_deref(), None);
-        }
+        live::hold(host.shared(), &routed.decision.table, &routed.reserved, self.client.as_deref());
         if !host.deliver_plan(&routed.plan_text, routed.decision.clusters(), routed.retries) {
             return self.fail(
                 host,
@@ -294,8 +291,8 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             None => None,
         };
         let Some(mut record) = self.record.take() else {
-            if let Some(table) = held.filter(|t| !t.budgets.is_empty()) {
-                live::settle(shared, &table, &reserved, None);
+            if let Some(table) = held {
+                live::release(shared, &table, &reserved, self.client.as_deref(), None);
             }
             return;
         };
@@ -350,16 +347,17 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
                 }
             }
         }
-        if let Some(table) = held.as_ref().filter(|t| t.tokens_limited) {
-            let tokens = record.prompt_tokens.saturating_add(record.completion_tokens);
-            live::count_for_token(shared, table, record.client.as_deref(), Some(tokens));
-        }
-        if let Some(table) = held.filter(|t| !t.budgets.is_empty()) {
-            let spent = match (&record.channel, &record.model_requested, record.cost_pico) {
-                (Some(ch), Some(model), Some(cost)) => Some((ch.as_str(), model.as_str(), cost)),
+        if let Some(table) = held {
+            let used = match (&record.channel, &record.model_requested) {
+                (Some(channel), Some(model)) => Some(live::Used {
+                    channel,
+                    model,
+                    cost_pico: record.cost_pico,
+                    tokens: record.prompt_tokens.saturating_add(record.completion_tokens),
+                }),
                 _ => None,
             };
-            live::settle(shared, &table, &reserved, spent.map(|(ch, m, c)| (ch, m, record.client.as_deref(), c)));
+            live::release(shared, &table, &reserved, record.client.as_deref(), used);
         }
         shared.emit_record(record);
     }
