@@ -204,7 +204,10 @@ impl Process {
                 usage_failing = failing;
             }
             let hv = self.health_version.load(Ordering::Acquire);
-            if hv != reported || now_ms().saturating_sub(last_report) >= router_core::roles::REPORT_EVERY_MS {
+            // Other Envoys' counts matter only where client tokens have limits.
+            let tokens_limited = self.table().is_some_and(|t| t.tokens_limited);
+            let due = tokens_limited && now_ms().saturating_sub(last_report) >= router_core::roles::REPORT_EVERY_MS;
+            if hv != reported || due {
                 last_report = now_ms();
                 let report = self.health(HealthMap::encode);
                 if let Some(answer) = client.report_health(report.as_bytes(), self.record_prefix) {

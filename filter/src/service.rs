@@ -36,6 +36,9 @@ pub struct TableFetcher {
     node: String,
     /// When the last health report went.
     reported_ms: u64,
+    /// The table limits client tokens: other Envoys' counts are asked for
+    /// every `REPORT_EVERY_MS` even without a change here.
+    tokens_limited: bool,
 }
 
 impl TableFetcher {
@@ -51,6 +54,7 @@ impl TableFetcher {
             reported_cas: None,
             node: router_core::roles::node_id(crate::vm::random_prefix()),
             reported_ms: 0,
+            tokens_limited: false,
             queue: host::register_queue(USAGE_QUEUE),
             records: RecordBuffer::default(),
             usage_call: None,
@@ -152,7 +156,7 @@ impl TableFetcher {
         }
         let (bytes, cas) = host::shared_data_cas(HEALTH_KEY);
         let now = Vm.now_ms();
-        let due = now.saturating_sub(self.reported_ms) >= router_core::roles::REPORT_EVERY_MS;
+        let due = self.tokens_limited && now.saturating_sub(self.reported_ms) >= router_core::roles::REPORT_EVERY_MS;
         if !due && (cas.is_none() || cas == self.reported_cas) {
             return;
         }
@@ -207,9 +211,10 @@ impl TableFetcher {
             return;
         };
         // Workers compile it again for their own clusters; this one only checks it.
-        if self.follower.on_answer(Answer::Table(bytes), None).is_none() {
+        let Some(table) = self.follower.on_answer(Answer::Table(bytes), None) else {
             return;
-        }
+        };
+        self.tokens_limited = table.tokens_limited;
         let version = self.follower.version().to_string();
         // Table first, then its version: a worker that sees the new version finds
         // the new table.

@@ -30,7 +30,8 @@ mod tests;
 pub const NODE_HEADER: &str = "x-router-node";
 
 /// A health report goes when the health state changed, and at least this
-/// often: the answer is how an Envoy hears what the others counted.
+/// often where client tokens have limits: the answer is how an Envoy hears
+/// what the others counted.
 pub const REPORT_EVERY_MS: u64 = 1_000;
 
 /// An Envoy's name in health reports: its random id in hex.
