@@ -23,11 +23,15 @@ def ask(c):
     return c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
-def config(fake, limits):
-    return ("auth:\n  enabled: true\n  api_tokens:\n"
+def config(fake, limits, paid=None):
+    text = ("auth:\n  enabled: true\n  api_tokens:\n"
             f"    - {{id: limited, token: sk-limited-000001, limits: {limits}}}\n"
             "    - {id: open, token: sk-open-000000002}\n"
-            "channels:\n" + channel_yaml("a", fake, models=["m"]))
+            "    - {id: free_only, token: sk-free-only-0003, allow: {tags: [free]}}\n"
+            "channels:\n" + channel_yaml("a", fake, models=["m"], extra="    tags: [free]\n"))
+    if paid is not None:
+        text += channel_yaml("paid", paid, models=["m", "paidonly"], priority=1)
+    return text
 
 
 @pytest.fixture
@@ -93,10 +97,24 @@ def second_envoy(r, tmp_path):
 
 
 def test_two_envoys_on_one_control_plane_share_a_tokens_count(tmp_path, fake):
-    r = Router(tmp_path, config(fake, f"{{requests_per_minute: 4, window_seconds: 20}}"))
+    paid = Fake("PAID", ["m", "paidonly"])
+    r = Router(tmp_path, config(fake, f"{{requests_per_minute: 4, window_seconds: 20}}", paid))
     proc = None
     try:
         proc, api2 = second_envoy(r, tmp_path)
+        # A free-only token reaches no paid channel through either Envoy, even
+        # when the paid one is preferred or the free one fails.
+        for port in (r.api_port, api2):
+            free_only = client(port, "sk-free-only-0003")
+            ask(free_only)
+            with pytest.raises(openai.PermissionDeniedError):
+                free_only.chat.completions.create(model="paidonly", messages=[{"role": "user", "content": "hi"}])
+        fake.behave(status=503)
+        with pytest.raises(openai.APIStatusError):
+            ask(client(api2, "sk-free-only-0003"))
+        fake.behave()
+        assert paid.requests() == []
+        fake.reset()
         one, two = client(r.api_port, "sk-limited-000001"), client(api2, "sk-limited-000001")
         ask(one)
         ask(one)
@@ -120,3 +138,4 @@ def test_two_envoys_on_one_control_plane_share_a_tokens_count(tmp_path, fake):
             proc.terminate()
             proc.wait(timeout=10)
         r.stop()
+        paid.stop()
