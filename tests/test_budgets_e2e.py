@@ -72,12 +72,12 @@ def test_a_spent_budget_leaves_only_free_channels_and_refuses_paid_only_models(t
         assert resp.headers["x-router-channel"] == "free"
 
         # The control plane's view: the sum of the records, and the alerts.
+        # (Records reach the store in batches: the sum catches up with every answer.)
         def budget():
             b = admin(r, "GET", "/admin/v1/budgets").json()["data"][0]
-            return b if b["spent_usd"] > 0.05 else None
+            return b if abs(b["spent_usd"] - sum(costs)) < 1e-9 else None
         b = wait_for(budget, timeout=15)
         assert b["id"] == "monthly" and b["limit_usd"] == 0.1 and b["committed_usd"] <= 0.1
-        assert abs(b["spent_usd"] - sum(costs)) < 1e-9, (b, costs)
 
         def alerts():
             got = admin(r, "GET", "/admin/v1/alerts").json()["data"]
