@@ -1,7 +1,8 @@
 """Budgets through a real Envoy: a global budget of a few cents is spent by a
 paid-only model, which then gets 429 budget_exceeded; a model with a free
 channel and a paid fallback no longer reaches the paid one (its failing free
-channel's error stands); alerts are raised at the threshold and when spent,
+channel's error stands); a second Envoy on the same control plane refuses once
+the first has spent the budget; alerts are raised at the threshold and when spent,
 listed and acknowledged; a refusing budget on one token refuses that token's
 requests and no one else's. The OpenAI SDK is the client."""
 import json
@@ -151,4 +152,43 @@ def test_a_low_balance_is_shown_and_raises_an_alert(tmp_path, fakes):
                                 if a["kind"] == "low_balance"], timeout=15)
         assert got[0]["subject"] == "credits" and "0.5" in got[0]["message"]
     finally:
+        r.stop()
+
+
+def test_two_envoys_on_one_control_plane_share_a_budget(tmp_path, fakes):
+    from test_rate_limits_e2e import second_envoy
+    free, paid = fakes
+    cfg = ("channels:\n"
+           + channel_yaml("paid", paid, models=["paidonly"], priority=2, extra=PRICE)
+           + "budgets:\n  - {id: shared, limit_usd: 0.1, period: day}\n")
+    r = Router(tmp_path, cfg)
+    proc = None
+    try:
+        proc, api2 = second_envoy(r, tmp_path)
+        one, two = client(r), openai.OpenAI(base_url=f"http://127.0.0.1:{api2}/v1", api_key="unused",
+                                            max_retries=0, timeout=20)
+        spent = 0.0
+        with pytest.raises(openai.RateLimitError):
+            for _ in range(10):
+                resp = one.chat.completions.with_raw_response.create(model="paidonly", messages=MESSAGES, max_tokens=4)
+                spent += float(resp.headers["x-router-cost"])
+        # The other Envoy learns the sum through the table within a couple of seconds.
+        def refused():
+            try:
+                two.chat.completions.create(model="paidonly", messages=MESSAGES, max_tokens=4)
+                return False
+            except openai.RateLimitError:
+                return True
+        served_before = len(paid.requests())
+        wait_for(lambda: admin(r, "GET", "/admin/v1/budgets").json()["data"][0]["spent_usd"] >= spent - 1e-9,
+                 timeout=15)
+        time.sleep(1.5)  # the summed table reaches the second Envoy
+        assert refused()
+        # Everything both Envoys let through stays within the limit.
+        total = admin(r, "GET", "/admin/v1/budgets").json()["data"][0]["spent_usd"]
+        assert total <= 0.1 + 1e-9 and len(paid.requests()) == served_before
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=10)
         r.stop()
