@@ -5,6 +5,7 @@
 //! condition that lasts is one alert), logged, listed and acknowledged through
 //! the admin API, and optionally POSTed to a webhook.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use router_core::health::{HealthMap, Reason, State};
@@ -153,17 +154,25 @@ pub fn for_health(config: &Config, health: &HealthMap, now_ms: u64) -> Vec<Alert
     out
 }
 
-/// Keep each alert that is new, log it and post it to the webhook.
-pub async fn raise(store: &Store, webhook_url: &str, alerts: Vec<Alert>) {
+/// Keep each alert that is new, log it and post it to the webhook. `raised`
+/// holds the ids this process already stored, so a lasting condition costs no
+/// write a second.
+pub async fn raise(store: &Store, webhook_url: &str, alerts: Vec<Alert>, raised: &mut HashSet<String>) {
     for alert in alerts {
+        if raised.contains(&alert.id) {
+            continue;
+        }
         match store.raise_alert(&alert).await {
-            Ok(true) => {
+            Ok(new) => {
+                raised.insert(alert.id.clone());
+                if !new {
+                    continue;
+                }
                 tracing::warn!("alert {}: {}", alert.kind, alert.message);
                 if !webhook_url.is_empty() {
                     post(webhook_url.to_string(), alert);
                 }
             }
-            Ok(false) => {}
             Err(e) => tracing::warn!("cannot store alert {}: {e}", alert.id),
         }
     }

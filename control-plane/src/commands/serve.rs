@@ -83,6 +83,8 @@ struct ControlPlane {
     budgets: Vec<router_core::table::BudgetDoc>,
     /// When budgets and alerts were last worked out.
     budgets_checked: Option<Instant>,
+    /// Alerts this process has stored (or found stored).
+    raised_alerts: std::collections::HashSet<String>,
 }
 
 impl ControlPlane {
@@ -427,7 +429,7 @@ impl ControlPlane {
     }
 
     /// Raise what budgets, key checks and Envoy's health say the owner should know.
-    async fn raise_alerts(&self, store: &crate::usage::Store, api: &ApiState) {
+    async fn raise_alerts(&mut self, store: &crate::usage::Store, api: &ApiState) {
         let now = epoch_ms();
         let mut alerts: Vec<crate::alerts::Alert> = Vec::new();
         for (b, doc) in self.config.budgets.iter().zip(&self.budgets) {
@@ -468,7 +470,8 @@ impl ControlPlane {
         let (health, _) = api.health();
         alerts.extend(crate::alerts::for_health(&self.config, &health, now));
         if !alerts.is_empty() {
-            crate::alerts::raise(store, &self.config.alerts.webhook_url, alerts).await;
+            let webhook = self.config.alerts.webhook_url.clone();
+            crate::alerts::raise(store, &webhook, alerts, &mut self.raised_alerts).await;
         }
     }
 
@@ -559,6 +562,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         tokens_counted: None,
         budgets: Vec::new(),
         budgets_checked: None,
+        raised_alerts: Default::default(),
     };
 
     let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);

@@ -240,6 +240,16 @@ mod tests {
     }
 
     #[test]
+    fn token_limits_need_usage_accounting() {
+        let e = load_str(
+            "usage: {enabled: false}\nchannels:\n  - id: a\n    provider: groq\n    limits: {tokens_per_day: 100}\n",
+        )
+        .unwrap_err();
+        assert!(e.path == "channels[0].limits" && e.message.contains("usage.enabled"), "{e:?}");
+        assert!(load_str("channels:\n  - id: a\n    provider: groq\n    limits: {tokens_per_day: 100}\n").is_ok());
+    }
+
+    #[test]
     fn debug_hides_keys() {
         let c = load_str("channels:\n  - id: groq\n    provider: groq\n    api_key: ${GROQ_KEY}\n").unwrap();
         assert!(!format!("{c:?}").contains("gsk-secret"));

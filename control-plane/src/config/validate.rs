@@ -8,6 +8,9 @@ use router_core::table::valid_channel_id;
 use super::providers::{parse_base_url, provider_template, PROVIDERS};
 use super::types::{ApiToken, Config, SortField};
 
+/// Tokens are counted from the answers' usage, which accounting reads.
+const NEEDS_USAGE: &str = "token limits are counted from the usage the providers report: usage.enabled must be true";
+
 pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
     let e = |p: &str, m: String| Err((p.to_string(), m));
     for (key, addr) in [
@@ -149,6 +152,9 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     if l.requests_per_minute == 0 && l.tokens_per_minute == 0 {
                         return e(&format!("{at}.limits"), "set requests_per_minute, tokens_per_minute or both".into());
                     }
+                    if l.tokens_per_minute > 0 && !c.usage.enabled {
+                        return e(&format!("{at}.limits.tokens_per_minute"), NEEDS_USAGE.into());
+                    }
                     if !(l.window_seconds.is_finite() && l.window_seconds >= 0.1 && l.window_seconds <= 86_400.0) {
                         return e(&format!("{at}.limits.window_seconds"), "must be between 0.1 and 86400".into());
                     }
@@ -256,6 +262,9 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
         }
         if let Some(l) = &ch.limits {
             crate::limits::check(l).map_err(|m| (format!("{at}.limits"), m))?;
+            if (l.tokens_per_minute > 0 || l.tokens_per_day > 0) && !c.usage.enabled {
+                return e(&format!("{at}.limits"), NEEDS_USAGE.into());
+            }
         }
         if let Some(p) = &ch.pricing {
             let prices = [p.input, p.output, p.cached_input, p.cache_write, p.multiplier].into_iter().flatten();

@@ -218,12 +218,13 @@ impl<T: Deref<Target = Table> + Clone> AttemptRole<T> {
         if class.is_none() && channel.limits.is_some_and(|l| l.provider_headers) {
             // The provider says this was the window's last request (or its
             // tokens are used up): rest until its reset rather than meet its 429.
-            let spent = |what: &str| {
-                let remaining = host.response_header(&format!("x-ratelimit-remaining-{what}"));
-                remaining.is_some_and(|v| v.trim() == "0").then(|| format!("x-ratelimit-reset-{what}"))
+            let spent = |(remaining, reset): (&'static str, &'static str)| {
+                host.response_header(remaining).is_some_and(|v| v.trim() == "0").then_some(reset)
             };
-            if let Some(reset_header) = spent("requests").or_else(|| spent("tokens")) {
-                let reset = host.response_header(&reset_header).and_then(|v| flow::reset_ms(&v));
+            let requests = ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests");
+            let tokens = ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
+            if let Some(reset_header) = spent(requests).or_else(|| spent(tokens)) {
+                let reset = host.response_header(reset_header).and_then(|v| flow::reset_ms(&v));
                 let rest = Some(reset.unwrap_or(table.routing.health.rate_limit_ms));
                 live::record_health(
                     host.shared(),

@@ -202,13 +202,14 @@ impl<T: Deref<Target = Table> + Clone> RouterRole<T> {
             }
         };
         live::start_probes(host.shared(), &routed.probes, &routed.decision.table.routing.health);
-        live::hold(host.shared(), &routed.decision.table, &routed.reserved, self.client.as_deref());
         if !host.deliver_plan(&routed.plan_text, routed.decision.clusters(), routed.retries) {
             return self.fail(
                 host,
                 &RouterError::new(500, "server_error", "internal_error", "could not hand the attempt plan to Envoy"),
             );
         }
+        // Held only once the request goes (its end releases what it holds).
+        live::hold(host.shared(), &routed.decision.table, &routed.reserved, self.client.as_deref());
         if let Some(r) = &mut self.record {
             r.model_requested = Some(routed.decision.requested.clone());
             r.stream = routed.decision.stream;
