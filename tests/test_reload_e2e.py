@@ -155,3 +155,62 @@ def test_traffic_through_reloads_sees_only_the_old_or_the_new_table(setup):
     assert errors == [], errors[:3]
     assert len(seen) > 40, len(seen)
     assert set(seen) == {"ep-old", "ep-new"}, set(seen)
+
+
+def envoy_identity(r):
+    """Envoy's process and hot-restart epoch: unchanged means not restarted."""
+    assert r.envoy.poll() is None, "Envoy exited"
+    epoch = [line for line in r.stats().splitlines() if line.startswith("server.hot_restart_epoch:")]
+    assert epoch, "Envoy reports server.hot_restart_epoch"
+    return r.envoy.pid, epoch[0]
+
+
+def test_a_channel_added_moved_and_removed_in_the_file_needs_no_envoy_restart(setup, tmp_path):
+    """Channels are Envoy clusters served by the control plane: a new channel
+    serves within 2 s, one moved to another host follows it, a removed one is
+    never chosen again, Envoy keeps its process and restart epoch, and traffic
+    meanwhile sees no error."""
+    import threading
+    a, r, config = setup
+    b = Fake("B", ["only-b"])
+    b2 = Fake("B2", ["only-b"])
+    try:
+        before = envoy_identity(r)
+        stop = threading.Event()
+        errors = []
+
+        def client():
+            while not stop.is_set():
+                resp = r.chat("std-model")
+                if resp.status != 200:
+                    errors.append(resp)
+
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            r.write_config(config() + channel_yaml("b", b, models=["only-b"], priority=20))
+            took = routed_within(r, 2.0, lambda: served_or_unknown(r.chat("only-b")))
+            assert r.chat("only-b").headers["x-router-channel"] == "b"
+            assert len(b.requests()) >= 1
+            # Moved to another host under the same id: its cluster follows.
+            r.write_config(config() + channel_yaml("b", b2, models=["only-b"], priority=20))
+            wait_for(lambda: r.chat("only-b").status == 200 and len(b2.requests()) > 0, timeout=3,
+                     interval=0.05, what="requests reach the moved channel")
+            # Removed: never chosen again (its model is gone with it).
+            r.write_config(config())
+            wait_for(lambda: r.chat("only-b").status == 404, timeout=2, what="removed channel leaves the table")
+            served_b2 = len(b2.requests())
+            for _ in range(10):
+                assert r.chat("only-b").status == 404
+            assert len(b2.requests()) == served_b2
+        finally:
+            stop.set()
+            t.join(timeout=10)
+        assert errors == [], errors[:3]
+        assert took < 2.0, took
+        assert envoy_identity(r) == before
+        stats = r.stats()
+        assert "cluster.channel_b.upstream_rq_total" in stats, "the channel has its own cluster stats"
+    finally:
+        b.stop()
+        b2.stop()

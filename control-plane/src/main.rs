@@ -5,6 +5,7 @@ mod alerts;
 mod api;
 mod budgets;
 mod cli;
+mod clusters;
 mod commands;
 mod config;
 mod discovery;

@@ -3,6 +3,8 @@
 //! every route but `/healthz` needs a bearer token.
 //!
 //! - `GET /healthz`: liveness and the published table version (no token).
+//! - `POST /v3/discovery:clusters`: the channels' clusters for Envoy (no token:
+//!   Envoy cannot send one there, and clusters hold no secret).
 //! - `GET /v1/table`, `POST /v1/health-report`, `POST /v1/usage`: Envoy's side
 //!   (table token).
 //! - `/admin/v1/...`: explain, channels, strategy, usage records and statistics,
@@ -18,6 +20,7 @@ mod stats;
 mod strategy;
 mod table;
 mod usage;
+mod xds;
 
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +58,10 @@ pub struct ApiState {
     pub store: Arc<crate::usage::Store>,
     /// Where statistics count days, weeks and months.
     pub timezone: jiff::tz::TimeZone,
+    /// The channels' clusters, for Envoy's cluster discovery.
+    pub clusters: watch::Receiver<Arc<crate::clusters::Served>>,
+    /// The cluster version an Envoy last said it rejected (logged once).
+    pub cds_rejected: Mutex<String>,
 }
 
 pub type State = Arc<ApiState>;
@@ -89,6 +96,7 @@ pub fn router(state: State) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::admin_token));
     Router::new()
         .route("/healthz", get(table::healthz))
+        .route(crate::envoy::CDS_PATH, post(xds::clusters))
         .merge(envoy)
         .merge(admin)
         .fallback(error::not_found)

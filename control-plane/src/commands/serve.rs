@@ -85,6 +85,9 @@ struct ControlPlane {
     budgets_checked: Option<Instant>,
     /// Alerts this process has stored (or found stored).
     raised_alerts: std::collections::HashSet<String>,
+    /// The channels' clusters served to Envoy, and when each may enter tables.
+    clusters: crate::clusters::ClusterSet,
+    clusters_tx: watch::Sender<Arc<crate::clusters::Served>>,
 }
 
 impl ControlPlane {
@@ -305,11 +308,36 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Serve the config's clusters to Envoy (`settled`: usable in tables at once).
+    fn refresh_clusters(&mut self, settled: bool) {
+        match crate::envoy::channel_clusters(&self.config) {
+            Ok(fresh) => {
+                if self.clusters.update(fresh, Instant::now(), settled) {
+                    self.clusters_tx.send_replace(self.clusters.served());
+                }
+            }
+            Err(e) => tracing::error!("cannot make the channels' clusters, keeping the last ones: {e}"),
+        }
+    }
+
     /// Build, check and publish the table if its content changed.
     fn publish(&mut self, reason: &str) {
         self.update_status();
+        // Channels whose clusters Envoy may not have yet wait (see `clusters`).
+        let now = Instant::now();
+        let waiting =
+            |c: &config::ChannelConfig| c.enabled && !self.clusters.ready(&crate::table::cluster_name(&c.id), now);
+        let ready_only;
+        let config = if self.config.channels.iter().any(waiting) {
+            let mut c = self.config.clone();
+            c.channels.retain(|c| !waiting(c));
+            ready_only = c;
+            &ready_only
+        } else {
+            &self.config
+        };
         let mut doc = crate::table::build_with(
-            &self.config,
+            config,
             &self.channel_models(),
             &self.secrets.client_tokens,
             &self.policies,
@@ -517,15 +545,14 @@ impl ControlPlane {
     }
 }
 
-/// Things a table cannot change: Envoy's listeners and clusters come from render-envoy.
+/// Things neither a table nor cluster discovery can change: Envoy's listeners
+/// and limits come from render-envoy.
 fn warn_on_envoy_changes(old: &Config, new: &Config) {
-    let clusters = |c: &Config| -> Vec<(String, String)> {
-        c.channels.iter().filter(|x| x.enabled).map(|x| (x.id.clone(), x.base_url.clone())).collect()
-    };
-    if clusters(old) != clusters(new) || old.server != new.server {
+    let fixed = |s: &config::ServerConfig| (s.listen.clone(), s.admin.clone(), s.max_body_bytes, s.concurrency);
+    if fixed(&old.server) != fixed(&new.server) {
         tracing::warn!(
-            "channels were added, removed or moved to another base_url (or server settings changed): \
-             re-render the Envoy config and restart Envoy for those to take effect"
+            "server.listen, admin, max_body_bytes or concurrency changed: re-render the Envoy config and \
+             restart Envoy for those to take effect"
         );
     }
 }
@@ -544,6 +571,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
     let (channel_status, channels_rx) = watch::channel(serde_json::Value::Array(vec![]));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
+    let (clusters_tx, clusters_rx) = watch::channel(Arc::new(crate::clusters::Served::default()));
     let mut cp = ControlPlane {
         path: path.clone(),
         config,
@@ -563,7 +591,11 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         budgets: Vec::new(),
         budgets_checked: None,
         raised_alerts: Default::default(),
+        clusters: Default::default(),
+        clusters_tx,
     };
+    // Envoy takes no request before its first clusters: these are usable at once.
+    cp.refresh_clusters(true);
 
     let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
     let timezone = jiff::tz::TimeZone::get(&cp.config.statistics.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
@@ -600,16 +632,27 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         commands,
         store,
         timezone: timezone.clone(),
+        clusters: clusters_rx,
+        cds_rejected: Default::default(),
     });
     let reported = state.clone();
     tokio::spawn(api::serve(listener, state));
     tracing::info!("control plane listening on {listen}");
 
     let mut tick = tokio::time::interval(Duration::from_millis(cp.config.control_plane.reload_poll_ms));
+    let mut settling = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let changed = cp.check_config_file();
+                if changed {
+                    cp.refresh_clusters(false);
+                }
+                if cp.clusters.expire(Instant::now()) {
+                    cp.clusters_tx.send_replace(cp.clusters.served());
+                }
+                // A new channel enters the table once Envoy has its cluster.
+                let was_settling = std::mem::replace(&mut settling, cp.clusters.settling(Instant::now()));
                 cp.start_due_discoveries();
                 if cp.tokens_due() {
                     let day = crate::usage::stats::current(crate::usage::stats::Period::Day, epoch_ms(), &timezone);
@@ -631,6 +674,8 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                 }
                 if changed {
                     cp.publish("config changed");
+                } else if settling || was_settling {
+                    cp.publish("new channels' clusters reached Envoy");
                 } else if priced {
                     cp.publish("pricing policy");
                 } else if new_day {

@@ -16,8 +16,33 @@ pub struct Bootstrap {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bootstrap_extensions: Vec<Extension>,
     pub static_resources: StaticResources,
+    pub dynamic_resources: DynamicResources,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layered_runtime: Option<LayeredRuntime>,
+}
+
+/// Where Envoy gets what is not in the bootstrap: the channels' clusters.
+#[derive(Debug, Clone, Serialize)]
+pub struct DynamicResources {
+    pub cds_config: ConfigSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSource {
+    pub resource_api_version: &'static str,
+    /// How long Envoy's start waits for the first answer.
+    pub initial_fetch_timeout: String,
+    pub api_config_source: ApiConfigSource,
+}
+
+/// REST-JSON polling of a discovery service on a static cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiConfigSource {
+    pub api_type: &'static str,
+    pub transport_api_version: &'static str,
+    pub cluster_names: Vec<String>,
+    pub refresh_delay: String,
+    pub request_timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
