@@ -28,9 +28,9 @@ pub enum Command {
     /// the last good table.
     Serve(ConfigArg),
     /// Write the Envoy bootstrap for the config: the API listener (server.listen,
-    /// default 127.0.0.1:7601), admin (server.admin, default 127.0.0.1:9901), one
-    /// cluster per enabled channel, and the router filters. Re-render and restart
-    /// Envoy after adding or removing channels.
+    /// default 127.0.0.1:7601), admin (server.admin, default 127.0.0.1:9901), the
+    /// router filters, and cluster discovery from the control plane (channels
+    /// come and go without a new bootstrap or a restart).
     RenderEnvoy(RenderArgs),
     /// Validate the config and print a summary, without contacting any provider.
     /// Exit status 1 with the error when it is invalid.
@@ -45,6 +45,27 @@ pub enum Command {
     /// SQLite in control_plane.data_dir).
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// The configuration in force.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write the effective configuration as YAML: the file with every change
+    /// made through the admin API (kept in the store) laid over it. Loading the
+    /// result as the file gives the same table. It holds keys sent through the
+    /// API as they are (the file's `${ENV}` references stay references).
+    Export(ConfigExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! `smart-router`: the control plane of Smart AI Router. This file is wiring:
 //! the command line, logging, and the command.
 
+mod admin;
 mod alerts;
 mod api;
 mod budgets;

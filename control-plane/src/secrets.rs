@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use router_core::table::{token_hash_hex, TokenDoc};
 
-use crate::config::{ApiToken, Config};
+use crate::config::{AdminRole, ApiToken, Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -20,7 +20,8 @@ pub enum SecretsError {
 
 pub struct Secrets {
     pub table_token: String,
-    pub admin_token: String,
+    /// Every admin API token: `admin_token` (id `admin`) first.
+    pub admin_tokens: Vec<AdminToken>,
     /// Client tokens as the table carries them: an id and the SHA-256.
     pub client_tokens: Vec<TokenDoc>,
 }
@@ -55,8 +56,30 @@ impl Secrets {
             }
             client_tokens.push(plain(&token));
         }
-        Ok(Self { table_token, admin_token, client_tokens })
+        let mut admin_tokens =
+            vec![AdminToken { id: "admin".into(), sha256: token_hash_hex(&admin_token), role: AdminRole::Admin }];
+        admin_tokens.extend(config.control_plane.admin_tokens.iter().map(|t| AdminToken {
+            id: t.id.clone(),
+            sha256: if t.sha256.is_empty() { token_hash_hex(&t.token) } else { t.sha256.trim().to_ascii_lowercase() },
+            role: t.role,
+        }));
+        Ok(Self { table_token, admin_tokens, client_tokens })
     }
+}
+
+/// An admin API token as the control plane checks it: by its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminToken {
+    pub id: String,
+    pub sha256: String,
+    pub role: AdminRole,
+}
+
+/// The admin token `presented` is, if any (compared in constant time).
+pub fn admin_of<'a>(tokens: &'a [AdminToken], presented: &str) -> Option<&'a AdminToken> {
+    let hash = token_hash_hex(presented);
+    // Every token is compared, so the time says nothing about which matched.
+    tokens.iter().fold(None, |found, t| if same(&hash, &t.sha256) && found.is_none() { Some(t) } else { found })
 }
 
 /// The client tokens the config names, as the table carries them.
@@ -92,6 +115,11 @@ fn token_doc(t: &ApiToken) -> Option<TokenDoc> {
             }),
         }),
     }
+}
+
+/// A new client token, as the admin API hands it out (once).
+pub fn new_client_token() -> Result<String, SecretsError> {
+    Ok(format!("sar-{}", random_hex(24)?))
 }
 
 fn random_hex(bytes: usize) -> Result<String, SecretsError> {

@@ -7,18 +7,24 @@
 //!   Envoy cannot send one there, and clusters hold no secret).
 //! - `GET /v1/table`, `POST /v1/health-report`, `POST /v1/usage`: Envoy's side
 //!   (table token).
-//! - `/admin/v1/...`: explain, channels, strategy, usage records and statistics,
-//!   budgets and alerts (admin token).
+//! - `/admin/v1/...`: explain, channels, model groups, client tokens, budgets,
+//!   routing settings and strategy (read and change), usage records and
+//!   statistics, alerts, the effective config and the audit log (an admin
+//!   token; a viewer token reads only).
 
 mod alerts;
+mod audit;
 mod auth;
 mod budgets;
 mod channels;
 mod error;
 mod explain;
+mod objects;
+mod settings;
 mod stats;
 mod strategy;
 mod table;
+mod tokens;
 mod usage;
 mod xds;
 
@@ -40,14 +46,27 @@ pub struct Published {
 
 /// A change the serve loop makes for the API; it answers on `reply`.
 pub enum Command {
-    SetStrategy { name: String, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
+    SetStrategy {
+        name: String,
+        actor: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// An admin change to one object; the answer is the object after it.
+    Change {
+        kind: crate::admin::Kind,
+        name: String,
+        ask: crate::admin::Ask,
+        actor: String,
+        reply: tokio::sync::oneshot::Sender<Result<Option<serde_json::Value>, crate::admin::ChangeError>>,
+    },
 }
 
 /// What the handlers share.
 pub struct ApiState {
     pub table: watch::Receiver<Option<Arc<Published>>>,
     pub table_token: String,
-    pub admin_token: String,
+    /// Admin API tokens (by hash) with their ids and roles.
+    pub admin_tokens: Vec<crate::secrets::AdminToken>,
     /// Per-channel discovery, key and health-check state, kept by the serve loop.
     pub channels: watch::Receiver<serde_json::Value>,
     /// Each Envoy's last health report.
@@ -62,6 +81,9 @@ pub struct ApiState {
     pub clusters: watch::Receiver<Arc<crate::clusters::Served>>,
     /// The cluster version an Envoy last said it rejected (logged once).
     pub cds_rejected: Mutex<String>,
+    /// The effective configuration (file and admin changes), keys unmasked:
+    /// handlers mask what they show.
+    pub effective: watch::Receiver<Arc<crate::admin::Effective>>,
 }
 
 pub type State = Arc<ApiState>;
@@ -80,12 +102,28 @@ pub fn router(state: State) -> Router {
         .route("/v1/health-report", post(table::health_report))
         .route("/v1/usage", post(usage::ingest))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::table_token));
+    use crate::admin::Kind;
+    // Channels and budgets list their state (health, spend) rather than their
+    // settings; one channel or budget shows its settings.
+    let objects = objects::item_routes(Kind::Channel, "/admin/v1/channels")
+        .merge(objects::item_routes(Kind::Group, "/admin/v1/groups"))
+        .merge(objects::item_routes(Kind::Token, "/admin/v1/tokens"))
+        .merge(objects::item_routes(Kind::Budget, "/admin/v1/budgets"))
+        .route("/admin/v1/channels", get(channels::list).merge(objects::create_route(Kind::Channel)))
+        .route("/admin/v1/groups", objects::list_route(Kind::Group).merge(objects::create_route(Kind::Group)))
+        .route("/admin/v1/budgets", get(budgets::list).merge(objects::create_route(Kind::Budget)))
+        .route("/admin/v1/tokens", objects::list_route(Kind::Token).post(tokens::create));
     let admin = Router::new()
+        .merge(objects)
         .route("/admin/v1/explain", post(explain::explain))
-        .route("/admin/v1/channels", get(channels::list))
         .route("/admin/v1/alerts", get(alerts::list))
         .route("/admin/v1/alerts/{id}/ack", post(alerts::ack))
-        .route("/admin/v1/budgets", get(budgets::list))
+        .route(
+            "/admin/v1/routing",
+            get(settings::get_routing).patch(settings::patch_routing).delete(settings::reset_routing),
+        )
+        .route("/admin/v1/config", get(settings::config))
+        .route("/admin/v1/audit", get(audit::list))
         .route("/admin/v1/strategy", get(strategy::get).put(strategy::put))
         .route("/admin/v1/usage", get(usage::list))
         .route("/admin/v1/stats/summary", get(stats::summary))

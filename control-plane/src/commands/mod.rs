@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches.
 
 pub mod check;
+pub mod config_export;
 pub mod explain;
 pub mod render_envoy;
 pub mod serve;
@@ -42,6 +43,8 @@ pub enum Error {
     Store(#[from] crate::usage::StoreError),
     #[error(transparent)]
     Export(#[from] crate::usage::export::ExportError),
+    #[error("the admin API's changes do not load over the file: {0}")]
+    Overlay(String),
 }
 
 pub fn run(command: Command) -> Result<(), Error> {
@@ -60,6 +63,10 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Usage(command) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
             runtime.block_on(usage::run(command))
+        }
+        Command::Config(crate::cli::ConfigCommand::Export(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+            runtime.block_on(config_export::run(args))
         }
     }
 }

@@ -62,13 +62,17 @@ struct ControlPlane {
     path: PathBuf,
     config: Config,
     config_text: String,
+    /// The file as a value, what admin changes are laid over.
+    file_value: serde_json::Value,
+    /// Changes made through the admin API (kept in the store).
+    overlays: crate::admin::Overlays,
+    /// The file with the changes laid over it, before `${ENV}` substitution.
+    effective: watch::Sender<Arc<crate::admin::Effective>>,
     secrets: Secrets,
     discovery: HashMap<String, Discovery>,
     published: watch::Sender<Option<Arc<Published>>>,
     channel_status: watch::Sender<serde_json::Value>,
     current: Option<TableDoc>,
-    /// Strategy set through the admin API; wins over the file until restart.
-    strategy_override: Option<String>,
     done_tx: mpsc::UnboundedSender<Done>,
     /// Built for the CA bundle and timeout it was made with; rebuilt when they change.
     client: Option<(String, u64, discovery::Client)>,
@@ -294,7 +298,8 @@ impl ControlPlane {
         self.channel_status.send_replace(serde_json::Value::Array(list));
     }
 
-    fn set_strategy(&mut self, name: &str) -> Result<(), String> {
+    /// Whether `name` is a strategy this config knows, else why not.
+    fn known_strategy(&self, name: &str) -> Result<(), String> {
         let known =
             router_core::score::BUILTIN.contains(&name) || self.config.routing.sorting_strategies.contains_key(name);
         if !known {
@@ -302,10 +307,96 @@ impl ControlPlane {
             names.extend(self.config.routing.sorting_strategies.keys().map(String::as_str));
             return Err(format!("unknown strategy \"{name}\"; known: {}", names.join(", ")));
         }
-        tracing::info!("strategy set to {name} through the admin API");
-        self.strategy_override = Some(name.to_string());
-        self.publish("strategy changed");
         Ok(())
+    }
+
+    /// The config, its secrets and the effective value for the file and `overlays`.
+    fn load_with(
+        &self,
+        file: &Config,
+        overlays: &crate::admin::Overlays,
+    ) -> Result<(Config, Secrets, serde_json::Value), String> {
+        let effective = crate::admin::effective(&self.file_value, overlays);
+        if overlays.is_empty() {
+            let secrets = Secrets::of(file).map_err(|e| e.to_string())?;
+            return Ok((file.clone(), secrets, effective));
+        }
+        let yaml = crate::admin::to_yaml(&effective)?;
+        let label = format!("{} with the admin API's changes", self.path.display());
+        let config = config::parse(&yaml, &label, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        let secrets = Secrets::of(&config).map_err(|e| e.to_string())?;
+        Ok((config, secrets, effective))
+    }
+
+    /// Apply one admin API change: check it makes a config and a table, store it
+    /// with its audit entry, then put it in force. Returns the object after it
+    /// (keys masked; None once deleted).
+    async fn change(
+        &mut self,
+        store: &crate::usage::Store,
+        kind: crate::admin::Kind,
+        name: &str,
+        ask: crate::admin::Ask,
+        actor: &str,
+    ) -> Result<Option<serde_json::Value>, crate::admin::ChangeError> {
+        use crate::admin::{self, Ask, ChangeError};
+        let current = self.effective.borrow().clone();
+        let before = admin::object(&current.value, kind, name).cloned();
+        let action = ask.action();
+        let ask = match ask {
+            Ask::Create(mut d) => {
+                admin::unmask(kind, &mut d, before.as_ref())?;
+                Ask::Create(d)
+            }
+            Ask::Replace(mut d) => {
+                admin::unmask(kind, &mut d, before.as_ref())?;
+                Ask::Replace(d)
+            }
+            Ask::Patch(mut d) => {
+                admin::unmask(kind, &mut d, before.as_ref())?;
+                Ask::Patch(d)
+            }
+            Ask::Delete => Ask::Delete,
+        };
+        let stored = admin::apply_ask(&self.file_value, &self.overlays, kind, name, ask)?;
+        let mut overlays = self.overlays.clone();
+        match &stored {
+            Some(c) => overlays.insert((kind, name.to_string()), c.clone()),
+            None => overlays.remove(&(kind, name.to_string())),
+        };
+        let file = config::parse(&self.config_text, &self.path.display().to_string(), &|n| std::env::var(n).ok())
+            .map_err(|e| ChangeError::Config(e.to_string()))?;
+        let (config, secrets, effective) = self.load_with(&file, &overlays).map_err(ChangeError::Config)?;
+        let doc = crate::table::build_with(
+            &config,
+            &self.channel_models(),
+            &secrets.client_tokens,
+            &self.policies,
+            &self.day_starts,
+            &self.budgets,
+        );
+        Table::compile(doc, None).map_err(|e| ChangeError::Config(format!("the table would not compile: {e}")))?;
+        let after = admin::object(&effective, kind, name).cloned();
+        let now = epoch_ms();
+        let entry = admin::store::AuditEntry {
+            id: admin::store::audit_id(now),
+            at_ms: now,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            kind: kind.as_str().to_string(),
+            name: name.to_string(),
+            before: before.as_ref().map(|b| admin::masked(kind, b)),
+            after: after.as_ref().map(|a| admin::masked(kind, a)),
+        };
+        store.admin_change(kind, name, stored.as_ref(), &entry).await.map_err(|e| ChangeError::Store(e.to_string()))?;
+        tracing::info!("admin {actor}: {action} {} \"{name}\"", kind.as_str());
+        self.overlays = overlays;
+        self.config = config;
+        self.secrets = secrets;
+        self.effective.send_replace(Arc::new(admin::Effective::new(effective, &self.overlays)));
+        self.refresh_clusters(false);
+        self.publish("admin API change");
+        Ok(entry.after)
     }
 
     /// Serve the config's clusters to Envoy (`settled`: usable in tables at once).
@@ -336,7 +427,7 @@ impl ControlPlane {
         } else {
             &self.config
         };
-        let mut doc = crate::table::build_with(
+        let doc = crate::table::build_with(
             config,
             &self.channel_models(),
             &self.secrets.client_tokens,
@@ -344,11 +435,6 @@ impl ControlPlane {
             &self.day_starts,
             &self.budgets,
         );
-        if let Some(name) = &self.strategy_override {
-            doc.routing.default_strategy = name.clone();
-            doc.version.clear();
-            doc.version = crate::table::content_version(&doc);
-        }
         if self.current.as_ref().is_some_and(|c| c.version == doc.version) {
             return;
         }
@@ -527,8 +613,22 @@ impl ControlPlane {
                 message: e.to_string(),
             })
         });
+        // The file is checked on its own first, so its errors name its own lines.
+        let loaded = loaded.and_then(|(file_config, _)| {
+            self.file_value = crate::admin::file_value(&text).map_err(|message| config::ConfigError {
+                file: file.clone(),
+                path: String::new(),
+                message,
+            })?;
+            self.load_with(&file_config, &self.overlays).map_err(|message| config::ConfigError {
+                file: format!("{file} with the admin API's changes"),
+                path: String::new(),
+                message,
+            })
+        });
         match loaded {
-            Ok((config, secrets)) => {
+            Ok((config, secrets, effective)) => {
+                self.effective.send_replace(Arc::new(crate::admin::Effective::new(effective, &self.overlays)));
                 if secrets.table_token != self.secrets.table_token {
                     tracing::warn!("control_plane.table_token changed: re-render the Envoy config and restart Envoy, or it can no longer fetch tables");
                 }
@@ -572,16 +672,28 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
     let (clusters_tx, clusters_rx) = watch::channel(Arc::new(crate::clusters::Served::default()));
+    // The store holds the admin API's changes, laid over the file from the start.
+    let store = Arc::new(crate::usage::Store::open(&config.storage.url, &config.control_plane.data_dir).await?);
+    let overlays = store.admin_objects().await?;
+    let file_value = crate::admin::file_value(&config_text).map_err(|message| config::ConfigError {
+        file: path.display().to_string(),
+        path: String::new(),
+        message,
+    })?;
+    let (effective_tx, effective_rx) =
+        watch::channel(Arc::new(crate::admin::Effective::new(file_value.clone(), &Default::default())));
     let mut cp = ControlPlane {
         path: path.clone(),
-        config,
+        config: config.clone(),
         config_text,
+        file_value,
+        overlays,
+        effective: effective_tx,
         secrets,
         discovery: HashMap::new(),
         published,
         channel_status,
         current: None,
-        strategy_override: None,
         done_tx,
         client: None,
         policies: HashMap::new(),
@@ -594,10 +706,23 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         clusters: Default::default(),
         clusters_tx,
     };
+    match cp.load_with(&config, &cp.overlays) {
+        Ok((config, secrets, effective)) => {
+            if !cp.overlays.is_empty() {
+                tracing::info!("{} changes made through the admin API apply over the file", cp.overlays.len());
+            }
+            cp.config = config;
+            cp.secrets = secrets;
+            cp.effective.send_replace(Arc::new(crate::admin::Effective::new(effective, &cp.overlays)));
+        }
+        // Keep serving: the file alone is the last config known to load.
+        Err(e) => {
+            tracing::error!("the admin API's stored changes do not load over the file, serving the file alone: {e}")
+        }
+    }
     // Envoy takes no request before its first clusters: these are usable at once.
     cp.refresh_clusters(true);
 
-    let store = Arc::new(crate::usage::Store::open(&cp.config.storage.url, &cp.config.control_plane.data_dir).await?);
     let timezone = jiff::tz::TimeZone::get(&cp.config.statistics.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
     cp.refresh_policies();
     // Channels with a fresh enough disk cache start from it, without calling /models.
@@ -626,7 +751,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
     let state = Arc::new(ApiState {
         table: table_rx,
         table_token: cp.secrets.table_token.clone(),
-        admin_token: cp.secrets.admin_token.clone(),
+        admin_tokens: cp.secrets.admin_tokens.clone(),
         channels: channels_rx,
         reports: std::sync::Mutex::new(Default::default()),
         commands,
@@ -634,6 +759,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
         timezone: timezone.clone(),
         clusters: clusters_rx,
         cds_rejected: Default::default(),
+        effective: effective_rx,
     });
     let reported = state.clone();
     tokio::spawn(api::serve(listener, state));
@@ -689,8 +815,22 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                 cp.publish("discovery");
             }
             Some(command) = command_rx.recv() => match command {
-                Command::SetStrategy { name, reply } => {
-                    let _ = reply.send(cp.set_strategy(&name));
+                Command::Change { kind, name, ask, actor, reply } => {
+                    let done = cp.change(&counts, kind, &name, ask, &actor).await;
+                    let _ = reply.send(done);
+                }
+                Command::SetStrategy { name, actor, reply } => {
+                    let done = match cp.known_strategy(&name) {
+                        Ok(()) => {
+                            let patch = crate::admin::Ask::Patch(serde_json::json!({"default_strategy": name}));
+                            cp.change(&counts, crate::admin::Kind::Routing, "", patch, &actor)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(why) => Err(why),
+                    };
+                    let _ = reply.send(done);
                 }
             },
             _ = shutdown_signal() => {

@@ -63,6 +63,10 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     };
     subst(&mut config.control_plane.table_token, "control_plane.table_token".into())?;
     subst(&mut config.control_plane.admin_token, "control_plane.admin_token".into())?;
+    for (i, t) in config.control_plane.admin_tokens.iter_mut().enumerate() {
+        subst(&mut t.token, format!("control_plane.admin_tokens[{i}].token"))?;
+        subst(&mut t.sha256, format!("control_plane.admin_tokens[{i}].sha256"))?;
+    }
     subst(&mut config.auth.api_token, "auth.api_token".into())?;
     subst(&mut config.storage.url, "storage.url".into())?;
     for (i, t) in config.auth.api_tokens.iter_mut().enumerate() {

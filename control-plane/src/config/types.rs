@@ -175,8 +175,10 @@ pub struct ControlPlaneConfig {
     /// Empty: generated once into `<data_dir>/table.token`.
     pub table_token: String,
     /// Bearer token for the admin API (`/admin/v1/...`). Empty: generated once into
-    /// `<data_dir>/admin.token`.
+    /// `<data_dir>/admin.token`. Its id in the audit log is `admin`.
     pub admin_token: String,
+    /// More admin API tokens, each with an id (named in the audit log) and a role.
+    pub admin_tokens: Vec<AdminTokenConfig>,
     /// Where generated tokens and caches live (relative to the working directory).
     pub data_dir: PathBuf,
     /// Seconds between model discoveries per channel.
@@ -201,6 +203,7 @@ impl Default for ControlPlaneConfig {
             listen: "127.0.0.1:7602".into(),
             table_token: String::new(),
             admin_token: String::new(),
+            admin_tokens: Vec::new(),
             data_dir: PathBuf::from("data"),
             discovery_interval: 3600,
             discovery_timeout: 10,
@@ -210,6 +213,36 @@ impl Default for ControlPlaneConfig {
             table_poll_ms: 500,
         }
     }
+}
+
+/// An admin API token: `admin` may do everything, `viewer` may only read
+/// (statistics, status, records, explain), for a dashboard shared read-only.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    pub id: String,
+    /// The token (usually `${ENV}`), or ...
+    #[serde(default)]
+    pub token: String,
+    /// ... its SHA-256 in hex.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+impl fmt::Debug for AdminTokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminTokenConfig").field("id", &self.id).field("role", &self.role).finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    #[default]
+    Admin,
+    Viewer,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

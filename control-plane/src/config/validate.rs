@@ -111,6 +111,29 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
     if !printable(&c.auth.api_token) && !c.auth.api_token.is_empty() {
         return e("auth.api_token", "tokens must be printable ASCII without spaces".into());
     }
+    let mut admin_ids = std::collections::HashSet::from(["admin"]);
+    for (i, t) in c.control_plane.admin_tokens.iter().enumerate() {
+        let at = format!("control_plane.admin_tokens[{i}]");
+        if t.id.is_empty() || !t.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return e(&format!("{at}.id"), format!("\"{}\": an id is A-Z a-z 0-9 - _ .", t.id));
+        }
+        if !admin_ids.insert(t.id.as_str()) {
+            return e(&format!("{at}.id"), format!("\"{}\" is taken (`admin` is control_plane.admin_token's)", t.id));
+        }
+        let hex = t.sha256.trim();
+        match (t.token.is_empty(), hex.is_empty()) {
+            (true, true) | (false, false) => {
+                return e(&at, "give the token (`token`) or its SHA-256 (`sha256`), one of them".into());
+            }
+            (false, true) if t.token.len() < 16 || !printable(&t.token) => {
+                return e(&format!("{at}.token"), "an admin token is at least 16 printable ASCII characters".into());
+            }
+            (true, false) if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                return e(&format!("{at}.sha256"), "a SHA-256 is 64 hex digits (sha256sum of the token)".into());
+            }
+            _ => {}
+        }
+    }
     let mut ids = std::collections::HashSet::new();
     for (i, t) in c.auth.api_tokens.iter().enumerate() {
         let at = format!("auth.api_tokens[{i}]");

@@ -551,7 +551,6 @@ mod tests {
     fn https_channels_verify_the_certificate_names_the_host() {
         let text = "channels:\n  - id: a\n    base_url: https://api.example.com/v1\n  - id: b\n    base_url: https://10.0.0.2:8443/v1\n";
         let c = crate::config::parse(text, "router.yaml", &|_| None).unwrap();
-        let opts = RenderOptions { wasm_path: "/f.wasm".into(), dynamic_module_path: None, table_token: "t".into() };
         let clusters = channel_clusters(&c).unwrap();
         let tls = |name: &str| {
             let (_, c) = clusters.iter().find(|(n, _)| n == name).unwrap();

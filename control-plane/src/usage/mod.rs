@@ -45,7 +45,7 @@ enum Kind {
 }
 
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     kind: Kind,
     /// Label ids known to be in `labels` already (so most inserts skip them).
     known_labels: Mutex<HashSet<i64>>,
@@ -57,7 +57,7 @@ pub fn label_id(text: &str) -> i64 {
     (u64::from_str_radix(d.get(..16).unwrap_or("0"), 16).unwrap_or(0) >> 1) as i64
 }
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS labels (id BIGINT PRIMARY KEY, text TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS usage_records (
         id TEXT PRIMARY KEY,
@@ -91,6 +91,25 @@ const SCHEMA: [&str; 5] = [
         message TEXT NOT NULL,
         raised_ms BIGINT NOT NULL,
         acked_ms BIGINT
+    )",
+    // Changes made through the admin API over the config file (see `admin`).
+    "CREATE TABLE IF NOT EXISTS admin_objects (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        op TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (kind, name)
+    )",
+    "CREATE TABLE IF NOT EXISTS audit (
+        id TEXT PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        before_doc TEXT,
+        after_doc TEXT
     )",
 ];
 const SCHEMA_VERSION: i64 = 1;
@@ -173,7 +192,7 @@ impl Store {
     }
 
     /// The `n`th placeholder (from 1) in this database's syntax.
-    fn ph(&self, n: usize) -> String {
+    pub(crate) fn ph(&self, n: usize) -> String {
         match self.kind {
             Kind::Sqlite => "?".into(),
             Kind::Postgres => format!("${n}"),
