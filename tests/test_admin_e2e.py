@@ -201,3 +201,40 @@ def test_a_viewer_token_reads_but_never_writes(stack):
         assert resp.status == 403 and resp.json()["error"]["code"] == "permission_denied", (method, path, resp)
     assert admin(r, "GET", "/admin/v1/channels", token="wrong").status == 401
     assert admin(r, "GET", "/admin/v1/audit").json()["data"] == [], "nothing was changed"
+
+
+def test_the_routing_switch_holds_its_delay_and_cooldown(tmp_path):
+    """Smart routing off sends everything to the default; the change waits its
+    delay, a second one within the cooldown is refused, and each is in the
+    switch's history with who made it."""
+    a = Fake("A", ["m1", "m2"])
+    b = Fake("B", ["m2"])
+    cfg = ("routing:\n  switch: {default: {channel: a, model: m1}, delay_seconds: 1, cooldown_seconds: 3}\n"
+           "channels:\n" + channel_yaml("a", a, models=["m1", "m2"], priority=20)
+           + channel_yaml("b", b, models=["m2"], priority=1))
+    r = Router(tmp_path, cfg)
+    try:
+        assert r.chat("m2").headers["x-router-channel"] == "b"
+        asked = time.time()
+        off = admin(r, "PUT", "/admin/v1/switch", {"smart": False})
+        assert off.status == 202, off
+        assert admin(r, "GET", "/admin/v1/switch").json()["pending"]["smart"] is False
+        # Within the delay smart routing still holds.
+        assert r.chat("m2").headers["x-router-channel"] == "b"
+        assert admin(r, "PUT", "/admin/v1/switch", {"smart": True}).status == 409
+        wait_for(lambda: r.chat("m2").headers.get("x-router-model") == "m1", timeout=3, interval=0.05,
+                 what="the switch takes effect")
+        assert time.time() - asked >= 0.9, "not before its delay"
+        resp = r.chat("anything-at-all")
+        assert resp.status == 200 and resp.headers["x-router-channel"] == "a", resp
+        early = admin(r, "PUT", "/admin/v1/switch", {"smart": True})
+        assert early.status == 429 and early.json()["error"]["code"] == "switch_cooldown", early
+        assert int(early.headers["retry-after"]) >= 1
+        assert admin(r, "PUT", "/admin/v1/switch", {"smart": False}, token=None).status == 200, "no change: no-op"
+        state = admin(r, "GET", "/admin/v1/switch").json()
+        assert state["smart"] is False and state["history"][0]["actor"] == "admin"
+        assert state["history"][0]["from"] == "smart" and state["history"][0]["to"] == "default"
+    finally:
+        r.stop()
+        a.stop()
+        b.stop()

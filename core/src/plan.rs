@@ -283,6 +283,8 @@ fn order_keys(table: &Table, ranked: &mut [RankedCandidate], rotation: u64) {
 /// allows. Ties share traffic by weight.
 pub fn plan(table: &Table, requested: &str, live: Live) -> Result<Planned, RouterError> {
     let budget = 1 + table.routing.max_retry_attempts as usize;
+    // With smart routing switched off, the owner's default serves everything.
+    let requested = table.routing.fixed_group.as_deref().unwrap_or(requested);
     let found = resolve_query(table, requested, Mode::route(SCORED))?;
     // A short prompt without tools sent to an `auto:` group goes to its
     // cheapest members first, when the table asks for that.
@@ -464,6 +466,29 @@ mod tests {
                 .unwrap();
         let p = resolve(&t, "m").unwrap();
         assert_eq!(ids(&t, &p), [("c".into(), "m".into()), ("a".into(), "m".into())]);
+    }
+
+    #[test]
+    fn with_smart_routing_off_the_fixed_group_serves_whatever_is_asked() {
+        let mut d = doc(vec![channel("a", 5, &["m1", "m2"]), channel("b", 1, &["m2"])]);
+        d.groups.push(crate::groups::GroupDoc {
+            name: "fixed".into(),
+            members: vec![crate::groups::GroupMember {
+                channel: "a".into(),
+                model: "m1".into(),
+                priority: 1,
+                weight: 1,
+            }],
+            ..Default::default()
+        });
+        let t = Table::compile(d.clone(), None).unwrap();
+        // A group of listed members holds only them.
+        assert_eq!(ids(&t, &resolve(&t, "fixed").unwrap()), [("a".into(), "m1".into())]);
+        d.routing.fixed_group = Some("fixed".into());
+        let t = Table::compile(d, None).unwrap();
+        for asked in ["m2", "tag:m2", "anything"] {
+            assert_eq!(ids(&t, &resolve(&t, asked).unwrap()), [("a".into(), "m1".into())], "{asked}");
+        }
     }
 
     #[test]

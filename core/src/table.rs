@@ -114,6 +114,9 @@ pub struct RoutingDoc {
     /// Prompts of at most this many tokens (estimated) without tools, sent to
     /// an `auto:` group, are ranked by `cost_first` (0: off).
     pub simple_prompt_tokens: u64,
+    /// Smart routing is switched off: every request goes to this group (the
+    /// owner's fixed default), whatever it asks for.
+    pub fixed_group: Option<String>,
 }
 
 impl Default for RoutingDoc {
@@ -127,6 +130,7 @@ impl Default for RoutingDoc {
             quality: BTreeMap::new(),
             filters: crate::groups::GroupFilters::default(),
             simple_prompt_tokens: 0,
+            fixed_group: None,
         }
     }
 }
@@ -928,6 +932,10 @@ impl Table {
             }
         }
         let mut entries = Vec::new();
+        // A group of listed members and nothing else is just those members.
+        if g.query.trim().is_empty() && !g.members.is_empty() && g.any_of.is_empty() {
+            return Ok((out, entries));
+        }
         let (include, exclude) = if g.query.trim().is_empty() {
             (Vec::new(), Vec::new())
         } else {

@@ -23,6 +23,7 @@ mod objects;
 mod settings;
 mod stats;
 mod strategy;
+mod switch;
 mod table;
 mod tokens;
 mod usage;
@@ -46,6 +47,12 @@ pub struct Published {
 
 /// A change the serve loop makes for the API; it answers on `reply`.
 pub enum Command {
+    /// Turn smart routing on or off; the answer is when it takes effect.
+    Switch {
+        smart: bool,
+        actor: String,
+        reply: tokio::sync::oneshot::Sender<Result<u64, SwitchRefused>>,
+    },
     SetStrategy {
         name: String,
         actor: String,
@@ -59,6 +66,20 @@ pub enum Command {
         actor: String,
         reply: tokio::sync::oneshot::Sender<Result<Option<serde_json::Value>, crate::admin::ChangeError>>,
     },
+}
+
+/// Why the routing switch was not moved.
+#[derive(Debug)]
+pub enum SwitchRefused {
+    /// A change is waiting for its delay.
+    Pending {
+        at_ms: u64,
+    },
+    /// Too soon after the last change.
+    Cooldown {
+        until_ms: u64,
+    },
+    Change(crate::admin::ChangeError),
 }
 
 /// What the handlers share.
@@ -123,6 +144,7 @@ pub fn router(state: State) -> Router {
             get(settings::get_routing).patch(settings::patch_routing).delete(settings::reset_routing),
         )
         .route("/admin/v1/config", get(settings::config))
+        .route("/admin/v1/switch", get(switch::get).put(switch::put))
         .route("/admin/v1/audit", get(audit::list))
         .route("/admin/v1/strategy", get(strategy::get).put(strategy::put))
         .route("/admin/v1/usage", get(usage::list))

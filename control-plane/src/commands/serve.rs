@@ -310,6 +310,35 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Turn smart routing on or off: it takes effect after the switch's delay,
+    /// and not within its cooldown of the last change.
+    async fn switch(
+        &mut self,
+        store: &crate::usage::Store,
+        smart: bool,
+        actor: &str,
+    ) -> Result<u64, crate::api::SwitchRefused> {
+        use crate::api::SwitchRefused;
+        let sw = self.config.routing.switch.clone();
+        let now = epoch_ms();
+        if now < sw.since_ms {
+            return Err(SwitchRefused::Pending { at_ms: sw.since_ms });
+        }
+        if sw.smart == smart {
+            return Ok(sw.since_ms);
+        }
+        let free_at = sw.since_ms + (sw.cooldown_seconds * 1000.0) as u64;
+        if now < free_at {
+            return Err(SwitchRefused::Cooldown { until_ms: free_at });
+        }
+        let since_ms = now + (sw.delay_seconds * 1000.0) as u64;
+        let patch = crate::admin::Ask::Patch(serde_json::json!({"switch": {"smart": smart, "since_ms": since_ms}}));
+        self.change(store, crate::admin::Kind::Routing, "", patch, actor, Some("switch"))
+            .await
+            .map_err(SwitchRefused::Change)?;
+        Ok(since_ms)
+    }
+
     /// The config, its secrets and the effective value for the file and `overlays`.
     fn load_with(
         &self,
@@ -338,11 +367,12 @@ impl ControlPlane {
         name: &str,
         ask: crate::admin::Ask,
         actor: &str,
+        action: Option<&'static str>,
     ) -> Result<Option<serde_json::Value>, crate::admin::ChangeError> {
         use crate::admin::{self, Ask, ChangeError};
         let current = self.effective.borrow().clone();
         let before = admin::object(&current.value, kind, name).cloned();
-        let action = ask.action();
+        let action = action.unwrap_or(ask.action());
         let ask = match ask {
             Ask::Create(mut d) => {
                 admin::unmask(kind, &mut d, before.as_ref())?;
@@ -767,6 +797,7 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
 
     let mut tick = tokio::time::interval(Duration::from_millis(cp.config.control_plane.reload_poll_ms));
     let mut settling = false;
+    let mut smart_now = cp.config.routing.switch.smart_at(epoch_ms());
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -777,6 +808,9 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                 if cp.clusters.expire(Instant::now()) {
                     cp.clusters_tx.send_replace(cp.clusters.served());
                 }
+                // A switch asked with a delay takes effect in the table on time.
+                let smart = cp.config.routing.switch.smart_at(epoch_ms());
+                let switched = std::mem::replace(&mut smart_now, smart) != smart;
                 // A new channel enters the table once Envoy has its cluster.
                 let was_settling = std::mem::replace(&mut settling, cp.clusters.settling(Instant::now()));
                 cp.start_due_discoveries();
@@ -800,6 +834,8 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
                 }
                 if changed {
                     cp.publish("config changed");
+                } else if switched {
+                    cp.publish("routing switch");
                 } else if settling || was_settling {
                     cp.publish("new channels' clusters reached Envoy");
                 } else if priced {
@@ -816,14 +852,17 @@ pub async fn serve(path: PathBuf) -> Result<(), Error> {
             }
             Some(command) = command_rx.recv() => match command {
                 Command::Change { kind, name, ask, actor, reply } => {
-                    let done = cp.change(&counts, kind, &name, ask, &actor).await;
+                    let done = cp.change(&counts, kind, &name, ask, &actor, None).await;
                     let _ = reply.send(done);
+                }
+                Command::Switch { smart, actor, reply } => {
+                    let _ = reply.send(cp.switch(&counts, smart, &actor).await);
                 }
                 Command::SetStrategy { name, actor, reply } => {
                     let done = match cp.known_strategy(&name) {
                         Ok(()) => {
                             let patch = crate::admin::Ask::Patch(serde_json::json!({"default_strategy": name}));
-                            cp.change(&counts, crate::admin::Kind::Routing, "", patch, &actor)
+                            cp.change(&counts, crate::admin::Kind::Routing, "", patch, &actor, None)
                                 .await
                                 .map(|_| ())
                                 .map_err(|e| e.to_string())

@@ -360,6 +360,49 @@ pub struct RoutingConfig {
     /// Send prompts of at most this many tokens (estimated), without tools,
     /// that ask for an `auto:` group to its cheapest members first (0: off).
     pub simple_prompt_tokens: u64,
+    /// Smart routing on, or off with every request sent to one default.
+    pub switch: SwitchConfig,
+}
+
+/// The routing switch: smart routing on, or off with every request going to
+/// `default`. Changed through `PUT /admin/v1/switch`, which takes effect
+/// `delay_seconds` after it is asked and is refused until `cooldown_seconds`
+/// after the last change took effect.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchConfig {
+    pub smart: bool,
+    /// When `smart` takes (or took) effect, ms since the epoch; before it the
+    /// other setting is in force. Written by the admin API.
+    pub since_ms: u64,
+    pub delay_seconds: f64,
+    pub cooldown_seconds: f64,
+    /// Where every request goes while smart routing is off.
+    pub default: Option<SwitchDefault>,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self { smart: true, since_ms: 0, delay_seconds: 0.0, cooldown_seconds: 0.0, default: None }
+    }
+}
+
+impl SwitchConfig {
+    /// Whether smart routing is on at `now_ms`.
+    pub fn smart_at(&self, now_ms: u64) -> bool {
+        if now_ms >= self.since_ms {
+            self.smart
+        } else {
+            !self.smart
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchDefault {
+    pub channel: String,
+    pub model: String,
 }
 
 impl Default for RoutingConfig {
@@ -377,6 +420,7 @@ impl Default for RoutingConfig {
             sorting_strategies: BTreeMap::new(),
             model_quality: BTreeMap::new(),
             simple_prompt_tokens: 0,
+            switch: SwitchConfig::default(),
         }
     }
 }

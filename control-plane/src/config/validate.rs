@@ -111,6 +111,19 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
     if !printable(&c.auth.api_token) && !c.auth.api_token.is_empty() {
         return e("auth.api_token", "tokens must be printable ASCII without spaces".into());
     }
+    let sw = &c.routing.switch;
+    match &sw.default {
+        Some(d) if !c.channels.iter().any(|x| x.id == d.channel && x.enabled) => {
+            return e("routing.switch.default.channel", format!("no enabled channel \"{}\"", d.channel));
+        }
+        None if !sw.smart => {
+            return e("routing.switch.default", "smart routing off needs a default: {channel, model}".into());
+        }
+        _ => {}
+    }
+    if !(sw.delay_seconds >= 0.0 && sw.cooldown_seconds >= 0.0) {
+        return e("routing.switch", "delay_seconds and cooldown_seconds are 0 or more".into());
+    }
     let mut admin_ids = std::collections::HashSet::from(["admin"]);
     for (i, t) in c.control_plane.admin_tokens.iter().enumerate() {
         let at = format!("control_plane.admin_tokens[{i}]");

@@ -164,10 +164,30 @@ pub fn build_with(
                 ..Default::default()
             },
             simple_prompt_tokens: config.routing.simple_prompt_tokens,
+            fixed_group: switched_off(config).map(|_| SWITCH_GROUP.to_string()),
         },
         auth: AuthDoc { enabled: config.auth.enabled, tokens: client_tokens.to_vec() },
         channels,
-        groups: groups(config),
+        groups: {
+            let mut g = groups(config);
+            if let Some(d) = switched_off(config) {
+                g.push(GroupDoc {
+                    name: SWITCH_GROUP.into(),
+                    description: "smart routing is off: the routing switch's default".into(),
+                    query: String::new(),
+                    filters: GroupFilters::default(),
+                    any_of: Default::default(),
+                    members: vec![GroupMember {
+                        channel: d.channel.clone(),
+                        model: d.model.clone(),
+                        priority: 1,
+                        weight: 1,
+                    }],
+                    ..Default::default()
+                });
+            }
+            g
+        },
         usage: router_core::table::UsageDoc {
             enabled: config.usage.enabled,
             reserve_output_tokens: config.usage.reserve_output_tokens,
@@ -258,6 +278,18 @@ fn health_policy(config: &Config) -> router_core::health::Policy {
         probe_timeout_ms: 30_000,
         key_retry_ms: config.control_plane.key_validation_interval.saturating_mul(2000).max(60_000),
     }
+}
+
+/// The group every request goes to while smart routing is switched off.
+pub const SWITCH_GROUP: &str = "routing-switch-default";
+
+/// The switch's default, when smart routing is off now.
+fn switched_off(config: &Config) -> Option<&crate::config::SwitchDefault> {
+    let sw = &config.routing.switch;
+    if sw.smart_at(crate::commands::serve::epoch_ms()) {
+        return None;
+    }
+    sw.default.as_ref()
 }
 
 /// `model_groups` from the YAML as the table carries them.
