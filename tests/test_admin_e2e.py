@@ -94,6 +94,12 @@ def test_edits_apply_within_a_second_survive_a_restart_and_export_round_trips(st
     g = admin(r, "POST", "/admin/v1/groups", {"name": "team", "channels": [{"channel": "a", "model": "m1"}]})
     assert g.status == 201, g
     wait_for(lambda: r.chat("team").status == 200, timeout=1.5, interval=0.05, what="group applies")
+    # What a read shows can be written back as it is (masked keys included).
+    for path in ("/admin/v1/groups/team", "/admin/v1/channels/a"):
+        back = admin(r, "PUT", path, admin(r, "GET", path).json())
+        assert back.status == 200, (path, back)
+    assert r.chat("std").status == 200
+    assert a.requests()[-1]["headers"]["authorization"] == "Bearer sk-file-a"
     # The strategy, set through the API, is kept too.
     assert admin(r, "PUT", "/admin/v1/strategy", {"strategy": "speed_optimized"}).status == 200
     version = table_version(r)

@@ -60,10 +60,19 @@ impl Secrets {
             vec![AdminToken { id: "admin".into(), sha256: token_hash_hex(&admin_token), role: AdminRole::Admin }];
         admin_tokens.extend(config.control_plane.admin_tokens.iter().map(|t| AdminToken {
             id: t.id.clone(),
-            sha256: if t.sha256.is_empty() { token_hash_hex(&t.token) } else { t.sha256.trim().to_ascii_lowercase() },
+            sha256: hash_of(&t.token, &t.sha256),
             role: t.role,
         }));
         Ok(Self { table_token, admin_tokens, client_tokens })
+    }
+}
+
+/// A token's SHA-256 in hex: the configured one, else the token's.
+fn hash_of(token: &str, sha256: &str) -> String {
+    if sha256.is_empty() {
+        token_hash_hex(token)
+    } else {
+        sha256.trim().to_ascii_lowercase()
     }
 }
 
@@ -104,7 +113,7 @@ fn token_doc(t: &ApiToken) -> Option<TokenDoc> {
         ApiToken::Plain(t) => Some(plain(t)),
         ApiToken::Rules(r) => Some(TokenDoc {
             id: r.id.clone(),
-            sha256: if r.sha256.is_empty() { token_hash_hex(&r.token) } else { r.sha256.trim().to_ascii_lowercase() },
+            sha256: hash_of(&r.token, &r.sha256),
             channels: r.allow.channels.clone(),
             tags: r.allow.tags.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
             models: r.allow.models.clone(),

@@ -107,8 +107,21 @@ fn done(state: &ApiState, kind: Kind, name: &str, after: Option<Value>, status: 
     }
 }
 
+/// A doc as a write takes it: without what reads add (`source`, a group's
+/// `name`), so an object read can be sent back as it is.
+fn settings_only(kind: Kind, mut doc: Value) -> Value {
+    if let Some(fields) = doc.as_object_mut() {
+        fields.remove("source");
+        if kind == Kind::Group {
+            fields.remove("name");
+        }
+    }
+    doc
+}
+
 pub async fn create(state: &ApiState, kind: Kind, actor: &Actor, mut doc: Value) -> Result<Response, ApiError> {
     let name = name_of(kind, &mut doc)?;
+    let doc = settings_only(kind, doc);
     let after = send(state, kind, &name, Ask::Create(doc), actor).await?;
     Ok(done(state, kind, &name, after, StatusCode::CREATED))
 }
@@ -118,32 +131,14 @@ pub async fn replace(
     kind: Kind,
     name: &str,
     actor: &Actor,
-    mut doc: Value,
+    doc: Value,
 ) -> Result<Response, ApiError> {
-    if kind == Kind::Group {
-        if let Some(fields) = doc.as_object_mut() {
-            fields.remove("name");
-        }
-    }
-    let after = send(state, kind, name, Ask::Replace(doc), actor).await?;
+    let after = send(state, kind, name, Ask::Replace(settings_only(kind, doc)), actor).await?;
     Ok(done(state, kind, name, after, StatusCode::OK))
 }
 
-pub async fn patch(
-    state: &ApiState,
-    kind: Kind,
-    name: &str,
-    actor: &Actor,
-    mut doc: Value,
-) -> Result<Response, ApiError> {
-    if let Some(fields) = doc.as_object_mut() {
-        // Shown on reads, not settings.
-        fields.remove("source");
-        if kind == Kind::Group {
-            fields.remove("name");
-        }
-    }
-    let after = send(state, kind, name, Ask::Patch(doc), actor).await?;
+pub async fn patch(state: &ApiState, kind: Kind, name: &str, actor: &Actor, doc: Value) -> Result<Response, ApiError> {
+    let after = send(state, kind, name, Ask::Patch(settings_only(kind, doc)), actor).await?;
     Ok(done(state, kind, name, after, StatusCode::OK))
 }
 

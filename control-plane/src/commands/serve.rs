@@ -645,15 +645,20 @@ impl ControlPlane {
         });
         // The file is checked on its own first, so its errors name its own lines.
         let loaded = loaded.and_then(|(file_config, _)| {
-            self.file_value = crate::admin::file_value(&text).map_err(|message| config::ConfigError {
+            let value = crate::admin::file_value(&text).map_err(|message| config::ConfigError {
                 file: file.clone(),
                 path: String::new(),
                 message,
             })?;
-            self.load_with(&file_config, &self.overlays).map_err(|message| config::ConfigError {
-                file: format!("{file} with the admin API's changes"),
-                path: String::new(),
-                message,
+            // The new file counts only once it loads with the changes over it.
+            let previous = std::mem::replace(&mut self.file_value, value);
+            self.load_with(&file_config, &self.overlays).map_err(|message| {
+                self.file_value = previous;
+                config::ConfigError {
+                    file: format!("{file} with the admin API's changes"),
+                    path: String::new(),
+                    message,
+                }
             })
         });
         match loaded {
